@@ -1,0 +1,27 @@
+# prh: does representational alignment grow with competence? (The Platonic Representation Hypothesis)
+# Table of contents only: every stage lives in rules/, every computation in src/prh/.
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/zoo.smk"
+include: "rules/extract.smk"
+include: "rules/lm.smk"
+include: "rules/probe.smk"
+include: "rules/align.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,47 @@
+# Fan-in alignment: one job per experiment scores every model pair over all layer pairs,
+# with per-pair scores memoised in the store so a new model computes only its new pairs.
+
+
+rule align:
+    input:
+        receipts=experiment_receipts,
+    output:
+        table=report(
+            f"{R}/alignment/{{experiment}}.csv",
+            caption="../workflow/report/alignment.rst",
+            category="Alignment",
+            labels={"experiment": "{experiment}"},
+        ),
+        matrices=directory(f"{R}/alignment/{{experiment}}.zarr"),
+    log:
+        "logs/align/{experiment}.log",
+    params:
+        experiment=experiment_spec,
+        xs=experiment_xs,
+        ys=experiment_ys,
+        receipt_map=experiment_receipt_map,
+        q=config["alignment"]["q"],
+        permutations=config["alignment"]["permutations"],
+        bootstrap=config["alignment"]["bootstrap"],
+        seed=config["alignment"]["seed"],
+        store=config["store"],
+    conda:
+        "../envs/prh.yaml"
+    threads: config["threads"]
+    script:
+        "../workflow/scripts/align.py"
+
+
+rule model_table:
+    input:
+        receipts=[PLAN.receipt_path(d, m) for d, m in PLAN.extractions()],
+    output:
+        table=f"{R}/models.csv",
+    log:
+        "logs/align/models.log",
+    params:
+        models=config["models"],
+    conda:
+        "../envs/prh.yaml"
+    script:
+        "../workflow/scripts/model_table.py"

@@ -1,0 +1,90 @@
+# Helpers shared by every stage: config validation, lookups and input functions. No rule lives here.
+import sys
+
+from prh.config import ConfigError, read_yaml, validate_config
+from prh import plan
+
+try:
+    for _configfile in workflow.configfiles:
+        read_yaml(_configfile)
+    _validated = validate_config(config)
+except ConfigError as _err:
+    sys.exit(str(_err))
+config.clear()
+config.update(_validated)
+
+R = config["results"]
+PLAN = plan.Plan(config)
+
+
+wildcard_constraints:
+    model="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    dataset="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    experiment="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+
+
+def all_targets():
+    """Everything `rule all` builds: the report and the tables behind it."""
+    return PLAN.targets()
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def model_spec(wildcards):
+    return config["models"][wildcards.model]
+
+
+def zoo_receipt(wildcards):
+    """The zoo checkpoint receipt a model needs, or nothing for packaged and hub models."""
+    return PLAN.zoo_receipt(wildcards.model)
+
+
+def extraction_params(wildcards):
+    return PLAN.extraction_params(wildcards.model)
+
+
+def gpu_count(wildcards):
+    """gpu=1 for jobs that run a model when the config has GPUs, else 0."""
+    return 1 if config["gpus"] > 0 else 0
+
+
+def extract_mem_mb(wildcards):
+    return PLAN.mem_mb(wildcards.model)
+
+
+def extract_runtime(wildcards):
+    return PLAN.runtime_min(wildcards.model)
+
+
+def lm_inputs(wildcards):
+    return PLAN.lm_inputs(wildcards.model)
+
+
+def probe_inputs(wildcards):
+    return PLAN.probe_receipts(wildcards.model)
+
+
+def experiment_spec(wildcards):
+    return config["alignment"]["experiments"][wildcards.experiment]
+
+
+def experiment_xs(wildcards):
+    return PLAN.experiment_models(wildcards.experiment)[0]
+
+
+def experiment_ys(wildcards):
+    return PLAN.experiment_models(wildcards.experiment)[1]
+
+
+def experiment_receipt_map(wildcards):
+    return PLAN.experiment_receipt_map(wildcards.experiment)
+
+
+def experiment_receipts(wildcards):
+    return PLAN.experiment_receipts(wildcards.experiment)
+
+
+def figure_inputs(wildcards):
+    return PLAN.figure_inputs(wildcards.figure)

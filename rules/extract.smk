@@ -1,0 +1,27 @@
+# One job per (model, dataset): layer-wise pooled features into the content-addressed store.
+# The output is a small receipt naming the store key, so DAG staleness and content addressing agree.
+
+
+rule extract:
+    input:
+        data=f"{R}/data/{{dataset}}.npz",
+        zoo=zoo_receipt,
+    output:
+        receipt=f"{R}/features/{{dataset}}/{{model}}.json",
+    log:
+        "logs/extract/{dataset}/{model}.log",
+    params:
+        spec=model_spec,
+        extraction=extraction_params,
+        store=config["store"],
+        device=config["device"],
+        gpus=config["gpus"],
+    conda:
+        "../envs/prh.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_count,
+        mem_mb=extract_mem_mb,
+        runtime=extract_runtime,
+    script:
+        "../workflow/scripts/extract.py"

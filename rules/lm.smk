@@ -1,0 +1,41 @@
+# Language competence: bits-per-byte on held-out text and downstream multiple-choice accuracy.
+
+
+rule score_language_model:
+    input:
+        unpack(lm_inputs),
+    output:
+        scores=f"{R}/lm/{{model}}.json",
+    log:
+        "logs/lm/{model}.log",
+    params:
+        spec=model_spec,
+        max_chars=config["language"]["max_chars"],
+        downstream=config["language"]["downstream"],
+        device=config["device"],
+    conda:
+        "../envs/prh.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_count,
+    script:
+        "../workflow/scripts/score_language_model.py"
+
+
+rule language_table:
+    input:
+        scores=expand(f"{R}/lm/{{model}}.json", model=PLAN.language_models()),
+    output:
+        table=report(
+            f"{R}/lm/scores.csv",
+            caption="../workflow/report/lm_scores.rst",
+            category="Competence",
+        ),
+    log:
+        "logs/lm/table.log",
+    params:
+        published=config["language"]["published_scores"],
+    conda:
+        "../envs/prh.yaml"
+    script:
+        "../workflow/scripts/language_table.py"

@@ -1,0 +1,20 @@
+# The trained zoo: small timm vision models and causal LMs, cached under their recipe hash.
+
+
+rule train_zoo_model:
+    output:
+        receipt=f"{R}/zoo/{{model}}.json",
+    log:
+        "logs/zoo/{model}.log",
+    params:
+        spec=model_spec,
+        cache=f"{config['store']}/zoo",
+        device=config["device"],
+        gpus=config["gpus"],
+    conda:
+        "../envs/prh.yaml"
+    threads: config["threads"]
+    resources:
+        gpu=gpu_count,
+    script:
+        "../workflow/scripts/train_zoo_model.py"

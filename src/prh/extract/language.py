@@ -1,0 +1,157 @@
+"""Layer-wise features (every hidden state) and bits-per-byte of Hugging Face language models.
+
+Batches are padded on the RIGHT for every model, causal ones included: a real token then never sees a pad
+(causal mask, attention mask) and keeps its unpadded position ids, so hidden states of real tokens equal an
+unpadded run for any architecture without position-id bookkeeping (left padding is only needed to generate).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from prh.errors import PrhError
+
+LOGIT_BUDGET_BYTES = 1 << 28  # float32 logits materialised at once by the chunked log-softmax (256 MiB)
+
+
+@dataclass
+class Tokenized:
+    """Token ids of n texts (unpadded) and the UTF-8 bytes their scored tokens cover."""
+
+    ids: list[list[int]]
+    n_bytes: np.ndarray  # (n,) int64: bytes of the text span covered by tokens 1.. (the scored ones)
+
+
+def apply_template(texts: list[str], template: str | None, model_name: str) -> list[str]:
+    """Insert each text into ``template`` at ``{text}`` (no template: texts unchanged)."""
+    if template is None:
+        return list(texts)
+    if "{text}" not in template:
+        raise PrhError(f"model {model_name!r}: prompt_template {template!r} has no '{{text}}' placeholder")
+    return [template.replace("{text}", t) for t in texts]
+
+
+def scored_bytes(text: str, offsets: list[tuple[int, int]], special: list[int]) -> int:
+    """UTF-8 bytes of the text covered by tokens 1..T-1 (token 0 is context only unless it is a special BOS)."""
+    real = [(s, e) for (s, e), sp in zip(offsets, special) if not sp]
+    if not real:
+        return 0
+    start = 0 if special[0] else offsets[0][1]
+    end = max(e for _, e in real)
+    return len(text[start:end].encode("utf-8")) if end > start else 0
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> Tokenized:
+    """Tokenize with truncation at ``max_tokens`` (special tokens included); bytes via offsets when available."""
+    fast = bool(getattr(tokenizer, "is_fast", False))
+    enc = tokenizer(
+        texts, truncation=True, max_length=max_tokens, return_offsets_mapping=fast,
+        return_special_tokens_mask=True, return_attention_mask=False, return_token_type_ids=False,
+    )
+    ids = [list(map(int, x)) for x in enc["input_ids"]]
+    if fast:
+        n_bytes = [scored_bytes(t, o, s) for t, o, s in zip(texts, enc["offset_mapping"], enc["special_tokens_mask"])]
+    else:  # no offsets: bytes of the decoded text of the scored tokens
+        n_bytes = [len(tokenizer.decode(x[1:], skip_special_tokens=True).encode("utf-8")) for x in ids]
+    return Tokenized(ids=ids, n_bytes=np.asarray(n_bytes, dtype=np.int64))
+
+
+def pad_right(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token id lists -> input_ids (B, T) int64 and attention mask (B, T) int64."""
+    t = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), t), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return input_ids, mask
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, D) hidden states -> (B, D) float32: mean over real tokens, or the last real token."""
+    if pooling == "last":
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+    m = mask.to(torch.float32).unsqueeze(-1)
+    return (hidden.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def token_bits(
+    lm_head: torch.nn.Module, last_hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
+    softcap: float | None = None, budget_bytes: int = LOGIT_BUDGET_BYTES,
+) -> torch.Tensor:
+    """Per-sample cross-entropy in bits (B,) float64 of tokens 1..T-1 given their prefix; logits built in row chunks."""
+    scored = (mask[:, 1:] * mask[:, :-1]).bool()  # (B, T-1): target and its context are real
+    rows = last_hidden[:, :-1][scored]  # (N, D) positions that predict a real token
+    targets = input_ids[:, 1:][scored]  # (N,)
+    sample = torch.nonzero(scored, as_tuple=True)[0]  # (N,)
+    vocab = int(lm_head.weight.shape[0]) if hasattr(lm_head, "weight") else 1 << 17
+    step = max(1, budget_bytes // (4 * vocab))
+    nats = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=last_hidden.device)
+    for s in range(0, rows.shape[0], step):
+        logits = lm_head(rows[s : s + step]).float()  # (step, V)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        nll = -F.log_softmax(logits, dim=-1).gather(1, targets[s : s + step, None]).squeeze(1)
+        nats.index_add_(0, sample[s : s + step], nll.double())
+    return nats / math.log(2.0)
+
+
+def select_states(layers: str | list[int], n_states: int, model_name: str) -> list[int]:
+    """``all`` or a list of hidden-state indices (0 = embeddings, negatives allowed) -> sorted indices."""
+    from prh.extract.vision import select_levels
+
+    return select_levels(layers, n_states, model_name)
+
+
+def extract_language(
+    model, texts: list[str], params: dict, device: str, batch_size: int, progress: bool, desc: str
+) -> tuple[list[np.ndarray], list[str], dict[str, np.ndarray], dict]:
+    """Pooled hidden states (embeddings + every layer) for n texts -> per layer (n, d) float32, plus bpb side arrays."""
+    from prh.extract import autocast_context
+
+    if model.tokenizer is None:
+        raise PrhError(f"model {model.name!r} has no tokenizer; language extraction needs one")
+    module = model.module
+    base = getattr(module, "base_model", module)
+    lm_head = module.get_output_embeddings() if model.is_causal else None
+    want_bpb = bool(params["bpb"]) and lm_head is not None
+    softcap = getattr(getattr(module, "config", None), "final_logit_softcapping", None)
+    full = apply_template(texts, params["prompt_template"], model.name)
+    tok = tokenize(model.tokenizer, full, int(params["max_tokens"]))
+    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    n = len(full)
+    outs: list[np.ndarray] = []
+    levels: list[int] = []
+    bits = np.zeros(n, dtype=np.float64)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), autocast_context(device, params["dtype"]), tqdm(
+        total=n, desc=desc, unit="text", disable=not progress
+    ) as bar:
+        for start in range(0, n, batch_size):
+            input_ids, mask = pad_right(tok.ids[start : start + batch_size], pad_id)
+            input_ids, mask = input_ids.to(device), mask.to(device)
+            out = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
+            states = out.hidden_states
+            if not outs:
+                levels = select_states(params["layers"], len(states), model.name)
+                outs = [np.empty((n, states[i].shape[-1]), dtype=np.float32) for i in levels]
+            for dst, i in zip(outs, levels):
+                dst[start : start + len(input_ids)] = pool_hidden(states[i], mask, params["pooling"]).cpu().numpy()
+            if want_bpb:
+                bits[start : start + len(input_ids)] = token_bits(lm_head, out.last_hidden_state, input_ids, mask, softcap).cpu().numpy()
+            bar.update(len(input_ids))
+    side: dict[str, np.ndarray] = {}
+    if want_bpb:
+        n_tokens = np.asarray([max(len(x) - 1, 0) for x in tok.ids], dtype=np.int64)
+        side = {"bpb": bits / np.maximum(tok.n_bytes, 1), "n_tokens": n_tokens, "n_bytes": tok.n_bytes, "bits": bits}
+    attrs = {"pooling": params["pooling"], "wall_s": time.perf_counter() - t0, "padding_side": "right",
+             "n_tokens_total": int(sum(len(x) for x in tok.ids))}
+    return outs, [f"hidden_states.{i}" for i in levels], side, attrs

@@ -1,0 +1,238 @@
+"""Shared figure plumbing: one seaborn style, table checks, caption context, atomic PNG/SVG/CSV/JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from prh.errors import PrhError  # noqa: E402
+
+DPI = 150
+HEADLINE_METRIC = "mutual_knn"
+SEQUENTIAL = "viridis"  # perceptually uniform and colour-blind safe
+
+
+@dataclass(frozen=True)
+class FigureResult:
+    """Paths of one rendered figure, its caption and its two-line reading of the data."""
+
+    png: Path
+    svg: Path
+    csv: Path
+    title: str
+    caption: str
+    reading: str
+
+    def __str__(self) -> str:
+        """The reading, so a FigureResult prints as its two lines."""
+        return self.reading
+
+
+def set_style() -> None:
+    """The one prh figure style: seaborn paper context, white grid, colour-blind palette, readable fonts."""
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.25)
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "svg.fonttype": "none", "axes.titleweight": "bold"})
+
+
+def stem(out: str | os.PathLike) -> Path:
+    """Output path without a figure suffix: 'fig/x.png' and 'fig/x' both give 'fig/x'."""
+    p = Path(out)
+    return p.with_suffix("") if p.suffix.lower() in {".png", ".svg", ".csv", ".json", ".pdf"} else p
+
+
+def require(df: pd.DataFrame, columns: list[str], table: str) -> None:
+    """Raise PrhError naming the table and the missing columns."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise PrhError(f"{table} table lacks column(s) {missing} (has {list(df.columns)})")
+
+
+def params_label(metric: str, params: Any) -> str:
+    """'mutual_knn(k=10)' from a metric name and its params (json string or dict)."""
+    p = _params_dict(params)
+    inner = ", ".join(f"{k}={v}" for k, v in sorted(p.items()))
+    return f"{metric}({inner})" if inner else str(metric)
+
+
+def _params_dict(params: Any) -> dict:
+    """Params column value (json string, dict, NaN) as a dict."""
+    if isinstance(params, dict):
+        return params
+    if params is None or (isinstance(params, float) and np.isnan(params)) or params == "":
+        return {}
+    try:
+        return dict(json.loads(params))
+    except (TypeError, ValueError) as e:
+        raise PrhError(f"alignment table params {params!r} is not a JSON object") from e
+
+
+def select_metric(align: pd.DataFrame, metric: str | None, table: str) -> tuple[pd.DataFrame, str]:
+    """Rows of one (metric, params) setting: the given one, else the headline mutual_knn, else the first."""
+    require(align, ["metric", "score"], table)
+    df = align.copy()
+    if "params" not in df.columns:
+        df["params"] = "{}"
+    df["setting"] = [params_label(m, p) for m, p in zip(df["metric"], df["params"])]
+    settings = list(dict.fromkeys(df["setting"]))
+    if metric is None:
+        heads = [s for s in settings if s.split("(")[0] == HEADLINE_METRIC]
+        chosen = (heads or settings)[0] if settings else ""
+    else:
+        hits = [s for s in settings if s == metric or s.split("(")[0] == metric]
+        if not hits:
+            raise PrhError(f"{table} table has no rows for metric {metric!r} (has {settings})")
+        chosen = hits[0]
+    return df[df["setting"] == chosen].reset_index(drop=True), chosen
+
+
+def pair_matrix(df: pd.DataFrame, models: list[str]) -> np.ndarray:
+    """Symmetric (m, m) score matrix; (x, y) and (y, x) rows are averaged, missing pairs NaN, diagonal NaN."""
+    idx = {m: i for i, m in enumerate(models)}
+    total = np.zeros((len(models), len(models)))
+    count = np.zeros_like(total)
+    for x, y, s in zip(df["model_x"], df["model_y"], df["score"]):
+        if x == y or x not in idx or y not in idx or not np.isfinite(s):
+            continue
+        for a, b in ((idx[x], idx[y]), (idx[y], idx[x])):
+            total[a, b] += s
+            count[a, b] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def unordered_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per unordered model pair (self pairs dropped): a, b, score (mean over orders), chance."""
+    d = df[df["model_x"] != df["model_y"]].copy()
+    d["a"] = np.where(d["model_x"] < d["model_y"], d["model_x"], d["model_y"])
+    d["b"] = np.where(d["model_x"] < d["model_y"], d["model_y"], d["model_x"])
+    if "chance" not in d.columns:
+        d["chance"] = np.nan
+    return d.groupby(["a", "b"], as_index=False)[["score", "chance"]].mean()
+
+
+def chance_level(df: pd.DataFrame) -> float:
+    """Mean calibrated chance level of the rows: `chance`, else `null_mean`, else NaN."""
+    for col in ("chance", "null_mean"):
+        if col in df.columns and df[col].notna().any():
+            return float(df[col].mean())
+    return float("nan")
+
+
+def context_text(df: pd.DataFrame | None, setting: str | None, context: dict | None) -> str:
+    """'n = 1000, metric = mutual_knn(k=10), dataset = places' from table columns, overridden by `context`."""
+    ctx: dict[str, Any] = {}
+    if df is not None:
+        for col in ("n", "dataset"):
+            if col in df.columns and df[col].notna().any():
+                vals = sorted({str(v) for v in df[col].dropna()})
+                ctx[col] = vals[0] if len(vals) == 1 else ", ".join(vals[:4]) + (" ..." if len(vals) > 4 else "")
+    if setting:
+        ctx["metric"] = setting
+    ctx.update(context or {})
+    return ", ".join(f"{k} = {v}" for k, v in ctx.items())
+
+
+def fmt_p(p: float) -> str:
+    """p-value for a reading line."""
+    return "nan" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+
+
+def spearman(x: Any, y: Any) -> tuple[float, float]:
+    """Spearman (rho, p) over finite pairs; NaN when fewer than 3 pairs or a constant input."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan"), float("nan")
+    r = stats.spearmanr(x[ok], y[ok])
+    return float(r.statistic), float(r.pvalue)
+
+
+def pearson(x: Any, y: Any) -> tuple[float, float]:
+    """Pearson (r, p) over finite pairs; NaN when fewer than 3 pairs or a constant input."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return float("nan"), float("nan")
+    r = stats.pearsonr(x[ok], y[ok])
+    return float(r.statistic), float(r.pvalue)
+
+
+def spread(xs: Any, min_gap: float) -> np.ndarray:
+    """Label positions near xs (same order) with neighbours at least min_gap apart, moved as little as possible."""
+    xs = np.asarray(xs, dtype=float)
+    order = np.argsort(xs, kind="stable")
+    pos = xs[order].copy()
+    for _ in range(200):
+        gaps = np.diff(pos)
+        bad = gaps < min_gap - 1e-12
+        if not bad.any():
+            break
+        for i in np.flatnonzero(bad):
+            push = (min_gap - (pos[i + 1] - pos[i])) / 2
+            pos[i] -= push
+            pos[i + 1] += push
+    out = np.empty_like(pos)
+    out[order] = pos
+    return out
+
+
+def note(ax: plt.Axes, text: str) -> None:
+    """Write a centred grey note in an axes that has nothing to plot."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp) for a temp file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(fig: plt.Figure, data: pd.DataFrame, out: str | os.PathLike, title: str, caption: str,
+         reading: str, extra: dict[str, pd.DataFrame] | None = None) -> FigureResult:
+    """Write PNG, SVG, the plotted numbers as CSV (+ `{stem}_{name}.csv` extras) and a JSON sidecar, atomically."""
+    base = stem(out)
+    res = FigureResult(base.with_suffix(".png"), base.with_suffix(".svg"), base.with_suffix(".csv"),
+                       title, caption, reading)
+    try:
+        _atomic(res.png, lambda t: fig.savefig(t, format="png", dpi=DPI, bbox_inches="tight"))
+        _atomic(res.svg, lambda t: fig.savefig(t, format="svg", bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    _atomic(res.csv, lambda t: data.to_csv(t, index=False))
+    for name, table in (extra or {}).items():
+        _atomic(base.with_name(f"{base.name}_{name}.csv"), lambda t, tb=table: tb.to_csv(t, index=False))
+    meta = {k: str(v) for k, v in asdict(res).items()}
+    _atomic(base.with_suffix(".json"), lambda t: Path(t).write_text(json.dumps(meta, indent=1)))
+    return res
+
+
+def load_result(out: str | os.PathLike) -> FigureResult:
+    """The FigureResult of a figure written earlier, from its JSON sidecar."""
+    base = stem(out)
+    side = base.with_suffix(".json")
+    if not side.exists():
+        raise PrhError(f"figure sidecar {side} does not exist; render the figure first")
+    m = json.loads(side.read_text())
+    return FigureResult(Path(m["png"]), Path(m["svg"]), Path(m["csv"]), m["title"], m["caption"], m["reading"])

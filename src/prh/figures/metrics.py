@@ -1,0 +1,186 @@
+"""Metric figures: locality of the trend in CKNNA's k (Fig. 10) and agreement between metrics (Fig. 12)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from prh.errors import PrhError
+from prh.figures._common import (
+    FigureResult,
+    context_text,
+    fmt_p,
+    _params_dict,
+    note,
+    params_label,
+    pearson,
+    require,
+    save,
+    set_style,
+    spearman,
+)
+
+COMPETENCE_COLUMNS = ("lm_score", "competence")
+
+
+def _k_column(df: pd.DataFrame) -> pd.Series:
+    """k per row: the `k` column, else params['k']."""
+    if "k" in df.columns:
+        return df["k"].astype(int)
+    require(df, ["params"], "locality")
+    return df["params"].map(lambda p: int(_params_dict(p).get("k", -1)))
+
+
+def locality_table(df: pd.DataFrame, score_col: str | None) -> pd.DataFrame:
+    """Per k: pairs, mean alignment, and Spearman / Pearson correlation of alignment with `score_col`."""
+    rows = []
+    for k, g in df.groupby("k", sort=True):
+        rho, p = spearman(g[score_col], g["score"]) if score_col else (np.nan, np.nan)
+        r, pr = pearson(g[score_col], g["score"]) if score_col else (np.nan, np.nan)
+        rows.append({"k": int(k), "n_pairs": len(g), "mean_score": float(g["score"].mean()),
+                     "spearman": rho, "spearman_p": p, "pearson": r, "pearson_p": pr})
+    return pd.DataFrame(rows)
+
+
+def fig_locality(
+    cknna_k: pd.DataFrame,
+    out: str | os.PathLike,
+    *,
+    context: dict | None = None,
+) -> FigureResult:
+    """Fig. 10: how the alignment-vs-language-score trend of CKNNA changes from small k to k = n - 1 (CKA)."""
+    require(cknna_k, ["model_x", "model_y", "score"], "locality")
+    df = cknna_k.copy()
+    df["k"] = _k_column(df)
+    df = df[df["k"] > 0]
+    if df.empty:
+        raise PrhError("locality table has no rows with a positive k")
+    score_col = next((c for c in COMPETENCE_COLUMNS if c in df.columns and df[c].notna().any()), None)
+    table = locality_table(df, score_col)
+    set_style()
+    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    lines = _locality_lines(ax_l, df, score_col)
+    _locality_trend(ax_r, table, score_col)
+    title = "Locality: the alignment trend is clearest for small k"
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    n = f"n = {int(df['n'].max())}, " if "n" in df.columns else ""
+    ks = sorted(table["k"])
+    ctx = context_text(df.drop(columns=["n"], errors="ignore"), "cknna", context)
+    caption = (f"CKNNA with k from {ks[0]} to {ks[-1]} ({n}k = n - 1 is unbiased CKA). Left: mean alignment per "
+               f"language model vs its {score_col or 'score'}, one line per k. Right: rank (Spearman) and linear "
+               f"(Pearson) correlation of alignment with {score_col or 'score'} at each k. {ctx}.")
+    return save(fig, table, out, title, caption, _locality_reading(table, score_col), extra={"lines": lines})
+
+
+def _locality_lines(ax: plt.Axes, df: pd.DataFrame, score_col: str | None) -> pd.DataFrame:
+    """Left panel: mean alignment per LM vs its language score, a line per k (or mean alignment vs k)."""
+    ks = sorted(df["k"].unique())
+    if score_col is None:
+        t = df.groupby("k", as_index=False)["score"].mean()
+        ax.plot(t["k"], t["score"], marker="o")
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.set_ylabel("mean CKNNA")
+        ax.set_title("no lm_score column: mean alignment only", fontsize=9)
+        return t
+    t = df.groupby(["k", score_col], as_index=False)["score"].mean()
+    cmap = plt.get_cmap("viridis")
+    logs = np.log(ks)
+    for k in ks:
+        g = t[t["k"] == k].sort_values(score_col)
+        frac = (np.log(k) - logs.min()) / (np.ptp(logs) or 1)
+        ax.plot(g[score_col], g["score"], marker="o", ms=3.5, color=cmap(0.05 + 0.85 * frac), label=f"k={k}")
+    ax.set_xlabel(score_col.replace("_", " "))
+    ax.set_ylabel("mean CKNNA over vision models")
+    ax.legend(fontsize=7, ncol=2 if len(ks) > 5 else 1, frameon=True, title="k", title_fontsize=7)
+    return t
+
+
+def _locality_trend(ax: plt.Axes, table: pd.DataFrame, score_col: str | None) -> None:
+    """Right panel: Spearman and Pearson correlation vs k (log axis)."""
+    if score_col is None or table["spearman"].isna().all():
+        note(ax, "no language-score column (lm_score / competence):\ncorrelation not available")
+        return
+    ax.plot(table["k"], table["spearman"], marker="o", label="Spearman rho")
+    ax.plot(table["k"], table["pearson"], marker="s", ls="--", label="Pearson r")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("k (log scale)")
+    ax.set_ylabel(f"correlation with {score_col.replace('_', ' ')}")
+    ax.set_ylim(min(-0.1, table[["spearman", "pearson"]].min().min() - 0.1), 1.05)
+    ax.legend(fontsize=8, frameon=True)
+
+
+def _locality_reading(table: pd.DataFrame, score_col: str | None) -> str:
+    """Two lines: the correlation at the smallest and largest k, and its rank trend with k."""
+    lo, hi = table.iloc[0], table.iloc[-1]
+    if score_col is None:
+        return (f"Mean CKNNA: {lo['mean_score']:.3f} at k={int(lo['k'])}, {hi['mean_score']:.3f} at k={int(hi['k'])}.\n"
+                "No language-score column, so no trend correlation.")
+    rho, p = spearman(table["k"], table["spearman"])
+    return (f"Spearman rho(alignment, {score_col}) = {lo['spearman']:.3f} at k={int(lo['k'])} and "
+            f"{hi['spearman']:.3f} at k={int(hi['k'])}.\n"
+            f"Across {len(table)} values of k, Spearman rho(k, trend strength) = {rho:.3f} (p = {fmt_p(p)}).")
+
+
+def agreement_matrix(align_all: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """(Spearman correlation between metric settings over model pairs, number of model pairs)."""
+    require(align_all, ["model_x", "model_y", "metric", "score"], "all-metrics alignment")
+    df = align_all.copy()
+    params = df["params"] if "params" in df.columns else pd.Series("{}", index=df.index)
+    df["setting"] = [params_label(m, p) for m, p in zip(df["metric"], params)]
+    keys = ["model_x", "model_y"] + (["dataset"] if "dataset" in df.columns else [])
+    wide = df.pivot_table(index=keys, columns="setting", values="score", aggfunc="mean")
+    return wide.corr(method="spearman", min_periods=3), len(wide)
+
+
+def fig_metric_agreement(
+    align_all: pd.DataFrame,
+    out: str | os.PathLike,
+    *,
+    context: dict | None = None,
+) -> FigureResult:
+    """Fig. 12: annotated heatmap of Spearman correlations between all (metric, params) settings over model pairs."""
+    corr, n_pairs = agreement_matrix(align_all)
+    m = len(corr)
+    set_style()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.75 * m), max(4.2, 0.6 + 0.62 * m)))
+    if m < 2:
+        note(ax, "fewer than two metric settings: nothing to compare")
+    else:
+        sns.heatmap(corr, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=m <= 16, fmt=".2f", square=True,
+                    annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman rho", "shrink": 0.8},
+                    linewidths=0.5, linecolor="white")
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
+        plt.setp(ax.get_yticklabels(), rotation=0, fontsize=8)
+    title = "Agreement between alignment metrics"
+    ax.set_title(title, fontsize=11)
+    ctx = context_text(align_all, None, context)
+    caption = (f"Spearman rank correlation between {m} metric settings over {n_pairs} model pairs "
+               f"(pairwise complete, at least 3 pairs). {ctx}.")
+    table = corr.reset_index().rename(columns={"setting": "metric"})
+    return save(fig, table, out, title, caption, _agreement_reading(corr, n_pairs))
+
+
+def _agreement_reading(corr: pd.DataFrame, n_pairs: int) -> str:
+    """Two lines: mean off-diagonal agreement and the least / most agreeing pair of settings."""
+    if len(corr) < 2:
+        return f"Only {len(corr)} metric setting over {n_pairs} model pairs.\n-"
+    iu = np.triu_indices(len(corr), 1)
+    vals = corr.to_numpy()[iu]
+    names = [(corr.index[i], corr.columns[j]) for i, j in zip(*iu)]
+    ok = np.isfinite(vals)
+    if not ok.any():
+        return f"Too few model pairs ({n_pairs}) to correlate metrics.\n-"
+    lo, hi = int(np.nanargmin(vals)), int(np.nanargmax(vals))
+    return (f"Over {n_pairs} model pairs, mean Spearman rho between {len(corr)} metric settings = "
+            f"{np.nanmean(vals):.3f}; {int((vals[ok] > 0.5).sum())} of {int(ok.sum())} setting pairs exceed 0.5.\n"
+            f"Least agreement: {names[lo][0]} vs {names[lo][1]} (rho = {vals[lo]:.3f}); most: "
+            f"{names[hi][0]} vs {names[hi][1]} (rho = {vals[hi]:.3f}).")

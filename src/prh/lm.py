@@ -1,0 +1,349 @@
+"""Language scores: bits-per-byte on held-out text and downstream multiple-choice accuracy.
+
+Scoring convention: each text is tokenised without special tokens and the tokenizer's BOS token (else its EOS
+token, as a document separator) is prepended, so *every* text token is predicted and scored; the bytes are the
+UTF-8 bytes of the scored text. A tokenizer with neither leaves the first token unscored and its bytes uncounted.
+Log-probabilities come from the base model's last hidden state pushed through the LM head a few positions at a
+time, so a 262k vocabulary never materialises logits for the whole batch.
+
+Multiple choice follows lm-evaluation-harness (Hellaswag ``acc_norm``): each continuation (with a leading
+space) is scored by its summed log-likelihood given the context, divided by its UTF-8 byte length; argmax wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from prh.errors import PrhError
+from prh.models import LoadedModel
+
+LOGIT_BUDGET = 1 << 24  # float32 logits per head call (64 MB)
+NAMES = ["Tom", "Anna", "Ravi", "Mia", "Omar", "Lena", "Jin", "Sara", "Paul", "Zoe"]
+OBJECTS = ["apples", "books", "marbles", "pencils", "stamps", "cookies", "shells", "cards"]
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice question: a context, candidate continuations, and the index of the right one."""
+
+    context: str
+    choices: list[str]
+    answer: int
+
+
+@dataclass(frozen=True)
+class TextBits:
+    """Per-text totals: bits (sum of -log2 p over scored tokens), scored UTF-8 bytes, scored tokens; each (n,)."""
+
+    bits: np.ndarray
+    n_bytes: np.ndarray
+    n_tokens: np.ndarray
+
+    @property
+    def bpb(self) -> np.ndarray:
+        """Bits per byte, (n,); NaN for texts with no scored bytes."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.n_bytes > 0, self.bits / np.maximum(self.n_bytes, 1), np.nan)
+
+
+# ---------------------------------------------------------------------------------------- token scoring
+def _require_causal(model: LoadedModel) -> None:
+    """Raise unless the model can predict tokens."""
+    if not model.is_causal or model.tokenizer is None:
+        raise PrhError(f"models.{model.name}: not a causal language model with a tokenizer; bits-per-byte needs an LM head")
+
+
+def _base_and_head(model: LoadedModel) -> tuple[torch.nn.Module, torch.nn.Module, float | None]:
+    """(base transformer returning hidden states, LM head, final logit soft-cap or None)."""
+    module = model.module
+    head = module.get_output_embeddings()
+    base = getattr(module, getattr(module, "base_model_prefix", "model"), None)
+    if head is None or base is None or base is module:
+        raise PrhError(f"models.{model.name}: {type(module).__name__} has no separable base model and LM head")
+    config = module.config.get_text_config() if hasattr(module.config, "get_text_config") else module.config
+    return base, head, getattr(config, "final_logit_softcapping", None)
+
+
+def _prefix_id(tokenizer: Any) -> int | None:
+    """Token prepended to every text: BOS, else EOS, else None."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return None
+
+
+def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """log2 p(targets) from hidden states: (B, t, d) x (B, t) -> (B, t) float32, computed in position chunks."""
+    vocab = int(head.weight.shape[0])
+    step = max(1, LOGIT_BUDGET // max(1, hidden.shape[0] * vocab))
+    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    for s in range(0, hidden.shape[1], step):
+        logits = head(hidden[:, s : s + step]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logp = torch.log_softmax(logits, dim=-1)
+        out[:, s : s + step] = logp.gather(-1, targets[:, s : s + step, None])[..., 0]
+    return out / math.log(2.0)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    """Device of the module's first parameter (input embeddings for accelerate-placed models)."""
+    emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    return (emb.weight if emb is not None else next(module.parameters())).device
+
+
+@torch.no_grad()
+def token_logprobs(model: LoadedModel, sequences: list[list[int]], *, batch_size: int = 8) -> list[np.ndarray]:
+    """Per token-id sequence of length T, (T-1,) float64 log2 p(t_i | t_<i) for i = 1..T-1."""
+    _require_causal(model)
+    base, head, softcap = _base_and_head(model)
+    device = _device_of(model.module)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    result: list[np.ndarray] = [np.zeros(0)] * len(sequences)
+    for b in range(0, len(order), batch_size):
+        idx = [i for i in order[b : b + batch_size] if len(sequences[i]) > 1]
+        for i in order[b : b + batch_size]:
+            result[i] = np.zeros(max(0, len(sequences[i]) - 1))
+        if not idx:
+            continue
+        width = max(len(sequences[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):  # right padding: causal attention never lets real tokens see pads
+            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+            mask[row, : len(sequences[i])] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
+        lp = _head_logprobs(head, hidden[:, :-1], ids[:, 1:], softcap).double().cpu().numpy()
+        for row, i in enumerate(idx):
+            result[i] = lp[row, : len(sequences[i]) - 1]
+    return result
+
+
+# --------------------------------------------------------------------------------------- bits per byte
+def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+    """Token ids without special tokens, plus character offsets when the tokenizer is fast."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    except (NotImplementedError, ValueError, TypeError):
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"]), None
+
+
+def _scored_bytes(text: str, offsets: list[tuple[int, int]] | None, first: int, last: int, n_tok: int) -> int:
+    """UTF-8 bytes covered by text tokens first..last-1 (all bytes when they span the whole text)."""
+    if first == 0 and last == n_tok or offsets is None:
+        return len(text.encode("utf-8"))
+    start = offsets[first][0] if first < last else 0
+    end = offsets[last - 1][1] if first < last else 0
+    return len(text[start:end].encode("utf-8"))
+
+
+def text_bits(model: LoadedModel, texts: list[str], *, max_tokens: int = 512, batch_size: int = 8) -> TextBits:
+    """Bits, scored bytes and scored tokens per text (first max_tokens tokens incl. the prefix token)."""
+    _require_causal(model)
+    prefix = _prefix_id(model.tokenizer)
+    seqs, n_bytes, n_tokens = [], [], []
+    for text in texts:
+        toks, offsets = _encode(model.tokenizer, text)
+        if prefix is not None:
+            keep = toks[: max_tokens - 1]
+            seqs.append([prefix] + keep)
+            n_bytes.append(_scored_bytes(text, offsets, 0, len(keep), len(toks)))
+        else:
+            keep = toks[:max_tokens]
+            seqs.append(keep)
+            n_bytes.append(_scored_bytes(text, offsets, min(1, len(keep)), len(keep), len(toks)) if keep else 0)
+        n_tokens.append(max(0, len(seqs[-1]) - 1))
+    lps = token_logprobs(model, seqs, batch_size=batch_size)
+    bits = np.array([-lp.sum() for lp in lps], dtype=np.float64)
+    return TextBits(bits=bits, n_bytes=np.array(n_bytes, dtype=np.int64), n_tokens=np.array(n_tokens, dtype=np.int64))
+
+
+def bits_per_byte(model: LoadedModel, texts: list[str], *, max_tokens: int = 512, batch_size: int = 8) -> np.ndarray:
+    """Per text, (n,) bits per UTF-8 byte: sum of -log2 p over its scored tokens / its scored bytes."""
+    return text_bits(model, texts, max_tokens=max_tokens, batch_size=batch_size).bpb
+
+
+def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows (begin, end, first scored target index) covering targets 1..n-1 exactly once."""
+    out, scored_to = [], 1
+    for begin in range(0, max(1, n - 1), stride):
+        end = min(begin + window, n)
+        if end > scored_to:
+            out.append((begin, end, scored_to))
+            scored_to = end
+        if end == n:
+            break
+    return out
+
+
+def corpus_bits_per_byte(model: LoadedModel, text: str, *, window: int = 512, stride: int = 256, batch_size: int = 8) -> float:
+    """Bits per byte of one long text: sliding windows (each target scored once, with >= window-stride context)."""
+    _require_causal(model)
+    if not 0 < stride <= window - 1:
+        raise PrhError(f"language.stride: {stride} must be in 1..window-1 (window={window})")
+    toks, _ = _encode(model.tokenizer, text)
+    prefix = _prefix_id(model.tokenizer)
+    ids = ([prefix] if prefix is not None else []) + toks
+    wins = _windows(len(ids), window, stride)
+    lps = token_logprobs(model, [ids[b:e] for b, e, _ in wins], batch_size=batch_size)
+    bits = sum(-lp[first - begin - 1 :].sum() for (begin, _, first), lp in zip(wins, lps))
+    n_bytes = len(text.encode("utf-8"))
+    return float(bits / n_bytes) if n_bytes else float("nan")
+
+
+# -------------------------------------------------------------------------------------- multiple choice
+def _continuation(choice: str) -> str:
+    """The continuation text scored after the context (a leading space unless it has one)."""
+    return choice if choice[:1].isspace() else " " + choice
+
+
+def _choice_sequence(tokenizer: Any, prefix: int | None, context: str, cont: str) -> tuple[list[int], int]:
+    """(token ids of prefix+context+continuation, number of continuation tokens), split as lm-eval does."""
+    ctx = list(tokenizer(context, add_special_tokens=False)["input_ids"])
+    whole = list(tokenizer(context + cont, add_special_tokens=False)["input_ids"])
+    cont_ids = whole[len(ctx) :] if whole[: len(ctx)] == ctx else list(tokenizer(cont, add_special_tokens=False)["input_ids"])
+    return ([prefix] if prefix is not None else []) + ctx + cont_ids, len(cont_ids)
+
+
+def choice_loglik(model: LoadedModel, items: list[MCItem], *, batch_size: int = 8) -> list[np.ndarray]:
+    """Per item, (n_choices,) summed log2-likelihood of each continuation given the context."""
+    _require_causal(model)
+    prefix = _prefix_id(model.tokenizer)
+    seqs, n_cont = [], []
+    for item in items:
+        for choice in item.choices:
+            ids, k = _choice_sequence(model.tokenizer, prefix, item.context, _continuation(choice))
+            seqs.append(ids)
+            n_cont.append(k)
+    lps = token_logprobs(model, seqs, batch_size=batch_size)
+    flat = np.array([lp[len(lp) - k :].sum() if k else -np.inf for lp, k in zip(lps, n_cont)])
+    bounds = np.cumsum([0] + [len(item.choices) for item in items])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def mc_accuracy(model: LoadedModel, items: list[MCItem], *, normalize: bool = True, batch_size: int = 8) -> tuple[float, np.ndarray]:
+    """(accuracy, (n,) bool correct): argmax of log-likelihood, per continuation byte when ``normalize`` (acc_norm)."""
+    if not items:
+        raise PrhError(f"models.{model.name}: multiple-choice task has no items")
+    lls = choice_loglik(model, items, batch_size=batch_size)
+    correct = []
+    for item, ll in zip(items, lls):
+        if normalize:
+            ll = ll / np.array([len(_continuation(c).encode("utf-8")) for c in item.choices])
+        correct.append(int(np.argmax(ll)) == item.answer)
+    ok = np.array(correct, dtype=bool)
+    return float(ok.mean()), ok
+
+
+# -------------------------------------------------------------------------------------- task generators
+def _place(rng: np.random.Generator, right: str, wrong: list[str]) -> tuple[list[str], int]:
+    """Shuffle the right answer among the wrong ones; return (choices, index of the right one)."""
+    choices = [right, *wrong]
+    perm = rng.permutation(len(choices))
+    return [choices[i] for i in perm], int(np.where(perm == 0)[0][0])
+
+
+def gloss_task(n: int, seed: int = 0, *, split: str = "heldout", n_choices: int = 4) -> list[MCItem]:
+    """n items "The word '<w>' means" -> its WordNet definition among n_choices-1 definitions of other words."""
+    from prh.data.text import wordnet_glosses
+
+    seen: set[str] = set()
+    pool: list[tuple[str, str]] = []
+    for word, definition in wordnet_glosses(split):
+        if word not in seen and 10 <= len(definition) <= 120:
+            seen.add(word)
+            pool.append((word, definition))
+    if n > len(pool):
+        raise PrhError(f"language.tasks.gloss.n: {n} exceeds the {len(pool)} usable {split} glosses")
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in rng.choice(len(pool), size=n, replace=False):
+        word, definition = pool[i]
+        others = [pool[j][1] for j in rng.choice(len(pool), size=3 * n_choices, replace=False) if j != i]
+        wrong = list(dict.fromkeys(d for d in others if d != definition))[: n_choices - 1]
+        choices, answer = _place(rng, definition, wrong)
+        items.append(MCItem(context=f"The word '{word}' means", choices=choices, answer=answer))
+    return items
+
+
+def _arith_problem(rng: np.random.Generator) -> tuple[str, int, list[int]]:
+    """(question, answer, plausible wrong answers) for one templated word problem."""
+    name, obj = NAMES[rng.integers(len(NAMES))], OBJECTS[rng.integers(len(OBJECTS))]
+    kind = int(rng.integers(4))
+    a, b = int(rng.integers(2, 13)), int(rng.integers(2, 10))
+    if kind == 0:
+        q, ans = f"{name} has {a} {obj} and buys {b} more. How many {obj} does {name} have?", a + b
+    elif kind == 1:
+        a = a + b
+        q, ans = f"{name} has {a} {obj} and gives {b} to a friend. How many {obj} does {name} have left?", a - b
+    elif kind == 2:
+        q, ans = f"{name} buys {a} bags with {b} {obj} in each. How many {obj} does {name} have?", a * b
+    else:
+        a = a * b
+        q, ans = f"{name} shares {a} {obj} equally among {b} friends. How many {obj} does each friend get?", a // b
+    return q + " Answer:", ans, [a + b, abs(a - b), a * b, a, b, ans + 1, ans - 1, ans + 2, ans + 10]
+
+
+def arithmetic_task(n: int, seed: int = 0, *, n_choices: int = 4) -> list[MCItem]:
+    """n templated one-step word problems (GSM8K analogue); choices are the answer and n_choices-1 distractors."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for _ in range(n):
+        question, ans, pool = _arith_problem(rng)
+        wrong = [v for v in dict.fromkeys(pool) if v != ans and v >= 0]
+        picked = [str(wrong[j]) for j in rng.choice(len(wrong), size=n_choices - 1, replace=False)]
+        choices, answer = _place(rng, str(ans), picked)
+        items.append(MCItem(context=question, choices=choices, answer=answer))
+    return items
+
+
+TASKS = {"gloss": gloss_task, "arith": arithmetic_task}
+
+
+def make_tasks(spec: dict[str, dict]) -> dict[str, list[MCItem]]:
+    """Task name -> items from a config mapping like {"gloss": {"n": 100, "seed": 0}, "arith": {...}}."""
+    out = {}
+    for task, params in spec.items():
+        if task not in TASKS:
+            raise PrhError(f"language.tasks.{task}: unknown task (choose from {sorted(TASKS)})")
+        out[task] = TASKS[task](int(params.get("n", 100)), int(params.get("seed", 0)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tables
+def language_scores(model: LoadedModel, corpus: str, text: str, tasks: dict[str, list[MCItem]], *,
+                    window: int = 512, stride: int = 256, batch_size: int = 8) -> dict[str, Any]:
+    """One row of results/lm/scores.csv: model, n_params, bpb, lm_score (1 - bpb), corpus, acc_<task> per task."""
+    bpb = corpus_bits_per_byte(model, text, window=window, stride=stride, batch_size=batch_size)
+    row: dict[str, Any] = {"model": model.name, "n_params": model.n_params, "bpb": bpb, "lm_score": 1.0 - bpb, "corpus": corpus}
+    for task, items in tasks.items():
+        row[f"acc_{task}"] = mc_accuracy(model, items, batch_size=batch_size)[0]
+    return row
+
+
+def merge_published(csv_path: str | Path, df: pd.DataFrame) -> pd.DataFrame:
+    """Left-join a user CSV of published downstream scores (column ``model`` + score columns) onto a scores table."""
+    path = Path(csv_path)
+    if not path.is_file():
+        raise PrhError(f"language.published: {path} does not exist")
+    try:
+        published = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as e:
+        raise PrhError(f"language.published: {path} is not a readable CSV ({type(e).__name__})") from e
+    if "model" not in published.columns:
+        raise PrhError(f"language.published: {path} has no 'model' column (columns: {list(published.columns)})")
+    if published["model"].duplicated().any():
+        dup = published.loc[published["model"].duplicated(), "model"].iloc[0]
+        raise PrhError(f"language.published: {path} lists model {dup!r} more than once")
+    clash = {c: f"{c}_published" for c in published.columns if c != "model" and c in df.columns}
+    return df.merge(published.rename(columns=clash), on="model", how="left")

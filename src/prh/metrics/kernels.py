@@ -1,0 +1,99 @@
+"""Per-layer kernel work: Gram / RBF kernels, exact top-k neighbour lists, centring, float64 inner products."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from prh.errors import PrhError
+
+_BLOCK_BYTES = 32 * 2**20
+
+
+def linear_kernel(x: np.ndarray) -> np.ndarray:
+    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T, exactly symmetric."""
+    k = x @ x.T
+    if not np.array_equal(k, k.T):
+        k = np.triu(k) + np.triu(k, 1).T
+    if not np.isfinite(k).all():
+        raise PrhError("features: kernel overflowed float32; rescale the features")
+    return k
+
+
+def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
+    """(n, d) float32 -> (n, n) float32 exp(-||x_i - x_j||^2 / (2 sigma^2)), diagonal exactly 1."""
+    g = linear_kernel(x)
+    sq = np.diagonal(g).copy()
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0, dtype=np.float32)
+    k = np.exp(d2 * np.float32(-1.0 / (2.0 * sigma * sigma)), dtype=np.float32)
+    np.fill_diagonal(k, 1.0)
+    return k
+
+
+def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) kernel -> (n, k) int64 indices of the k most similar j != i, by decreasing similarity, ties to smaller j.
+
+    ``exclude``: optional (n, n) bool mask of further pairs that may not be neighbours (bootstrap duplicates).
+    """
+    neg = np.negative(kernel, dtype=np.float32)
+    np.fill_diagonal(neg, np.inf)
+    if exclude is not None:
+        neg[exclude] = np.inf
+    if 4 * k >= neg.shape[1]:
+        return np.argsort(neg, axis=1, kind="stable")[:, :k]
+    return _topk_partition(neg, k)
+
+
+def _topk_partition(neg: np.ndarray, k: int) -> np.ndarray:
+    """(n, n) negated similarities -> (n, k) exact stable top-k via argpartition, full sort only on tied rows."""
+    rows = np.arange(neg.shape[0])[:, None]
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k]
+    vals = neg[rows, part]
+    kth = vals.max(axis=1)
+    n_le = np.count_nonzero(neg <= kth[:, None], axis=1)
+    order = np.lexsort((part, vals), axis=-1)
+    out = np.take_along_axis(part, order, axis=1)
+    tied = np.flatnonzero(n_le > k)
+    if tied.size:
+        out[tied] = np.argsort(neg[tied], axis=1, kind="stable")[:, :k]
+    return out
+
+
+def indicator(nbrs: np.ndarray, n: int) -> np.ndarray:
+    """(n, k) neighbour lists -> (n, n) bool M with M[i, j] = j in N(i)."""
+    m = np.zeros((n, n), dtype=bool)
+    m[np.arange(n)[:, None], nbrs] = True
+    return m
+
+
+def centred(kernel: np.ndarray) -> np.ndarray:
+    """(n, n) kernel K -> (n, n) float32 H K H, H = I - 11^T / n (means accumulated in float64)."""
+    k64 = kernel.astype(np.float64)
+    row = k64.mean(axis=1)
+    col = k64.mean(axis=0)
+    return (k64 - row[:, None] - col[None, :] + row.mean()).astype(np.float32)
+
+
+def flat_inner(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """(La, n, m), (Lb, n, m) -> (La, Lb) float64 inner products of flattened layers, accumulated in float64."""
+    la, n, m = xa.shape
+    lb = xb.shape[0]
+    rows = max(1, _BLOCK_BYTES // (8 * m * (la + lb)))
+    out = np.zeros((la, lb), dtype=np.float64)
+    for i0 in range(0, n, rows):
+        a = xa[:, i0 : i0 + rows].reshape(la, -1).astype(np.float64)
+        b = xb[:, i0 : i0 + rows].reshape(lb, -1).astype(np.float64)
+        out += a @ b.T
+    return out
+
+
+def ratio_or_nan(num: np.ndarray, prod: np.ndarray, metric: str) -> np.ndarray:
+    """num / sqrt(prod) elementwise; NaN (with a warning) where prod <= 0. No epsilon."""
+    bad = ~(prod > 0)
+    if bad.any():
+        warnings.warn(
+            f"{metric}: self-similarity product <= 0 for {int(bad.sum())} pair(s); score is NaN", RuntimeWarning, stacklevel=3
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bad, np.nan, num / np.sqrt(np.where(bad, 1.0, prod)))

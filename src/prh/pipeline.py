@@ -1,0 +1,134 @@
+"""One function per workflow job: the thin scripts under workflow/scripts/ call exactly one of these."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prh.errors import PrhError
+from prh.io import write_csv_atomic, write_json_atomic
+
+RESULT_COLUMNS = [
+    "model_x", "model_y", "dataset", "metric", "params", "n", "score", "layer_x", "layer_y",
+    "chance", "null_mean", "null_std", "p_value", "ci_low", "ci_high", "calibrated",
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
+    """Send a job's stdout/stderr to its log; a PrhError becomes one line on the console and exit status 1."""
+    console = sys.__stderr__
+    if log_path is None:
+        handle = None
+    else:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handle = open(log_path, "w", buffering=1)
+    try:
+        with contextlib.ExitStack() as stack:
+            if handle is not None:
+                stack.enter_context(contextlib.redirect_stdout(handle))
+                stack.enter_context(contextlib.redirect_stderr(handle))
+            yield
+    except PrhError as err:
+        line = f"error: {err}"
+        if handle is not None:
+            handle.write(line + "\n")
+        print(line, file=console)
+        sys.exit(1)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def set_threads(n: int) -> None:
+    """Bound torch's intra-op threads to the job's core allowance."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+# -- data ------------------------------------------------------------------------------------------
+def materialise_dataset(name: str, spec: dict, out: str) -> None:
+    """Load a dataset from its source and save it as one .npz the later stages read."""
+    from prh.data import load_dataset, save_dataset
+
+    save_dataset(load_dataset(name, spec), out)
+
+
+# -- zoo -------------------------------------------------------------------------------------------
+def vision_recipe(spec: dict) -> dict:
+    """The zoo training recipe of a vision model spec (plain data, hashed into the cache key)."""
+    keys = ("arch", "arch_kwargs", "objective", "steps", "batch", "lr", "seed", "width")
+    recipe = {k: spec[k] for k in keys if k in spec}
+    recipe["dataset"] = spec.get("train_data", {"source": "fashion-mnist", "split": "train", "n": 10000, "seed": 0})
+    return recipe
+
+
+def language_recipe(spec: dict) -> dict:
+    """The zoo training recipe of a causal LM spec."""
+    keys = ("hidden", "layers", "heads", "intermediate", "steps", "batch", "lr", "seq_len", "seed")
+    recipe = {k: spec[k] for k in keys if k in spec}
+    recipe["corpus"] = spec.get("train_data", {"source": "wordnet", "split": "train"})
+    return recipe
+
+
+def train_zoo_model(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu") -> None:
+    """Train (or reuse from the recipe-hash cache) one zoo model and write its receipt."""
+    from prh.config import model_modality
+
+    start = time.perf_counter()
+    if model_modality(name, spec) == "vision":
+        from prh.zoo.vision import ensure_trained
+
+        path = ensure_trained(vision_recipe(spec), cache_root, device=device)
+    else:
+        from prh.zoo.language import ensure_trained_lm
+
+        path = ensure_trained_lm(language_recipe(spec), cache_root, device=device)
+    write_json_atomic(out, {"model": name, "checkpoint": str(path), "recipe_hash": Path(path).name,
+                            "seconds": round(time.perf_counter() - start, 2)})  # fmt: skip
+
+
+def resolved_spec(name: str, spec: dict, zoo_receipts: list[str]) -> dict:
+    """A model spec with its zoo checkpoint path filled in from the training receipt."""
+    spec = dict(spec)
+    if spec["source"] == "zoo":
+        if not zoo_receipts:
+            raise PrhError(f"models.{name}: zoo model has no training receipt")
+        spec["checkpoint"] = json.loads(Path(zoo_receipts[0]).read_text())["checkpoint"]
+    return spec
+
+
+# -- extraction ------------------------------------------------------------------------------------
+def extract_features(
+    model: str, spec: dict, zoo_receipts: list[str], dataset_npz: str, store_root: str, params: dict,
+    out: str, device: str = "cpu", gpus: int = 0, batch_size: int = 64,
+) -> None:  # fmt: skip
+    """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists)."""
+    from prh.config import model_modality
+    from prh.data import load_saved
+    from prh.devices import acquire_gpu, resolve_device
+    from prh.extract import extract_to_store
+    from prh.models import load_model, weights_digest
+    from prh.store import FeatureStore, write_receipt
+
+    spec = resolved_spec(model, spec, zoo_receipts)
+    dataset = load_saved(dataset_npz)
+    modality = "image" if model_modality(model, spec) == "vision" else "text"
+    store = FeatureStore(store_root)
+    slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
+    with slot:
+        key, request = extract_to_store(
+            store, model, spec, dataset, modality, params,
+            weights_digest=weights_digest(model, spec), load_model_fn=load_model,
+            device=resolve_device(device), batch_size=spec.get("batch_size", batch_size),
+        )  # fmt: skip
+    write_receipt(out, key, request, store.show(key))

@@ -1,0 +1,581 @@
+"""Content-addressed zarr feature store: atomic commits, checksum manifests, pair-score memo, receipts.
+
+Layout under ``root``::
+
+    entries/<key[:2]>/<key>/      committed entries (zarr v3 group + manifest.json)
+    .tmp/<key>-<pid>-<uuid>/      entries being written (same filesystem, renamed into place)
+    memo/<key[:2]>/<key>.npy      memoised pair scores (valid .npy with a sha256 trailer)
+
+An entry is visible only after ``os.rename`` of a complete temp dir whose ``manifest.json`` lists the
+sha256 of every file in it.  ``open()`` verifies the whole entry against its manifest before returning
+(eager, one sha256 pass over the files: ~0.1 s per 100 MB), so a corrupt entry is never read silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+from prh.errors import PrhError
+
+EXTRACTOR_VERSION = "1"
+MANIFEST = "manifest.json"
+NON_KEY_PARAMS = frozenset({"batch_size", "device", "progress"})
+_MEMO_TRAILER = b"\nPRH-SHA256:"
+_ACTIVE_TMP: set[str] = set()
+
+
+class FeaturesLike(Protocol):
+    """What ``EntryWriter.write`` needs: ``prh.extract.Features`` satisfies it."""
+
+    layers: list[np.ndarray]
+    layer_names: list[str]
+    side: dict[str, np.ndarray]
+    attrs: dict
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _canonical(obj: Any, where: str = "request") -> Any:
+    """A JSON-ready copy of ``obj``: tuples -> lists, numpy scalars -> Python, non-finite floats rejected."""
+    if isinstance(obj, dict):
+        return {str(k): _canonical(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise PrhError(f"{where} = {obj!r} is not a finite number; store keys need finite values")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise PrhError(f"{where} has type {type(obj).__name__}, which a store key cannot hold (use str/int/float/list/dict)")
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, ``repr``-stable floats, UTF-8 kept."""
+    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def request_key(request: dict) -> str:
+    """SHA-256 hex (64 chars) of the canonical JSON of a request."""
+    return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+
+
+def make_request(
+    model_name: str, weights_digest: str, dataset_name: str, modality: str, dataset_digest: str, params: dict
+) -> dict:
+    """Everything that determines an entry's bytes; batch size, device and progress are dropped."""
+    extraction = {k: v for k, v in params.items() if k not in NON_KEY_PARAMS}
+    return _canonical(
+        {
+            "model": {"id": model_name, "weights_digest": weights_digest},
+            "dataset": {"id": dataset_name, "modality": modality, "content_digest": dataset_digest},
+            "extraction": extraction,
+            "extractor_version": EXTRACTOR_VERSION,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+def _sha256_file(path: Path) -> str:
+    """SHA-256 hex of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _entry_files(directory: Path) -> list[str]:
+    """Relative posix paths of every regular file under ``directory`` except the manifest, sorted."""
+    out = []
+    for dirpath, _, files in os.walk(directory):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(directory).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def _dir_size(directory: Path) -> int:
+    """Total bytes of the files under ``directory``."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape features."""
+    import prh
+
+    out = {"prh": prh.__version__, "numpy": np.__version__}
+    for mod in ("torch", "timm", "transformers", "zarr"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            out[mod] = "absent"
+    return out
+
+
+def _now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One committed entry as ``prh store ls`` lists it."""
+
+    key: str
+    model: str
+    dataset: str
+    shape: tuple[int, int, int]  # (layers, samples, max dim)
+    size_bytes: int
+    created: str  # ISO 8601 UTC
+    age_s: float
+
+    def as_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {**self.__dict__, "shape": list(self.shape)}
+
+
+class StoredEntry:
+    """A committed entry, read lazily: layers are loaded one chunk at a time."""
+
+    def __init__(self, key: str, path: Path) -> None:
+        import zarr
+
+        self.key = key
+        self.path = path
+        try:
+            self._group = zarr.open_group(str(path), mode="r")
+            self._features = self._group["features"]
+            self.dims: np.ndarray = np.asarray(self._group["dims"][:], dtype=np.int64)  # (L,)
+            self.attrs: dict = dict(self._group.attrs)
+        except Exception as e:  # noqa: BLE001 - any read failure means a broken entry
+            raise _corrupt(key, f"unreadable zarr group ({type(e).__name__}: {e})") from e
+
+    @property
+    def n_layers(self) -> int:
+        """Number of layers L."""
+        return int(self._features.shape[0])
+
+    @property
+    def n(self) -> int:
+        """Number of samples n."""
+        return int(self._features.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Stored array shape (L, n, d_max)."""
+        return tuple(int(s) for s in self._features.shape)  # type: ignore[return-value]
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Layer names in block order."""
+        return list(self.attrs["layer_names"])
+
+    @property
+    def request(self) -> dict:
+        """The canonical request the key was computed from."""
+        return dict(self.attrs["request"])
+
+    def layer(self, i: int) -> np.ndarray:
+        """Features of layer ``i``: (n, d_i) float32."""
+        if not -self.n_layers <= i < self.n_layers:
+            raise PrhError(f"store entry {self.key}: layer {i} out of range (it has {self.n_layers} layers)")
+        i %= self.n_layers
+        return np.asarray(self._features[i, :, : int(self.dims[i])], dtype=np.float32)
+
+    def layers(self) -> list[np.ndarray]:
+        """All layers, each (n, d_l) float32."""
+        return [self.layer(i) for i in range(self.n_layers)]
+
+    @property
+    def side_names(self) -> list[str]:
+        """Names of the side arrays (e.g. ``bpb``, ``n_tokens``, ``n_bytes``)."""
+        return sorted(self._group["side"].array_keys()) if "side" in self._group else []
+
+    def side(self, name: str) -> np.ndarray:
+        """Side array ``name``: (n,) or (n, ...)."""
+        if name not in self.side_names:
+            raise PrhError(f"store entry {self.key} has no side array {name!r} (has: {self.side_names})")
+        return np.asarray(self._group["side"][name][:])
+
+
+def _corrupt(key: str, why: str) -> PrhError:
+    """The one-line error for a corrupt entry."""
+    return PrhError(
+        f"store entry {key} is corrupt: {why} (run `prh store verify`; delete it with `prh store rm {key}` to recompute)"
+    )
+
+
+class EntryWriter:
+    """Writes one entry into a temp dir; ``FeatureStore.put`` commits it."""
+
+    def __init__(self, path: Path, key: str, request: dict, store_dtype: str) -> None:
+        self.path = path
+        self.key = key
+        self.request = request
+        self.store_dtype = store_dtype
+        self.written = False
+        self.committed = False  # True when this writer's entry became the visible one
+
+    def _label(self) -> str:
+        """'model on dataset' for error messages."""
+        return f"model {self.request.get('model', {}).get('id')!r} on dataset {self.request.get('dataset', {}).get('id')!r}"
+
+    def _check(self, features: FeaturesLike) -> tuple[int, int]:
+        """Validate shapes and finiteness; return (n, d_max)."""
+        if not features.layers:
+            raise PrhError(f"{self._label()}: extraction produced no layers")
+        if len(features.layer_names) != len(features.layers):
+            raise PrhError(f"{self._label()}: {len(features.layer_names)} layer names for {len(features.layers)} layers")
+        n = features.layers[0].shape[0]
+        for name, a in zip(features.layer_names, features.layers):
+            if a.ndim != 2 or a.shape[0] != n:
+                raise PrhError(f"{self._label()}: layer {name} has shape {a.shape}, expected ({n}, d)")
+            if not np.isfinite(a).all():
+                raise PrhError(f"{self._label()}: layer {name} has non-finite features (try dtype float32)")
+        return n, max(a.shape[1] for a in features.layers)
+
+    def write(self, features: FeaturesLike) -> None:
+        """Write layers (zero-padded to d_max, one layer per chunk), dims, side arrays and attrs."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
+        if self.written:
+            raise PrhError(f"{self._label()}: features already written to store entry {self.key}")
+        n, d_max = self._check(features)
+        n_layers = len(features.layers)
+        codec = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+        group = zarr.open_group(str(self.path), mode="w")
+        arr = group.create_array(
+            "features", shape=(n_layers, n, d_max), chunks=(1, n, d_max), dtype=self.store_dtype,
+            compressors=codec, fill_value=0, config={"write_empty_chunks": True},
+        )
+        padded = np.zeros((n, d_max), dtype=self.store_dtype)
+        for i, layer in enumerate(features.layers):
+            padded[:, : layer.shape[1]] = layer
+            padded[:, layer.shape[1] :] = 0
+            arr[i] = padded
+        dims = group.create_array("dims", shape=(n_layers,), dtype="int64", compressors=None)
+        dims[:] = np.array([a.shape[1] for a in features.layers], dtype=np.int64)
+        side = group.create_group("side")
+        for name, values in features.side.items():
+            values = np.asarray(values)
+            if values.shape[:1] != (n,):
+                raise PrhError(f"{self._label()}: side array {name!r} has shape {values.shape}, expected ({n}, ...)")
+            s = side.create_array(name, shape=values.shape, dtype=values.dtype, compressors=None)
+            s[...] = values
+        attrs = {
+            **_canonical(features.attrs, "attrs"),
+            "request": self.request,
+            "key": self.key,
+            "layer_names": list(features.layer_names),
+            "store_dtype": self.store_dtype,
+            "versions": _library_versions(),
+            "created": _now_iso(),
+        }
+        group.attrs.update(attrs)
+        self.written = True
+
+
+class FeatureStore:
+    """A directory of content-addressed feature entries."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.entries_dir = self.root / "entries"
+        self.tmp_dir = self.root / ".tmp"
+        self.memo_dir = self.root / "memo"
+
+    # ---- keys and paths
+    @staticmethod
+    def key(request: dict) -> str:
+        """SHA-256 key of a request."""
+        return request_key(request)
+
+    def path(self, key: str) -> Path:
+        """Where the committed entry for ``key`` lives."""
+        return self.entries_dir / key[:2] / key
+
+    def keys(self) -> list[str]:
+        """Keys of every committed entry, sorted."""
+        if not self.entries_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.entries_dir.glob("??/*") if p.is_dir())
+
+    def has(self, key: str) -> bool:
+        """True when ``key`` is committed (visible); says nothing about integrity (see ``is_valid``)."""
+        return self.path(key).is_dir()
+
+    def is_valid(self, key: str) -> bool:
+        """True when ``key`` is committed and matches its manifest."""
+        return self.has(key) and not self._problems(key)
+
+    # ---- reading
+    def open(self, key: str, verify: bool = True) -> StoredEntry:
+        """Open a committed entry; with ``verify`` (default) checksum every file first, raising PrhError if corrupt."""
+        if not self.has(key):
+            raise PrhError(f"store entry {key} is not in the store at {self.root}")
+        if verify:
+            problems = self._problems(key)
+            if problems:
+                raise _corrupt(key, "; ".join(problems))
+        return StoredEntry(key, self.path(key))
+
+    # ---- writing
+    @contextlib.contextmanager
+    def put(self, key: str, request: dict, store_dtype: str = "float32") -> Iterator[EntryWriter]:
+        """Yield a writer into a temp dir; on normal exit commit it atomically (first committer wins)."""
+        if store_dtype not in ("float32", "float16"):
+            raise PrhError(f"store_dtype {store_dtype!r} is not float32 or float16")
+        if request_key(request) != key:
+            raise PrhError(f"store key {key} does not match its request (expected {request_key(request)})")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.tmp_dir / f"{key}-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        _ACTIVE_TMP.add(str(tmp))
+        try:
+            writer = EntryWriter(tmp, key, _canonical(request), store_dtype)
+            yield writer
+            if not writer.written:
+                raise PrhError(f"store entry {key}: put() exited without writing features")
+            self._write_manifest(tmp, key)
+            writer.committed = self._commit(tmp, key)
+        finally:
+            _ACTIVE_TMP.discard(str(tmp))
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _write_manifest(self, directory: Path, key: str) -> None:
+        """Write ``manifest.json`` with the sha256 and size of every file in the entry."""
+        files = {rel: {"sha256": _sha256_file(directory / rel), "size": (directory / rel).stat().st_size}
+                 for rel in _entry_files(directory)}
+        manifest = {"key": key, "extractor_version": EXTRACTOR_VERSION, "created": _now_iso(), "files": files}
+        _atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
+    def _commit(self, tmp: Path, key: str) -> bool:
+        """Rename the temp dir into place; False (ours discarded) if another writer committed first."""
+        dest = self.path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            return False
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if dest.exists():
+                return False
+            raise
+        return True
+
+    # ---- integrity
+    def _problems(self, key: str) -> list[str]:
+        """Integrity problems of one committed entry (empty when sound)."""
+        d = self.path(key)
+        try:
+            manifest = json.loads((d / MANIFEST).read_text())
+            listed: dict[str, dict] = manifest["files"]
+        except FileNotFoundError:
+            return ["missing manifest.json (partial or foreign entry)"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return [f"unreadable manifest.json ({type(e).__name__})"]
+        problems = []
+        if manifest.get("key") != key:
+            problems.append(f"manifest names key {manifest.get('key')!r}")
+        present = set(_entry_files(d))
+        for rel, meta in sorted(listed.items()):
+            if rel not in present:
+                problems.append(f"missing file {rel}")
+            elif _sha256_file(d / rel) != meta.get("sha256"):
+                problems.append(f"checksum mismatch in {rel}")
+        problems += [f"unlisted file {rel}" for rel in sorted(present - set(listed))]
+        if not problems and "zarr.json" in listed:
+            try:
+                json.loads((d / "zarr.json").read_text())["attributes"]["request"]
+            except (OSError, ValueError, KeyError, TypeError):
+                problems.append("unreadable attrs in zarr.json")
+        return problems
+
+    def verify(self, keys: list[str] | None = None) -> list[str]:
+        """Re-checksum committed entries; one line ``<key>: <problem>; ...`` per corrupt or partial entry."""
+        out = []
+        for key in self.keys() if keys is None else keys:
+            problems = self._problems(key) if self.has(key) else ["not in the store"]
+            if problems:
+                out.append(f"{key}: " + "; ".join(problems))
+        return out
+
+    # ---- listing and removal
+    def info(self, key: str) -> EntryInfo:
+        """Summary of one committed entry (reads only metadata)."""
+        d = self.path(key)
+        try:
+            root_meta = json.loads((d / "zarr.json").read_text())["attributes"]
+            shape = json.loads((d / "features" / "zarr.json").read_text())["shape"]
+        except (OSError, ValueError, KeyError) as e:
+            raise _corrupt(key, f"unreadable metadata ({type(e).__name__})") from e
+        created = root_meta.get("created", "")
+        try:
+            age = time.time() - _dt.datetime.fromisoformat(created).timestamp()
+        except ValueError:
+            age = float("nan")
+        req = root_meta.get("request", {})
+        return EntryInfo(
+            key=key, model=str(req.get("model", {}).get("id")), dataset=str(req.get("dataset", {}).get("id")),
+            shape=tuple(int(s) for s in shape), size_bytes=_dir_size(d), created=created, age_s=age,  # type: ignore[arg-type]
+        )
+
+    def ls(self) -> list[EntryInfo]:
+        """Info for every committed entry, sorted by model then dataset."""
+        infos = []
+        for key in self.keys():
+            try:
+                infos.append(self.info(key))
+            except PrhError:
+                infos.append(EntryInfo(key, "?", "?", (0, 0, 0), _dir_size(self.path(key)), "", float("nan")))
+        return sorted(infos, key=lambda e: (e.model, e.dataset, e.key))
+
+    def show(self, key: str) -> dict:
+        """Everything known about an entry: info, attrs, dims, side arrays, path."""
+        entry = self.open(key, verify=False)
+        return {
+            **self.info(key).as_dict(), "path": str(entry.path), "attrs": entry.attrs,
+            "dims": entry.dims.tolist(), "side": entry.side_names, "valid": self.is_valid(key),
+        }
+
+    def rm(self, key: str) -> None:
+        """Remove a committed entry (renamed out of sight first, so it disappears atomically)."""
+        if not self.has(key):
+            raise PrhError(f"store entry {key} is not in the store at {self.root}")
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        doomed = self.tmp_dir / f"rm-{key}-{os.getpid()}-{uuid.uuid4().hex}"
+        os.rename(self.path(key), doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def _stale_tmp(self) -> list[Path]:
+        """Temp dirs and memo temp files whose writer is gone."""
+        out = []
+        for p in sorted(self.tmp_dir.glob("*")) if self.tmp_dir.is_dir() else []:
+            parts = p.name.rsplit("-", 2)
+            pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
+            live = str(p) in _ACTIVE_TMP or (pid != os.getpid() and pid > 0 and _pid_alive(pid))
+            if not live:
+                out.append(p)
+        for p in sorted(self.memo_dir.glob("??/.*.tmp")) if self.memo_dir.is_dir() else []:
+            pid_s = p.name.split(".")[-3]
+            if not (pid_s.isdigit() and int(pid_s) != os.getpid() and _pid_alive(int(pid_s))):
+                out.append(p)
+        return out
+
+    def gc(self, referenced_keys: set[str] | None = None, dry_run: bool = False) -> list[str]:
+        """Remove stale temp dirs and, when ``referenced_keys`` is given, entries not in it; return what went."""
+        removed = []
+        for p in self._stale_tmp():
+            removed.append(p.relative_to(self.root).as_posix())
+            if not dry_run:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if referenced_keys is not None:
+            for key in self.keys():
+                if key not in referenced_keys:
+                    removed.append(key)
+                    if not dry_run:
+                        self.rm(key)
+        return removed
+
+    # ---- memo of pair scores
+    def _memo_path(self, key: str) -> Path:
+        """File holding the memoised array for ``key``."""
+        return self.memo_dir / key[:2] / f"{key}.npy"
+
+    def memo_put(self, key: str, array: np.ndarray) -> None:
+        """Memoise ``array`` under ``key``: a valid .npy followed by a sha256 trailer, written atomically."""
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(array), allow_pickle=False)
+        payload = buf.getvalue()
+        trailer = _MEMO_TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        _atomic_write_bytes(self._memo_path(key), payload + trailer)
+
+    def memo_get(self, key: str) -> np.ndarray | None:
+        """The memoised array for ``key``, or None when absent or corrupt (a miss)."""
+        try:
+            data = self._memo_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        cut = data.rfind(_MEMO_TRAILER)
+        if cut < 0:
+            return None
+        payload, digest = data[:cut], data[cut + len(_MEMO_TRAILER) :].strip()
+        if hashlib.sha256(payload).hexdigest().encode() != digest:
+            return None
+        try:
+            return np.load(io.BytesIO(payload), allow_pickle=False)
+        except ValueError:
+            return None
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def write_receipt(path: str | os.PathLike, key: str, request: dict, entry_info: EntryInfo | dict) -> None:
+    """Write a Snakemake output receipt naming the store key, atomically."""
+    info = entry_info.as_dict() if isinstance(entry_info, EntryInfo) else dict(entry_info)
+    info.pop("age_s", None)  # changes with time; a receipt's bytes should not
+    receipt = {"key": key, "request": _canonical(request), "entry": _canonical(info, "entry_info")}
+    _atomic_write_bytes(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_receipt(path: str | os.PathLike) -> dict:
+    """Read a receipt written by ``write_receipt``; PrhError naming the file if it is missing or broken."""
+    try:
+        receipt = json.loads(Path(path).read_text())
+        if not isinstance(receipt, dict) or not isinstance(receipt.get("key"), str):
+            raise ValueError("no key")
+    except FileNotFoundError:
+        raise PrhError(f"receipt {path} does not exist (rerun the extraction rule that writes it)") from None
+    except (OSError, ValueError) as e:
+        raise PrhError(f"receipt {path} is unreadable ({e}); delete it and rerun the workflow") from None
+    return receipt

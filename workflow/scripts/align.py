@@ -1,0 +1,17 @@
+"""Score every model pair of one experiment (see prh.experiment.align_experiment)."""
+
+from prh.pipeline import align_job, logged, set_threads
+
+with logged(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    align_job(
+        snakemake.params.experiment,
+        snakemake.params.xs,
+        snakemake.params.ys,
+        snakemake.params.receipt_map,
+        snakemake.params.store,
+        snakemake.params.q,
+        dict(permutations=snakemake.params.permutations, bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed),
+        snakemake.output.table,
+        snakemake.output.matrices,
+    )

@@ -1,0 +1,17 @@
+"""Extract one model's features on one dataset into the store (see prh.pipeline.extract_features)."""
+
+from prh.pipeline import extract_features, logged, set_threads
+
+with logged(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    extract_features(
+        snakemake.wildcards.model,
+        snakemake.params.spec,
+        list(snakemake.input.zoo),
+        snakemake.input.data,
+        snakemake.params.store,
+        snakemake.params.extraction,
+        snakemake.output.receipt,
+        device=snakemake.params.device,
+        gpus=snakemake.params.gpus,
+    )

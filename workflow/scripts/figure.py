@@ -1,0 +1,13 @@
+"""Draw one figure (see prh.pipeline.draw_figure)."""
+
+from prh.pipeline import draw_figure, logged
+
+with logged(snakemake.log[0]):
+    draw_figure(
+        snakemake.wildcards.figure,
+        dict(snakemake.input.items()),
+        snakemake.params.report,
+        snakemake.params.alignment,
+        snakemake.params.datasets,
+        snakemake.output.png,
+    )

@@ -1,0 +1,16 @@
+"""Bits-per-byte and downstream accuracy of one language model (see prh.pipeline.score_language_model)."""
+
+from prh.pipeline import logged, score_language_model, set_threads
+
+with logged(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    score_language_model(
+        snakemake.wildcards.model,
+        snakemake.params.spec,
+        list(snakemake.input.zoo),
+        list(snakemake.input.corpus),
+        snakemake.params.max_chars,
+        snakemake.params.downstream,
+        snakemake.output.scores,
+        device=snakemake.params.device,
+    )
