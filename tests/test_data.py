@@ -16,7 +16,9 @@ from prh.errors import PrhError
 
 FMNIST = Path(DEFAULT_PATH)
 needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
-needs_wordnet = pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").is_file(), reason="wordnet-base not installed")
+needs_wordnet = pytest.mark.skipif(
+    not Path("/usr/share/wordnet/data.noun").is_file(), reason="wordnet-base not installed"
+)
 
 
 def fmnist(**kw) -> Dataset:
@@ -81,9 +83,13 @@ def test_fmnist_reads_raw_idx_and_rejects_bad_files(tmp_path):
 
 
 def test_missing_path_names_field_and_package(tmp_path):
-    with pytest.raises(PrhError, match=r"datasets\.fm\.path: .*nope.* \(install the Debian package dataset-fashion-mnist\)"):
+    with pytest.raises(
+        PrhError, match=r"datasets\.fm\.path: .*nope.* \(install the Debian package dataset-fashion-mnist\)"
+    ):
         fmnist(path=str(tmp_path / "nope"))
-    with pytest.raises(PrhError, match=r"datasets\.wn\.path: .*data\.noun not found \(install the Debian package wordnet-base\)"):
+    with pytest.raises(
+        PrhError, match=r"datasets\.wn\.path: .*data\.noun not found \(install the Debian package wordnet-base\)"
+    ):
         load_dataset("wn", {"source": "wordnet", "path": str(tmp_path)})
 
 
@@ -167,8 +173,14 @@ def test_pydoc_documents_are_bounded_and_cover_topics():
 def test_npz_round_trip_is_exact_and_atomic(tmp_path):
     ds = load_dataset("d", {"source": "digits", "n": 60})
     texts = ["a caption", "ünïcode ✓", "", "  leading space"] + [f"t{i}" for i in range(56)]
-    ds = make_dataset("mixed", images=ds.images, texts=texts, labels=ds.labels, is_train=ds.is_train,
-                      meta={"source": "test", "x": [1, 2]})
+    ds = make_dataset(
+        "mixed",
+        images=ds.images,
+        texts=texts,
+        labels=ds.labels,
+        is_train=ds.is_train,
+        meta={"source": "test", "x": [1, 2]},
+    )
     path = tmp_path / "sub" / "mixed.npz"
     save_dataset(ds, path)
     assert [p.name for p in path.parent.iterdir()] == ["mixed.npz"]  # no temp file left behind
@@ -227,13 +239,22 @@ def test_hf_loader_reads_a_save_to_disk_folder(tmp_path, monkeypatch):
     wide[:, 4:36] = (200, 10, 10)  # the centre square (columns 10-30) is red with a margin for bicubic
     gray = np.full((30, 30), 77, np.uint8)
     table = hf.Dataset.from_dict(
-        {"image": [Image.fromarray(wide), Image.fromarray(gray)], "text": ["a red square", "a gray one"],
-         "place": ["beach", "attic"]},
+        {
+            "image": [Image.fromarray(wide), Image.fromarray(gray)],
+            "text": ["a red square", "a gray one"],
+            "place": ["beach", "attic"],
+        },
         features=hf.Features({"image": hf.Image(), "text": hf.Value("string"), "place": hf.Value("string")}),
     )
     table.save_to_disk(str(tmp_path / "wit"))
-    spec = {"source": "hf", "path": str(tmp_path / "wit"), "image_column": "image", "text_column": "text",
-            "label_columns": "place", "size": 16}
+    spec = {
+        "source": "hf",
+        "path": str(tmp_path / "wit"),
+        "image_column": "image",
+        "text_column": "text",
+        "label_columns": "place",
+        "size": 16,
+    }
     ds = load_dataset("wit", spec)
     assert ds.images.shape == (2, 16, 16, 3) and ds.images.dtype == np.uint8
     assert (ds.images[0] == (200, 10, 10)).all() and (ds.images[1] == 77).all()

@@ -84,7 +84,11 @@ def test_dense_caption_determines_the_scene_graph(scenes):
         for got, item in zip(parsed["items"], s.items):
             assert got["noun"] == NOUNS[item.category] and got["colour"] == COLOURS[item.colour]
             assert got["size"] == SIZE_NAMES[item.size] and got["position"] == expected_cell(item, s.canvas)
-            rotation = ROTATION_TERSE.index(got["rotation"]) if got["rotation"] in ROTATION_TERSE else ROTATION_VERBOSE.index(got["rotation"])
+            rotation = (
+                ROTATION_TERSE.index(got["rotation"])
+                if got["rotation"] in ROTATION_TERSE
+                else ROTATION_VERBOSE.index(got["rotation"])
+            )
             assert rotation == item.rotation
 
 
@@ -117,7 +121,9 @@ def test_images_do_not_depend_on_density_and_labels_match_captions():
         if vertical is not None and horizontal is not None:
             assert dense.labels["location"][i] == 2 * vertical + horizontal
     item0 = [s["items"][0] for s in dense.meta["scenes"]]
-    item1_x = [s["items"][1]["x0"] + s["items"][1]["side"] / 2 if len(s["items"]) > 1 else 32 for s in dense.meta["scenes"]]
+    item1_x = [
+        s["items"][1]["x0"] + s["items"][1]["side"] / 2 if len(s["items"]) > 1 else 32 for s in dense.meta["scenes"]
+    ]
     assert dense.labels["relative"].tolist() == [int(a["x0"] + a["side"] / 2 < b) for a, b in zip(item0, item1_x)]
     assert dense.labels["rotation"].tolist() == [a["rotation"] for a in item0]
     assert 0.25 < (~dense.is_train).mean() < 0.35
@@ -126,7 +132,9 @@ def test_images_do_not_depend_on_density_and_labels_match_captions():
 def test_items_are_real_fashion_mnist_pixels(scenes):
     raw = gzip.decompress((Path(DEFAULT_PATH) / "t10k-images-idx3-ubyte.gz").read_bytes())
     sources = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 28, 28)
-    labels = np.frombuffer(gzip.decompress((Path(DEFAULT_PATH) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8)
+    labels = np.frombuffer(
+        gzip.decompress((Path(DEFAULT_PATH) / "t10k-labels-idx1-ubyte.gz").read_bytes()), np.uint8, offset=8
+    )
     checked = 0
     for image, s in zip(scenes.images, scenes.scenes):
         bg = np.array(BACKGROUNDS[s.background][1], np.uint8)

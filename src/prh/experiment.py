@@ -52,10 +52,10 @@ def memo_key(kind: str, key_x: str, key_y: str, metric: dict, q: float, extra: d
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def load_prepared(store: FeatureStore, receipt: dict, q: float) -> PreparedModel:
+def load_prepared(store: FeatureStore, name: str, key: str, q: float) -> PreparedModel:
     """Read a model's layers from the store and apply the paper's preprocessing."""
-    entry = store.open(receipt["key"])
-    return PreparedModel(receipt["model"], receipt["key"], prepare(entry.layers(), q=q), [*entry.layer_names, "concat"])
+    entry = store.open(key)
+    return PreparedModel(name, key, prepare(entry.layers(), q=q), [*entry.layer_names, "concat"])
 
 
 def model_pairs(xs: list[str], ys: list[str], metric: str) -> list[tuple[str, str]]:
@@ -143,11 +143,11 @@ def align_experiment(
 ) -> pd.DataFrame:  # fmt: skip
     """Score every model pair of an experiment on each of its datasets; write the tidy table and the matrices."""
     store = FeatureStore(store_root)
-    by_pair = {tuple(k.split("/", 1)): read_receipt(path) for k, path in receipts.items()}
+    keys = {tuple(k.split("/", 1)): read_receipt(path)["key"] for k, path in receipts.items()}
     datasets = [experiment["dataset"]] if isinstance(experiment["dataset"], str) else experiment["dataset"]
     rows, matrices = [], {}
     for dataset in datasets:
-        prepared = {m: load_prepared(store, by_pair[(dataset, m)], q) for m in dict.fromkeys(xs + ys)}
+        prepared = {m: load_prepared(store, m, keys[(dataset, m)], q) for m in dict.fromkeys(xs + ys)}
         for metric in experiment["metrics"]:
             caches: dict = {}
             pairs = model_pairs(xs, ys, metric["name"])

@@ -132,3 +132,76 @@ def extract_features(
             device=resolve_device(device), batch_size=spec.get("batch_size", batch_size),
         )  # fmt: skip
     write_receipt(out, key, request, store.show(key))
+
+
+def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0) -> None:
+    """Train one zoo model on its own GPU slot when the config has GPUs."""
+    from prh.devices import acquire_gpu, resolve_device
+
+    slot = acquire_gpu(gpus, Path(cache_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
+    with slot:
+        train_zoo_model(name, spec, cache_root, out, device=resolve_device(device))
+
+
+# -- probes ----------------------------------------------------------------------------------------
+def probe_model(
+    model: str, receipts: list[str], tasks: dict, layer: str | int, max_train: int, store_root: str,
+    data_dir: str, out: str,
+) -> None:  # fmt: skip
+    """Fit every probe task on one model's stored features; write its accuracy rows."""
+    from prh import probe
+    from prh.data import load_saved
+    from prh.store import FeatureStore, read_receipt
+
+    store = FeatureStore(store_root)
+    tables = []
+    for path in receipts:
+        receipt = read_receipt(path)
+        name = receipt["request"]["dataset"]["id"]
+        dataset = load_saved(Path(data_dir) / f"{name}.npz")
+        if dataset.is_train is None:
+            raise PrhError(f"datasets.{name}: probe tasks need `probe_split: true`")
+        layers = store.open(receipt["key"]).layers()
+        tables.append(probe.probe_model(layers, dataset.labels, dataset.is_train, tasks, layer,
+                                        model=model, dataset=name, max_train=max_train))  # fmt: skip
+    write_csv_atomic(out, pd.concat(tables, ignore_index=True))
+
+
+def probe_summary(tables: list[str], threshold: float, outputs: dict[str, str]) -> None:
+    """Merge per-model probe tables into accuracy, solved matrix and tasks-solved tables."""
+    from prh import probe
+
+    acc = pd.concat([pd.read_csv(t) for t in tables], ignore_index=True)
+    solved = probe.solved_matrix(acc, threshold)
+    write_csv_atomic(outputs["accuracy"], acc)
+    write_csv_atomic(outputs["solved"], solved)
+    write_csv_atomic(outputs["tasks_solved"], probe.tasks_solved(solved))
+
+
+# -- alignment -------------------------------------------------------------------------------------
+def align_job(
+    experiment: dict, xs: list[str], ys: list[str], receipts: dict[str, str], store_root: str, q: float,
+    calibration: dict, out_csv: str, out_matrices: str,
+) -> None:  # fmt: skip
+    """Score every model pair of one experiment (see prh.experiment.align_experiment)."""
+    from prh.experiment import align_experiment
+
+    align_experiment(experiment, xs, ys, receipts, store_root, q, calibration, out_csv, out_matrices)
+
+
+def model_table(models: dict, receipts: list[str], out: str) -> None:
+    """One row per model: modality, source, family, objective, width, steps and parameter count."""
+    from prh.config import model_modality
+    from prh.store import read_receipt
+
+    n_params = {}
+    for path in receipts:
+        r = read_receipt(path)
+        n_params[r["request"]["model"]["id"]] = r["entry"].get("n_params")
+    rows = []
+    for name, spec in models.items():
+        family = spec.get("family") or spec.get("arch", spec.get("package", spec.get("id", ""))).split("_")[0]
+        rows.append({"model": name, "modality": model_modality(name, spec), "source": spec["source"], "family": family,
+                     "objective": spec.get("objective", "pretrained"), "width": spec.get("width"),
+                     "steps": spec.get("steps"), "n_params": n_params.get(name)})  # fmt: skip
+    write_csv_atomic(out, pd.DataFrame(rows))

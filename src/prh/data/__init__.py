@@ -151,9 +151,8 @@ def check_keys(name: str, spec: dict, allowed: frozenset[str] | set[str]) -> Non
     valid = set(allowed) | COMMON_KEYS
     for key in spec:
         if key not in valid:
-            raise PrhError(
-                f"{field_name(name, key)}: unknown field for source {spec.get('source')!r} (valid: {', '.join(sorted(valid))})"
-            )
+            known = ", ".join(sorted(valid))
+            raise PrhError(f"{field_name(name, key)}: unknown field for source {spec.get('source')!r} (valid: {known})")
 
 
 def spec_int(name: str, spec: dict, key: str, default: int | None, lo: int = 0, hi: int | None = None) -> int | None:

@@ -41,8 +41,14 @@ def load(name: str, spec: dict) -> Dataset:
     n = spec_int(name, spec, "n", None, lo=1, hi=len(classes))
     keep = subsample(len(classes), n, seed, classes if sample == "stratified" else None)
     gray, classes = upsample_nearest(gray[keep], size), classes[keep]
-    resolved = {"source": "digits", "n": len(keep), "seed": seed, "size": size, "sample": sample,
-                "test_fraction": test_fraction}
+    resolved = {
+        "source": "digits",
+        "n": len(keep),
+        "seed": seed,
+        "size": size,
+        "sample": sample,
+        "test_fraction": test_fraction,
+    }
     return make_dataset(
         name,
         images=np.repeat(gray[..., None], 3, axis=-1),
@@ -52,7 +58,13 @@ def load(name: str, spec: dict) -> Dataset:
             "loop": np.isin(classes, LOOP_DIGITS).astype(np.int64),
         },
         is_train=probe_split(len(keep), seed, test_fraction, classes),
-        meta={"source": "digits", "spec": resolved,
-              "label_names": {"class": [str(i) for i in range(10)], "parity": ["even", "odd"],
-                              "loop": ["open", "closed loop"]}},
+        meta={
+            "source": "digits",
+            "spec": resolved,
+            "label_names": {
+                "class": [str(i) for i in range(10)],
+                "parity": ["even", "odd"],
+                "loop": ["open", "closed loop"],
+            },
+        },
     )

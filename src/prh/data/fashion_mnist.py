@@ -113,13 +113,25 @@ def load(name: str, spec: dict) -> Dataset:
     keep = subsample(len(classes), n, seed, classes if sample == "stratified" else None)
     classes = classes[keep]
     is_train = official_train[keep] if probe == "official" else probe_split(len(keep), seed, test_fraction, classes)
-    resolved = {"source": "fashion-mnist", "path": path, "split": split, "n": len(keep), "seed": seed,
-                "sample": sample, "probe_split": probe, "test_fraction": test_fraction}
+    resolved = {
+        "source": "fashion-mnist",
+        "path": path,
+        "split": split,
+        "n": len(keep),
+        "seed": seed,
+        "sample": sample,
+        "probe_split": probe,
+        "test_fraction": test_fraction,
+    }
     return make_dataset(
         name,
         images=to_rgb(gray[keep]),
         labels={"class": classes, "coarse": COARSE_OF_CLASS[classes]},
         is_train=is_train,
-        meta={"source": "fashion-mnist", "spec": resolved, "indices": keep.tolist() if n is not None else None,
-              "label_names": {"class": CLASS_NAMES, "coarse": COARSE_NAMES}},
+        meta={
+            "source": "fashion-mnist",
+            "spec": resolved,
+            "indices": keep.tolist() if n is not None else None,
+            "label_names": {"class": CLASS_NAMES, "coarse": COARSE_NAMES},
+        },
     )

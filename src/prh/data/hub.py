@@ -17,8 +17,22 @@ from PIL import Image
 from prh.data import Dataset, check_keys, field_name, make_dataset, probe_split, spec_float, spec_int
 from prh.errors import PrhError
 
-KEYS = frozenset({"id", "path", "revision", "config", "split", "image_column", "text_column", "label_columns",
-                  "n", "size", "seed", "test_fraction"})
+KEYS = frozenset(
+    {
+        "id",
+        "path",
+        "revision",
+        "config",
+        "split",
+        "image_column",
+        "text_column",
+        "label_columns",
+        "n",
+        "size",
+        "seed",
+        "test_fraction",
+    }
+)
 
 
 def import_datasets(name: str) -> Any:
@@ -26,7 +40,9 @@ def import_datasets(name: str) -> Any:
     try:
         import datasets
     except ImportError:
-        raise PrhError(f"{field_name(name, 'source')}: 'hf' needs the Hugging Face datasets package: pip install prh[hub]") from None
+        raise PrhError(
+            f"{field_name(name, 'source')}: 'hf' needs the Hugging Face datasets package: pip install prh[hub]"
+        ) from None
     return datasets
 
 
@@ -46,12 +62,15 @@ def open_table(name: str, spec: dict) -> Any:
             table = table[split]
         return table
     if "id" not in spec:
-        raise PrhError(f"{field_name(name, 'id')}: source 'hf' needs an id (hub dataset) or a path (save_to_disk folder)")
+        raise PrhError(
+            f"{field_name(name, 'id')}: source 'hf' needs an id (hub dataset) or a path (save_to_disk folder)"
+        )
     try:
         return hf.load_dataset(spec["id"], spec.get("config"), revision=spec.get("revision"), split=split)
     except Exception as e:  # offline, unknown id or revision: one line for the user
         where = f"{spec['id']}@{spec.get('revision', 'main')} split {split}"
-        raise PrhError(f"{field_name(name, 'id')}: cannot load {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        why = str(e).splitlines()[0] if str(e) else ""
+        raise PrhError(f"{field_name(name, 'id')}: cannot load {where} ({type(e).__name__}: {why})") from None
 
 
 def to_rgb_square(image: Any, size: int) -> np.ndarray:
@@ -105,7 +124,11 @@ def load(name: str, spec: dict) -> Dataset:
     if "image_column" in spec:
         cells = column(name, table, "image_column", spec["image_column"])
         images = np.stack([to_rgb_square(c, size) for c in cells])  # type: ignore[arg-type]
-    texts = [first_text(v) for v in column(name, table, "text_column", spec["text_column"])] if "text_column" in spec else None
+    texts = (
+        [first_text(v) for v in column(name, table, "text_column", spec["text_column"])]
+        if "text_column" in spec
+        else None
+    )
     label_columns = spec.get("label_columns", [])
     label_columns = [label_columns] if isinstance(label_columns, str) else list(label_columns)
     labels, label_names = {}, {}
@@ -115,14 +138,22 @@ def load(name: str, spec: dict) -> Dataset:
         names = list(feature.names) if hasattr(feature, "names") else names  # a ClassLabel's names
         if names is not None:
             label_names[col] = names
-    resolved = {k: spec[k] for k in sorted(spec)} | {"n": len(table), "size": size, "seed": seed,
-                                                     "test_fraction": test_fraction}
+    resolved = {k: spec[k] for k in sorted(spec)} | {
+        "n": len(table),
+        "size": size,
+        "seed": seed,
+        "test_fraction": test_fraction,
+    }
     return make_dataset(
         name,
         images=images,
         texts=texts,
         labels=labels,
         is_train=probe_split(len(table), seed, test_fraction),  # type: ignore[arg-type]
-        meta={"source": "hf", "spec": resolved, "label_names": label_names,
-              "fingerprint": getattr(table, "_fingerprint", None)},
+        meta={
+            "source": "hf",
+            "spec": resolved,
+            "label_names": label_names,
+            "fingerprint": getattr(table, "_fingerprint", None),
+        },
     )

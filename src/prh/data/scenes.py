@@ -21,13 +21,22 @@ of the second item's, or of the canvas centre in one-item scenes), ``category`` 
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from PIL import Image
 
-from prh.data import Dataset, check_keys, field_name, make_dataset, probe_split, rng_for, spec_choice, spec_float, spec_int
+from prh.data import (
+    Dataset,
+    check_keys,
+    field_name,
+    make_dataset,
+    probe_split,
+    rng_for,
+    spec_choice,
+    spec_float,
+    spec_int,
+)
 from prh.data.fashion_mnist import CLASS_NAMES, DEFAULT_PATH, read_split
 from prh.errors import PrhError
 
@@ -188,8 +197,12 @@ def attributes_at(density: int) -> set[str]:
     """Item/scene attributes a caption of this density names besides the categories."""
     if density not in DENSITIES:
         raise PrhError(f"scenes density: {density} is not one of {', '.join(map(str, DENSITIES))}")
-    return {5: set(), 10: {"colour"}, 20: {"colour", "size", "position"},
-            30: {"colour", "size", "position", "rotation", "background"}}[density]
+    return {
+        5: set(),
+        10: {"colour"},
+        20: {"colour", "size", "position"},
+        30: {"colour", "size", "position", "rotation", "background"},
+    }[density]
 
 
 def item_phrase(item: SceneItem, canvas: int, attrs: set[str], article: bool, pos_style: int, rot_style: int) -> str:
@@ -219,28 +232,13 @@ def render_caption(scene: Scene, attrs: set[str], style: tuple[int, int, bool, b
     prefix, count, article, use_and, pos_style, rot_style, bg_style = style
     k = len(scene.items)
     parts = [PREFIXES[prefix], COUNT_STYLES[count].format(n=COUNT_WORDS[k - 1], items="item" if k == 1 else "items")]
-    parts.append(join_items([item_phrase(i, scene.canvas, attrs, article, pos_style, rot_style) for i in scene.items], use_and))
+    parts.append(
+        join_items([item_phrase(i, scene.canvas, attrs, article, pos_style, rot_style) for i in scene.items], use_and)
+    )
     if "background" in attrs:
         parts[-1] += ","
         parts.append(BACKGROUND_STYLES[bg_style].format(b=BACKGROUNDS[scene.background][0]))
     return " ".join(p for p in parts if p) + "."
-
-
-
-
-def style_words(scene: Scene, attrs: set[str], style: tuple[int, int, bool, bool, int, int, int]) -> int:
-    """Word count of render_caption(scene, attrs, style), computed without rendering."""
-    prefix, count, article, use_and, pos_style, rot_style, bg_style = style
-    k = len(scene.items)
-    words = PREFIX_WORDS[prefix] + COUNT_STYLE_WORDS[count] + int(use_and and k > 1)
-    words += k * (int(article) + 1 + int("size" in attrs) + int("colour" in attrs))
-    if "rotation" in attrs:
-        words += sum(ROTATION_WORDS[rot_style][i.rotation] for i in scene.items)
-    if "position" in attrs:
-        words += sum(POSITION_STYLE_WORDS[pos_style] + POSITION_WORDS[i.position(scene.canvas)] for i in scene.items)
-    if "background" in attrs:
-        words += BACKGROUND_STYLE_WORDS[bg_style] + n_words(BACKGROUNDS[scene.background][0])
-    return words
 
 
 def caption(scene: Scene, density: int) -> str:
@@ -326,14 +324,26 @@ def load(name: str, spec: dict) -> Dataset:
     path = str(spec.get("path", DEFAULT_PATH))
     read_split(path, "test", field_name(name, "path"))  # a missing path is reported under this dataset's field
     ss = generate_scenes(n, seed, canvas, max_items, path)  # type: ignore[arg-type]
-    resolved = {"source": "scenes", "n": n, "seed": seed, "density": density, "canvas": canvas,
-                "max_items": max_items, "path": path, "test_fraction": test_fraction}
+    resolved = {
+        "source": "scenes",
+        "n": n,
+        "seed": seed,
+        "density": density,
+        "canvas": canvas,
+        "max_items": max_items,
+        "path": path,
+        "test_fraction": test_fraction,
+    }
     return make_dataset(
         name,
         images=ss.images,
         texts=[caption(s, density) for s in ss.scenes],
         labels=scene_labels(ss.scenes),
         is_train=probe_split(n, seed, test_fraction),  # type: ignore[arg-type]
-        meta={"source": "scenes", "spec": resolved, "label_names": LABEL_NAMES,
-              "scenes": [scene_dict(s) for s in ss.scenes]},
+        meta={
+            "source": "scenes",
+            "spec": resolved,
+            "label_names": LABEL_NAMES,
+            "scenes": [scene_dict(s) for s in ss.scenes],
+        },
     )

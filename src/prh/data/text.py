@@ -3,7 +3,8 @@
 WordNet: one document per synset of ``data.noun/verb/adj/adv`` (license header lines, which start with two
 spaces, skipped); the document is the gloss after ``|`` with whitespace collapsed (definition plus quoted
 examples). Split is fixed, independent of any seed: a synset is ``heldout`` when sha256("<file>:<offset>")
-(e.g. "noun:00001740") mod 10 is 0 (about 10%), else ``train``. Label ``pos``: 0 noun, 1 verb, 2 adjective (incl. satellites), 3 adverb.
+(e.g. "noun:00001740") mod 10 is 0 (about 10%), else ``train``.
+Label ``pos``: 0 noun, 1 verb, 2 adjective (incl. satellites), 3 adverb.
 
 pydoc: the stdlib's help topics, split at blank lines into paragraphs and packed into documents of at most
 ``doc_chars`` characters (a longer paragraph is cut at whitespace); a held-out corpus no prh model trains on.
@@ -117,14 +118,24 @@ def load_wordnet(name: str, spec: dict) -> Dataset:
     seed = spec_int(name, spec, "seed", 0)
     synsets = wordnet_split(split, path, field_name(name, "path"))
     keep = pick_docs(np.array([len(s.gloss) for s in synsets]), n_docs, max_chars, seed)  # type: ignore[arg-type]
-    resolved = {"source": "wordnet", "path": path, "split": split, "n_docs": n_docs, "max_chars": max_chars,
-                "seed": seed}
+    resolved = {
+        "source": "wordnet",
+        "path": path,
+        "split": split,
+        "n_docs": n_docs,
+        "max_chars": max_chars,
+        "seed": seed,
+    }
     return make_dataset(
         name,
         texts=[synsets[i].gloss for i in keep],
         labels={"pos": np.array([synsets[i].pos for i in keep], dtype=np.int64)},
-        meta={"source": "wordnet", "spec": resolved, "label_names": {"pos": POS_NAMES},
-              "offsets": [f"{WORDNET_FILES[synsets[i].pos]}:{synsets[i].offset}" for i in keep]},
+        meta={
+            "source": "wordnet",
+            "spec": resolved,
+            "label_names": {"pos": POS_NAMES},
+            "offsets": [f"{WORDNET_FILES[synsets[i].pos]}:{synsets[i].offset}" for i in keep],
+        },
     )
 
 

@@ -1,0 +1,184 @@
+"""The `prh` command: inspect sources and the feature store, and score your own features against stored models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from prh.errors import PrhError
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    """Plain fixed-width text table."""
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def _config(args: argparse.Namespace) -> dict:
+    from prh.config import load_config
+
+    return load_config(args.config)
+
+
+def cmd_data_ls(args: argparse.Namespace) -> None:
+    """List every dataset of the config with its size and content digests."""
+    from prh.data import load_dataset
+
+    rows = []
+    for name, spec in _config(args)["datasets"].items():
+        ds = load_dataset(name, spec)
+        rows.append({"dataset": name, "source": spec["source"], "n": ds.n,
+                     "image_digest": (ds.image_digest or "-")[:16], "text_digest": (ds.text_digest or "-")[:16]})  # fmt: skip
+    print(_table(rows, ["dataset", "source", "n", "image_digest", "text_digest"]))
+
+
+def cmd_models_ls(args: argparse.Namespace) -> None:
+    """List every model of the config with its source, modality and weights digest."""
+    from prh.config import model_modality
+    from prh.models import weights_digest
+    from prh.pipeline import resolved_spec
+    from prh.plan import Plan
+
+    cfg = _config(args)
+    plan = Plan(cfg)
+    rows = []
+    for name, spec in cfg["models"].items():
+        receipts = plan.zoo_receipt(name)
+        if receipts and not Path(receipts[0]).exists():
+            digest = "(not trained yet: run snakemake)"
+        else:
+            digest = weights_digest(name, resolved_spec(name, spec, receipts))[:16]
+        rows.append({"model": name, "source": spec["source"], "modality": model_modality(name, spec), "digest": digest})
+    print(_table(rows, ["model", "source", "modality", "digest"]))
+
+
+def _store(args: argparse.Namespace):
+    from prh.store import FeatureStore
+
+    return FeatureStore(args.store)
+
+
+def cmd_store_ls(args: argparse.Namespace) -> None:
+    """List committed store entries."""
+    rows = [e.as_dict() for e in _store(args).ls()]
+    for r in rows:
+        r["key"] = r["key"][:16]
+    print(_table(rows, ["key", "model", "dataset", "shape", "size", "created"]) if rows else "store is empty")
+
+
+def cmd_store_show(args: argparse.Namespace) -> None:
+    """Print one entry's request, attrs and layout as JSON."""
+    store = _store(args)
+    print(json.dumps(store.show(_full_key(store, args.key)), indent=2, default=str))
+
+
+def _full_key(store, prefix: str) -> str:
+    matches = [k for k in store.keys() if k.startswith(prefix)]
+    if len(matches) != 1:
+        raise PrhError(f"store key {prefix!r}: {'no' if not matches else len(matches)} matching entries")
+    return matches[0]
+
+
+def cmd_store_verify(args: argparse.Namespace) -> None:
+    """Re-checksum every entry; exit 1 naming each corrupt or partial one."""
+    store = _store(args)
+    problems = store.verify()
+    for line in problems:
+        print(line)
+    if problems:
+        sys.exit(1)
+    print(f"{len(store.keys())} entries verified, no problems")
+
+
+def referenced_keys(results: str) -> set[str]:
+    """Store keys named by the extraction receipts under ``results/features``."""
+    keys = set()
+    for path in Path(results, "features").rglob("*.json"):
+        try:
+            keys.add(json.loads(path.read_text())["key"])
+        except (ValueError, KeyError):
+            continue
+    return keys
+
+
+def cmd_store_gc(args: argparse.Namespace) -> None:
+    """Remove temp dirs of killed writes and entries no receipt refers to."""
+    removed = _store(args).gc(referenced_keys(args.results), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in removed:
+        print(f"{verb} {path}")
+    print(f"{len(removed)} paths {verb}")
+
+
+def cmd_store_rm(args: argparse.Namespace) -> None:
+    """Delete one entry (it is recomputed by the next run that needs it)."""
+    store = _store(args)
+    key = _full_key(store, args.key)
+    store.rm(key)
+    print(f"removed {key}")
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """Score a saved (layers, n, d) feature array against stored reference models."""
+    import numpy as np
+
+    from prh.scorer import Scorer
+
+    path = Path(args.features)
+    if not path.is_file():
+        raise PrhError(f"{path}: no such features file")
+    feats = np.load(path)
+    scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k)
+    print(scorer.score(feats).to_string(index=False))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `prh`."""
+    p = argparse.ArgumentParser(prog="prh", description=__doc__)
+    p.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
+    p.add_argument("--store", default="features", help="feature store root (default: features)")
+    p.add_argument("--results", default="results", help="results root (default: results)")
+    sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="datasets of the config").add_subparsers(dest="sub", required=True)
+    data.add_parser("ls", help="list datasets with digests").set_defaults(func=cmd_data_ls)
+    models = sub.add_parser("models", help="models of the config").add_subparsers(dest="sub", required=True)
+    models.add_parser("ls", help="list models with weights digests").set_defaults(func=cmd_models_ls)
+    store = sub.add_parser("store", help="the feature store").add_subparsers(dest="sub", required=True)
+    store.add_parser("ls", help="list entries").set_defaults(func=cmd_store_ls)
+    show = store.add_parser("show", help="show one entry")
+    show.add_argument("key", help="key or unique key prefix")
+    show.set_defaults(func=cmd_store_show)
+    store.add_parser("verify", help="re-checksum every entry").set_defaults(func=cmd_store_verify)
+    gc = store.add_parser("gc", help="remove temp dirs and unreferenced entries")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.set_defaults(func=cmd_store_gc)
+    rm = store.add_parser("rm", help="delete one entry")
+    rm.add_argument("key", help="key or unique key prefix")
+    rm.set_defaults(func=cmd_store_rm)
+    score = sub.add_parser("score", help="score your features against stored models")
+    score.add_argument("features", help=".npy array (layers, n, d) in the dataset's stored order")
+    score.add_argument("--dataset", required=True, help="dataset name the features were computed on")
+    score.add_argument("--against", nargs="+", required=True, help="reference model names (or store keys)")
+    score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn)")
+    score.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    score.set_defaults(func=cmd_score)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one line and exit 1."""
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PrhError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Config validation: defaults, cross-references, and one-line errors from the real workflow for malformed configs."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from prh.config import ConfigError, load_config, validate_config
+from prh.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+@pytest.fixture(scope="module")
+def default() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def test_default_config_validates_and_gets_defaults(default):
+    cfg = validate_config(default)
+    assert cfg["extraction"]["store_dtype"] == "float32"  # filled from the schema
+    assert cfg["alignment"]["experiments"]["vision-vision"]["calibrate"] is True
+    assert default.get("extraction", {}).get("store_dtype") is None  # input not mutated
+
+
+def test_every_schema_field_has_a_description():
+    schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            props = node.get("properties", {})
+            for key, sub in props.items():
+                if "description" not in sub and "$ref" not in sub:
+                    missing.append(f"{path}.{key}")
+                walk(sub, f"{path}.{key}")
+            if isinstance(node.get("additionalProperties"), dict):
+                walk(node["additionalProperties"], f"{path}.*")
+
+    walk(schema, "")
+    assert missing == []
+
+
+def test_plan_shares_vision_features_across_caption_densities(default):
+    plan = Plan(validate_config(default))
+    receipts = plan.experiment_receipt_map("caption-density")
+    vision = {v for k, v in receipts.items() if k.endswith("/vit-m-sup")}
+    language = {v for k, v in receipts.items() if k.endswith("/smollm2")}
+    assert len(vision) == 1 and len(language) == 4
+
+
+def _mutate(cfg: dict, case: str) -> dict:
+    cfg = copy.deepcopy(cfg)
+    exps = cfg["alignment"]["experiments"]
+    if case == "missing_section":
+        del cfg["models"]
+    elif case == "wrong_type":
+        cfg["alignment"]["permutations"] = "many"
+    elif case == "unknown_key":
+        cfg["extraction"]["poolingg"] = "mean"
+    elif case == "zero_k":
+        exps["vision-vision"]["metrics"][0]["k"] = 0
+    elif case == "k_too_large":
+        exps["vision-vision"]["metrics"][0]["k"] = 1000
+    elif case == "unknown_metric":
+        exps["vision-vision"]["metrics"][0]["name"] = "mutual_kmm"
+    elif case == "slash_name":
+        cfg["models"]["vit/s"] = cfg["models"].pop("vit-s-sup")
+    elif case == "undefined_dataset":
+        exps["vision-vision"]["dataset"] = "places365"
+    elif case == "duplicate_metric":
+        exps["vision-vision"]["metrics"].append(dict(exps["vision-vision"]["metrics"][0]))
+    elif case == "empty_models":
+        exps["vision-vision"]["x"] = []
+    elif case == "unreadable_path":
+        cfg["datasets"]["fmnist"]["path"] = "/nonexistent/fashion-mnist"
+    elif case == "unknown_arch":
+        cfg["models"]["resnet-s-sup"]["arch"] = "resnet999"
+    return cfg
+
+
+CASES = {
+    "missing_section": "models: is required",
+    "wrong_type": "alignment.permutations:",
+    "unknown_key": "extraction.poolingg: unknown key",
+    "zero_k": "alignment.experiments.vision-vision.metrics.0.k:",
+    "k_too_large": "alignment.experiments.vision-vision.metrics.0.k: k = 1000 must be < n = 1000",
+    "unknown_metric": "alignment.experiments.vision-vision.metrics.0.name:",
+    "slash_name": "models: 'vit/s' is not a valid name",
+    "undefined_dataset": "alignment.experiments.vision-vision.dataset: dataset 'places365' is not defined",
+    "duplicate_metric": "alignment.experiments.vision-vision.metrics.1: duplicates",
+    "empty_models": "alignment.experiments.vision-vision.x:",
+    "unreadable_path": "datasets.fmnist.path: /nonexistent/fashion-mnist is not readable",
+    "unknown_arch": "models.resnet-s-sup.arch: 'resnet999' is not a known timm architecture",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_validate_config_names_the_field(default, case):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_mutate(default, case))
+    message = str(info.value)
+    assert message.startswith("config error: ")
+    assert CASES[case] in message
+    assert "\n" not in message
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    text = (ROOT / "config.yaml").read_text()
+    line = next(l for l in text.splitlines() if l.startswith("  minilm:"))
+    (tmp_path / "c.yaml").write_text(text.replace(line, line + "\n" + line))
+    with pytest.raises(ConfigError, match=r"config error: minilm: duplicate key at line \d+"):
+        load_config(tmp_path / "c.yaml")
+
+
+def _workflow_copy(tmp_path: Path) -> Path:
+    for name in ("Snakefile", "rules", "workflow", "schemas"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "case", ["missing_section", "wrong_type", "unknown_key", "zero_k", "unknown_metric", "slash_name",
+             "undefined_dataset", "duplicate_metric", "empty_models", "unreadable_path", "duplicate_yaml_key"],
+)  # fmt: skip
+def test_snakemake_stops_with_one_line_and_writes_nothing(default, tmp_path, case):
+    work = _workflow_copy(tmp_path)
+    if case == "duplicate_yaml_key":
+        text = (ROOT / "config.yaml").read_text()
+        line = next(l for l in text.splitlines() if l.startswith("  smollm2:"))
+        (work / "config.yaml").write_text(text.replace(line, line + "\n" + line))
+        expected = "config error: smollm2: duplicate key"
+    else:
+        (work / "config.yaml").write_text(yaml.safe_dump(_mutate(default, case)))
+        expected = "config error: " + CASES[case]
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--cores", "1"], cwd=work, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+    assert lines == [next(l for l in lines if l.startswith("config error:"))]
+    assert expected in lines[0]
+    assert not (work / "features").exists() and not (work / "results").exists()
