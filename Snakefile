@@ -5,7 +5,10 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config.yaml"
+# The offline default, unless --configfile names a whole config of its own (configs/paper.yaml, ...).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

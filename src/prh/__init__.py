@@ -1,3 +1,15 @@
 """prh: measure whether neural networks converge to a shared representation of the world."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Scorer", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import heavy public objects on first use (``prh.Scorer``)."""
+    if name == "Scorer":
+        from prh.scorer import Scorer
+
+        return Scorer
+    raise AttributeError(f"module 'prh' has no attribute {name!r}")

@@ -133,7 +133,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         raise PrhError(f"{path}: no such features file")
     feats = np.load(path)
     scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k)
-    print(scorer.score(feats).to_string(index=False))
+    print(Scorer.table(scorer.score(feats)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,145 @@
+"""Score your own model's features against stored reference models, offline, reusing the references' work."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from prh.align import prepare
+from prh.errors import PrhError
+from prh.metrics import LayerCache, chance_level, prepare_layers, score_caches
+from prh.store import FeatureStore, read_receipt
+
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class Reference:
+    """One reference model's prepared features and per-layer metric cache."""
+
+    name: str
+    key: str
+    layer_names: list[str]
+    cache: LayerCache
+
+
+@dataclass
+class RefScore:
+    """Alignment of the user's features to one reference model."""
+
+    reference: str
+    score: float
+    layer: str  # the user's best layer ("concat" = all layers)
+    reference_layer: str
+    calibrated: float
+    chance: float | None
+    matrix: np.ndarray = field(repr=False)  # (user layers + 1, reference layers + 1)
+
+
+def _as_layers(features: Any) -> list[np.ndarray]:
+    """(layers, n, d) array/tensor or a list of (n, d) arrays/tensors -> list of float32 numpy arrays."""
+    if hasattr(features, "detach"):
+        features = features.detach().float().cpu().numpy()
+    if isinstance(features, np.ndarray):
+        if features.ndim == 2:
+            features = features[None]
+        if features.ndim != 3:
+            raise PrhError(f"features: expected (layers, n, d) or a list of (n, d), got shape {features.shape}")
+        return [np.asarray(f, dtype=np.float32) for f in features]
+    layers = [f.detach().float().cpu().numpy() if hasattr(f, "detach") else np.asarray(f, dtype=np.float32) for f in features]
+    if not layers or any(f.ndim != 2 for f in layers):
+        raise PrhError("features: expected (layers, n, d) or a non-empty list of (n, d) arrays")
+    return layers
+
+
+class Scorer:
+    """Alignment of new features to stored reference models on one dataset; reference work is done once."""
+
+    def __init__(
+        self, dataset: str, against: Sequence[str], store: str = "features", results: str = "results",
+        metric: str = "mutual_knn", k: int = 10, q: float = 0.95, **params: Any,
+    ) -> None:  # fmt: skip
+        self.dataset, self.metric, self.q = dataset, metric, q
+        self.params = {**({"k": k} if metric in ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna") else {}), **params}
+        self.store = FeatureStore(store)
+        self.results = Path(results)
+        self.prepare_calls = 0  # reference preparations done (never grows after construction)
+        self.references = [self._reference(name) for name in against]
+        self.n = self.references[0].cache.n if self.references else 0
+
+    def _receipt_key(self, name: str) -> str:
+        """Store key of a reference: a 64-hex key as given, else the model's receipt on this dataset."""
+        if KEY_RE.match(name):
+            return name
+        path = self.results / "features" / self.dataset / f"{name}.json"
+        if not path.is_file():
+            hits = [p for p in (self.results / "features").glob(f"*/{name}.json")]
+            same = [p for p in hits if read_receipt(p)["request"]["dataset"]["id"] == self.dataset]
+            if not same:
+                raise PrhError(
+                    f"reference model {name!r} has no features on dataset {self.dataset!r} in the store "
+                    f"(compute them with `snakemake {path}`)"
+                )
+            path = same[0]
+        return read_receipt(path)["key"]
+
+    def _reference(self, name: str) -> Reference:
+        key = self._receipt_key(name)
+        if not self.store.has(key):
+            raise PrhError(f"reference {name!r}: store entry {key[:12]} is missing (rerun the workflow to compute it)")
+        entry = self.store.open(key)
+        cache = prepare_layers(self.metric, prepare(entry.layers(), q=self.q), **self.params)
+        self.prepare_calls += 1
+        return Reference(name, key, [*entry.layer_names, "concat"], cache)
+
+    def inputs(self, modality: str = "image", transform: Callable[[np.ndarray], Any] | None = None) -> Any:
+        """The dataset's images (uint8 (n, H, W, 3), or ``transform(images)``) or captions, in the stored order."""
+        from prh.data import load_saved
+
+        path = self.results / "data" / f"{self.dataset}.npz"
+        if not path.is_file():
+            raise PrhError(f"dataset {self.dataset!r} is not materialised (run `snakemake {path}`)")
+        ds = load_saved(path)
+        if modality == "image":
+            if ds.images is None:
+                raise PrhError(f"dataset {self.dataset!r} has no images")
+            return transform(ds.images) if transform else ds.images
+        if modality == "text":
+            if ds.texts is None:
+                raise PrhError(f"dataset {self.dataset!r} has no texts")
+            return list(ds.texts)
+        raise PrhError(f"modality must be 'image' or 'text', got {modality!r}")
+
+    def _check(self, layers: list[np.ndarray]) -> None:
+        for i, f in enumerate(layers):
+            if f.shape[0] != self.n:
+                raise PrhError(f"features layer {i}: {f.shape[0]} samples, but dataset {self.dataset!r} has {self.n}")
+            if not np.isfinite(f).all():
+                raise PrhError(f"features layer {i}: contains NaN or Inf")
+
+    def score(self, features: Any) -> list[RefScore]:
+        """Best alignment over all layer pairs to every reference, with the calibrated score."""
+        layers = _as_layers(features)
+        self._check(layers)
+        mine = prepare_layers(self.metric, prepare(layers, q=self.q), **self.params)
+        names = [f"layer{i}" for i in range(len(layers))] + ["concat"]
+        chance = chance_level(self.metric, self.n, self.params.get("k", 10)) if self.metric != "svcca" else None
+        out = []
+        for ref in self.references:
+            matrix = score_caches(self.metric, mine, ref.cache, **self.params)
+            i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
+            s = float(matrix[i, j])
+            cal = (s - chance) / (1 - chance) if chance is not None else float("nan")
+            out.append(RefScore(ref.name, s, names[i], ref.layer_names[j], cal, chance, matrix))
+        return out
+
+    @staticmethod
+    def table(scores: list[RefScore]) -> pd.DataFrame:
+        """Scores as a table (one row per reference)."""
+        return pd.DataFrame([{k: v for k, v in vars(s).items() if k != "matrix"} for s in scores])
