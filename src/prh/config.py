@@ -123,7 +123,7 @@ def model_modality(name: str, spec: dict) -> str:
     raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
 
 
-def select_models(cfg: dict, selector: str | list[str], field: str) -> list[str]:
+def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
     """Model names picked by a selector ('vision', 'language' or a list), in config order."""
     if isinstance(selector, str):
         names = [m for m, s in cfg["models"].items() if model_modality(m, s) == selector]
@@ -132,7 +132,7 @@ def select_models(cfg: dict, selector: str | list[str], field: str) -> list[str]
             if m not in cfg["models"]:
                 raise ConfigError(field, f"model {m!r} is not defined under models")
         names = list(dict.fromkeys(selector))
-    if not names:
+    if not names and not (allow_empty and isinstance(selector, str)):
         raise ConfigError(field, f"selects no model ({selector!r})")
     return names
 
@@ -211,7 +211,7 @@ def _check_sections(cfg: dict) -> None:
     for tname, task in cfg["probes"]["tasks"].items():
         _check_dataset_ref(cfg, task["dataset"], f"probes.tasks.{tname}.dataset")
     if cfg["probes"]["tasks"]:
-        select_models(cfg, cfg["probes"]["models"], "probes.models")
+        select_models(cfg, cfg["probes"]["models"], "probes.models", allow_empty=True)
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")

@@ -116,7 +116,7 @@ class Plan:
     def probe_models(self) -> list[str]:
         if not self.config["probes"]["tasks"]:
             return []
-        return select_models(self.config, self.config["probes"]["models"], "probes.models")
+        return select_models(self.config, self.config["probes"]["models"], "probes.models", allow_empty=True)
 
     def probe_datasets(self) -> list[str]:
         return list(dict.fromkeys(t["dataset"] for t in self.config["probes"]["tasks"].values()))
@@ -125,7 +125,7 @@ class Plan:
         return [self.receipt_path(d, model) for d in self.probe_datasets()]
 
     def language_models(self) -> list[str]:
-        return select_models(self.config, self.config["language"]["models"], "language.models")
+        return select_models(self.config, self.config["language"]["models"], "language.models", allow_empty=True)
 
     def lm_inputs(self, model: str) -> dict[str, list[str]]:
         corpus = self.config["language"]["bpb_corpus"]

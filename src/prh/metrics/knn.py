@@ -46,11 +46,16 @@ def cycle_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.nd
     return out
 
 
+def _dp_dtype(k: int) -> type:
+    """Smallest integer dtype holding DP values in [-k, 2k]."""
+    return np.int16 if k < 10_000 else np.int32
+
+
 def lcs_lengths(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(..., k), (..., k) broadcastable sequences -> (...) int longest-common-subsequence lengths (row DP)."""
     shape = np.broadcast_shapes(x.shape, y.shape)
     k = shape[-1]
-    prev = np.zeros(shape[:-1] + (k + 1,), dtype=np.int16)
+    prev = np.zeros(shape[:-1] + (k + 1,), dtype=_dp_dtype(k))
     for p in range(k):
         eq = x[..., p : p + 1] == y
         t = np.where(eq, prev[..., :-1] + 1, prev[..., 1:])
@@ -64,11 +69,11 @@ def levenshtein(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(..., k), (..., k) broadcastable sequences -> (...) int unit-cost edit distances (row DP with cummin)."""
     shape = np.broadcast_shapes(x.shape, y.shape)
     k = shape[-1]
-    ramp = np.arange(k + 1, dtype=np.int16)
+    ramp = np.arange(k + 1, dtype=_dp_dtype(k))
     prev = np.broadcast_to(ramp, shape[:-1] + (k + 1,))
     for p in range(1, k + 1):
-        cost = (x[..., p - 1 : p] != y).astype(np.int16)
-        t = np.empty(shape[:-1] + (k + 1,), dtype=np.int16)
+        cost = (x[..., p - 1 : p] != y).astype(ramp.dtype)
+        t = np.empty(shape[:-1] + (k + 1,), dtype=ramp.dtype)
         t[..., 0] = p
         np.minimum(prev[..., 1:] + 1, prev[..., :-1] + cost, out=t[..., 1:])
         prev = np.minimum.accumulate(t - ramp, axis=-1) + ramp

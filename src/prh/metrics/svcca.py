@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+
 import numpy as np
+
+try:
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - optional
+    threadpool_limits = None
+
+
+def _single_threaded_lapack() -> AbstractContextManager:
+    """Run small dense LAPACK calls on one BLAS thread (multithreaded OpenBLAS eigh/svd spins badly on busy cores)."""
+    return threadpool_limits(1, user_api="blas") if threadpool_limits is not None else nullcontext()
 
 
 def standardised(x: np.ndarray) -> np.ndarray:
@@ -20,17 +32,14 @@ def top_left_singular(z: np.ndarray, dim: int) -> np.ndarray:
     singular values are well separated from zero (equal to the thin SVD's subspace to ~1e-12), else a full SVD.
     """
     n, d = z.shape
-    if d <= n:
-        w, v = np.linalg.eigh(z.T @ z)
-        w, v = w[::-1][:dim], v[:, ::-1][:, :dim]
-        if w[-1] > 1e-8 * max(w[0], 1e-300):
-            return (z @ v) / np.sqrt(w)
-    else:
-        w, u = np.linalg.eigh(z @ z.T)
-        w, u = w[::-1][:dim], u[:, ::-1][:, :dim]
-        if w[-1] > 1e-8 * max(w[0], 1e-300):
-            return u
-    u, _, _ = np.linalg.svd(z, full_matrices=False)
+    gram = z.T @ z if d <= n else z @ z.T
+    with _single_threaded_lapack():
+        w, v = np.linalg.eigh(gram)
+    w, v = w[::-1][:dim], v[:, ::-1][:, :dim]
+    if w[-1] > 1e-8 * max(w[0], 1e-300):
+        return (z @ v) / np.sqrt(w) if d <= n else v
+    with _single_threaded_lapack():
+        u, _, _ = np.linalg.svd(z, full_matrices=False)
     return u[:, :dim]
 
 
