@@ -13,7 +13,7 @@ rule figure:
         ),
         svg=f"{R}/figures/{{figure}}.svg",
         csv=f"{R}/figures/{{figure}}.csv",
-        reading=f"{R}/figures/{{figure}}.txt",
+        reading=f"{R}/figures/{{figure}}.json",
     log:
         "logs/report/{figure}.log",
     params:

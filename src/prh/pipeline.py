@@ -205,3 +205,115 @@ def model_table(models: dict, receipts: list[str], out: str) -> None:
                      "objective": spec.get("objective", "pretrained"), "width": spec.get("width"),
                      "steps": spec.get("steps"), "n_params": n_params.get(name)})  # fmt: skip
     write_csv_atomic(out, pd.DataFrame(rows))
+
+
+# -- language competence ---------------------------------------------------------------------------
+def score_language_model(
+    model: str, spec: dict, zoo_receipts: list[str], corpus_npz: list[str], max_chars: int, downstream: dict,
+    out: str, device: str = "cpu",
+) -> None:  # fmt: skip
+    """Bits-per-byte on the held-out corpus (causal LMs) and downstream multiple-choice accuracy."""
+    from prh import lm
+    from prh.data import load_saved
+    from prh.devices import resolve_device
+    from prh.models import load_model
+
+    loaded = load_model(model, resolved_spec(model, spec, zoo_receipts), device=resolve_device(device))
+    row: dict = {"model": model, "n_params": loaded.n_params, "causal": loaded.is_causal}
+    if loaded.is_causal:
+        if corpus_npz:
+            corpus = load_saved(corpus_npz[0])
+            bpb = lm.corpus_bits_per_byte(loaded, "\n".join(corpus.texts)[:max_chars])
+            row.update(bpb=bpb, lm_score=1.0 - bpb, corpus=corpus.name)
+        for task, items in lm.make_tasks({name: {"n": n} for name, n in downstream.items()}).items():
+            row[f"acc_{task}"] = lm.mc_accuracy(loaded, items)[0]
+    write_json_atomic(out, row)
+
+
+def language_table(scores: list[str], published: str | None, out: str) -> None:
+    """One row per language model (bpb, 1 - bpb, downstream accuracy), merged with published scores if given."""
+    from prh import lm
+
+    rows = [json.loads(Path(p).read_text()) for p in scores]
+    table = pd.DataFrame(rows, columns=None if rows else ["model", "n_params", "bpb", "lm_score", "corpus"])
+    if published:
+        table = lm.merge_published(published, table)
+    write_csv_atomic(out, table)
+
+
+# -- figures and report ----------------------------------------------------------------------------
+def _read_matrix(zarr_path: str, model_x: str, model_y: str) -> tuple[np.ndarray, list[str], list[str], str]:
+    """The first stored layer-pair matrix of (model_x, model_y), or its transpose, with its metric id."""
+    import zarr
+
+    group = zarr.open_group(zarr_path, mode="r")
+    for dataset in sorted(group.group_keys()):
+        for metric in sorted(group[dataset].group_keys()):
+            node = group[dataset][metric]
+            for name, flip in ((f"{model_x}__{model_y}", False), (f"{model_y}__{model_x}", True)):
+                if name in node:
+                    arr = node[name]
+                    m, nx, ny = arr[:], list(arr.attrs["layers_x"]), list(arr.attrs["layers_y"])
+                    return (m.T, ny, nx, metric) if flip else (m, nx, ny, metric)
+    raise PrhError(f"report.heatmaps: no layer-pair matrix for {model_x} x {model_y} in {zarr_path}")
+
+
+def draw_figure(figure: str, inputs: dict[str, str], report: dict, alignment: dict, datasets: dict, out_png: str) -> None:
+    """Draw one of the report's figures from its input tables."""
+    from prh import figures
+
+    stem = str(Path(out_png).with_suffix(""))
+    metric = report["headline_metric"]
+    table = pd.read_csv(inputs["alignment"]) if "alignment" in inputs else None
+    meta = pd.read_csv(inputs["models"]) if "models" in inputs else None
+    lm = pd.read_csv(inputs["lm"]) if "lm" in inputs else None
+    if figure.startswith("heatmap-"):
+        exp, mx, my = report["heatmaps"][int(figure.split("-", 1)[1])]
+        matrix, nx, ny, metric_name = _read_matrix(inputs["matrices"], mx, my)
+        dataset = experiment_dataset_label(alignment["experiments"][exp])
+        figures.fig_layer_heatmap(matrix, nx, ny, mx, my, metric_name, stem, context={"dataset": dataset})
+    elif figure == "convergence":
+        figures.fig_convergence(table, pd.read_csv(inputs["solved"]), stem, cumulative=True, metric=metric)
+    elif figure == "umap":
+        figures.fig_umap(table, pd.read_csv(inputs["solved"]), meta, stem, metric=metric)
+    elif figure == "vision_language":
+        figures.fig_vision_language(table, lm, meta, stem, metric=metric)
+    elif figure == "downstream":
+        figures.fig_downstream(table, lm, stem, model_meta=meta, metric=metric)
+    elif figure == "caption_density":
+        table["density"] = [datasets[d].get("density", 30) for d in table["dataset"]]
+        figures.fig_caption_density(table, meta, stem, metric=metric)
+    elif figure == "locality":
+        scores = lm.set_index("model")["lm_score"] if "lm_score" in lm.columns else pd.Series(dtype=float)
+        table["lm_score"] = table["model_y"].map(scores)
+        figures.fig_locality(table, stem)
+    elif figure == "agreement":
+        figures.fig_metric_agreement(table, stem)
+    else:
+        raise PrhError(f"unknown figure {figure!r}")
+
+
+def experiment_dataset_label(experiment: dict) -> str:
+    """The dataset name(s) of an experiment as one label."""
+    ds = experiment["dataset"]
+    return ds if isinstance(ds, str) else ", ".join(ds)
+
+
+def build_report(config: dict, figure_names: list[str], out_html: str) -> None:
+    """Assemble the self-contained HTML report from the figures and tables of this run."""
+    from prh import report
+    from prh.store import read_receipt
+
+    root = Path(config["results"])
+    sections = [report.Section.from_figure(root / "figures" / name) for name in figure_names]
+    alignment = {p.stem: pd.read_csv(p) for p in sorted((root / "alignment").glob("*.csv"))}
+    headline = config["report"]["headline_metric"]
+    alignment = {k: v[v["metric"] == headline] for k, v in alignment.items() if (v["metric"] == headline).any()}
+    solved_path = root / "probes" / "solved.csv"
+    solved = pd.read_csv(solved_path) if solved_path.exists() else None
+    keys = []
+    for path in sorted((root / "features").rglob("*.json")):
+        r = read_receipt(path)
+        keys.append({"model": r["request"]["model"]["id"], "dataset": r["request"]["dataset"]["id"], "key": r["key"]})
+    report.build_report(sections, config, report.collect_versions(), keys, out_html,
+                        alignment=alignment, solved=solved, title=config["report"]["title"])  # fmt: skip

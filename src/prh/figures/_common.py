@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from prh.errors import PrhError  # noqa: E402
@@ -189,9 +191,54 @@ def spread(xs: Any, min_gap: float) -> np.ndarray:
     return out
 
 
+_OFFSETS = [(5, 4, "left", "bottom"), (-5, 4, "right", "bottom"), (5, -4, "left", "top"),
+            (-5, -4, "right", "top"), (0, 9, "center", "bottom"), (0, -9, "center", "top")]
+
+
+def _overlap(a: Any, boxes: list[Any]) -> float:
+    """Total overlap area (pixels^2) of bbox a with boxes."""
+    total = 0.0
+    for b in boxes:
+        w = min(a.x1, b.x1) - max(a.x0, b.x0)
+        h = min(a.y1, b.y1) - max(a.y0, b.y0)
+        total += max(w, 0) * max(h, 0)
+    return total
+
+
+def place_labels(ax: plt.Axes, xs: Any, ys: Any, names: list[str], fontsize: float = 7,
+                 radius: Any = 4.0) -> None:
+    """Annotate points (marker radius in points) with names, each at the offset overlapping labels/points least."""
+    fig = ax.figure
+    ax.autoscale_view()
+    renderer = fig.canvas.get_renderer()
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    rad = np.broadcast_to(np.asarray(radius, dtype=float), (len(pts),))
+    px = rad * fig.dpi / 72
+    boxes = [Bbox.from_extents(x - r, y - r, x + r, y + r) for (x, y), r in zip(pts, px)]
+    for x, y, name, r in zip(xs, ys, names, rad):
+        best = None
+        for dx, dy, ha, va in _OFFSETS:
+            dx, dy = dx + np.sign(dx) * (r - 4) * 0.8, dy + np.sign(dy) * (r - 4) * 0.8
+            t = ax.annotate(name, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
+                            fontsize=fontsize, color="0.25", zorder=4)
+            box = t.get_window_extent(renderer)
+            inside = ax.get_window_extent(renderer)
+            cost = _overlap(box, boxes) + 5 * (box.width * box.height - _overlap(box, [inside]))
+            if best is None or cost < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (cost, t, box)
+            else:
+                t.remove()
+            if cost == 0:
+                break
+        boxes.append(best[2])
+
+
 def note(ax: plt.Axes, text: str) -> None:
     """Write a centred grey note in an axes that has nothing to plot."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4", wrap=True)
+    wrapped = "\n".join(textwrap.fill(line, 38) for line in text.splitlines())
+    ax.text(0.5, 0.5, wrapped, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 

@@ -77,10 +77,10 @@ def align_vv(meta: pd.DataFrame, n: int = 1000, seed: int = 0, metrics: bool = F
     for i, x in enumerate(models):
         for y in models[i + 1:]:
             base = q[x] * q[y]
-            for metric, params in METRIC_SETTINGS if metrics else METRIC_SETTINGS[:1]:
+            for m_i, (metric, params) in enumerate(METRIC_SETTINGS if metrics else METRIC_SETTINGS[:1]):
                 chance = params.get("k", 10) / (n - 1) if "knn" in metric else 0.0
                 gain = {"cka": 0.6, "svcca": 0.5, "unbiased_cka": 0.55}.get(metric, 0.5)
-                s = float(np.clip(chance + gain * base + rng.normal(0, 0.03), 0, 1))
+                s = float(np.clip(chance + gain * base + rng.normal(0, 0.03 * (1 + m_i)), 0, 1))
                 rows.append(_row(x, y, "places", metric, params, n, s, chance, rng))
     return pd.DataFrame(rows)
 

@@ -1,4 +1,4 @@
-"""Vision-language figures: alignment vs language score (Fig. 3), vs downstream accuracy (Fig. 4), caption density (Fig. 9)."""
+"""Vision-language figures: alignment vs LM score (Fig. 3), downstream accuracy (Fig. 4), caption density (Fig. 9)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from prh.figures._common import (
     save,
     select_metric,
     set_style,
+    place_labels,
     spearman,
     spread,
 )
@@ -38,14 +39,25 @@ def _lm_table(lm_scores: pd.DataFrame) -> pd.DataFrame:
     return t
 
 
-def orient(df: pd.DataFrame, is_lm: set[str]) -> pd.DataFrame:
-    """Rows with a `vision` and an `lm` column, whichever side of the pair the language model was on."""
+def orient(df: pd.DataFrame, is_lm: set[str], is_vision: set[str] | None = None) -> pd.DataFrame:
+    """Rows with `vision` and `lm` columns, whichever side the language model was on (known LMs first, then known
+    vision models; with `is_vision` given, a pair naming neither keeps model_x as the vision side)."""
     require(df, ["model_x", "model_y", "score"], "vision-language alignment")
     y_lm, x_lm = df["model_y"].isin(is_lm), df["model_x"].isin(is_lm)
+    if is_vision is not None:
+        unknown = ~(y_lm | x_lm)
+        x_lm = x_lm | (unknown & df["model_y"].isin(is_vision) & ~df["model_x"].isin(is_vision))
+        y_lm = y_lm | (unknown & ~x_lm)
     out = df.copy()
     out["vision"] = np.where(y_lm, df["model_x"], df["model_y"])
     out["lm"] = np.where(y_lm, df["model_y"], df["model_x"])
     return out[y_lm ^ x_lm].reset_index(drop=True)
+
+
+def _vision_models(model_meta: pd.DataFrame | None) -> set[str]:
+    """Names model_meta marks as vision models."""
+    meta = _meta(model_meta)
+    return set(meta.index[meta["modality"].astype(str) == "vision"]) if "modality" in meta.columns else set()
 
 
 def _meta(model_meta: pd.DataFrame | None) -> pd.DataFrame:
@@ -106,7 +118,7 @@ def fig_vision_language(
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"Alignment to vision model\n{setting}")
-    title = "Language models that compress text better align more with vision"
+    title = "Vision-language alignment vs language modelling score"
     fig.suptitle(title, fontsize=12, fontweight="bold")
     fig.tight_layout()
     ctx = context_text(df, setting, context)
@@ -127,7 +139,7 @@ def _vl_panel(ax: plt.Axes, t: pd.DataFrame, panel: str, lms: pd.DataFrame, chan
         ax.plot(g["lm_score"], g["score"], marker="o", ms=4, lw=1.6, color=color, label=label)
     if np.isfinite(chance):
         ax.axhline(chance, ls="--", color="0.35", lw=1, label="chance")
-    ax.set_title(panel, fontsize=10)
+    ax.set_title(panel, fontsize=10, pad=14 + 3.9 * max((len(str(m)) for m in lms.index), default=0))
     ax.set_xlabel("LM score (1 - bits per byte)")
     ax.legend(fontsize=7, loc="upper left", frameon=True, title="vision (width)", title_fontsize=7)
     _lm_names_on_top(ax, lms["lm_score"].to_numpy(), [str(m) for m in lms.index])
@@ -138,7 +150,7 @@ def _lm_names_on_top(ax: plt.Axes, xs: np.ndarray, names: list[str]) -> None:
     ax.margins(x=0.06)
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo, hi)
-    label_x = spread(xs, 0.045 * (hi - lo))
+    label_x = spread(xs, 0.06 * (hi - lo))
     for x, lx, name in zip(xs, label_x, names):
         ax.annotate(name, xy=(x, 1.0), xycoords=("data", "axes fraction"), xytext=(lx, 1.06),
                     textcoords=("data", "axes fraction"), rotation=90, ha="center", va="bottom", fontsize=6.5,
@@ -194,6 +206,8 @@ def fig_downstream(
     axes[0, 0].set_ylabel(f"Alignment to {ref}\n{setting}")
     if tasks:
         _downstream_legends(fig, axes, table)
+    for ax, task in zip(axes.flat, tasks):
+        _label_lms(ax, table, task)
     title = f"Alignment to {ref} vs downstream performance"
     fig.suptitle(title, fontsize=12, fontweight="bold")
     ctx = context_text(d[d["vision"] == ref], setting, context)
@@ -225,14 +239,20 @@ def _downstream_panel(ax: plt.Axes, t: pd.DataFrame, task: str) -> None:
     ax.scatter(t.loc[ok, task], t.loc[ok, "alignment"], s=_point_sizes(t["n_params"])[ok.to_numpy()],
                c=t.loc[ok, "bpb_rank"], cmap=SEQUENTIAL + "_r", vmin=1, vmax=max(t["bpb_rank"].max(), 2),
                edgecolor="0.2", linewidth=0.6, zorder=3)
-    for i, row in enumerate(t[ok].itertuples()):
-        ax.annotate(str(row.lm), (getattr(row, task), row.alignment), xytext=(5, 4 if i % 2 else -9),
-                    textcoords="offset points", fontsize=6.5, color="0.25")
+    ax.margins(0.15)
     if ok.sum() == 0:
         note(ax, f"no {task} values")
     ax.set_xlabel(f"{task.removeprefix('acc_')} accuracy")
     ax.set_title(task.removeprefix("acc_"), fontsize=10)
-    ax.margins(0.15)
+
+
+def _label_lms(ax: plt.Axes, t: pd.DataFrame, task: str) -> None:
+    """LM names beside their points, placed to avoid markers and each other."""
+    ok = t[task].notna().to_numpy()
+    if ok.any():
+        place_labels(ax, t.loc[ok, task].to_numpy(), t.loc[ok, "alignment"].to_numpy(),
+                     [str(m) for m in t.loc[ok, "lm"]], fontsize=6.5,
+                     radius=np.sqrt(_point_sizes(t["n_params"])[ok]) / 2)
 
 
 def _downstream_legends(fig: plt.Figure, axes: np.ndarray, t: pd.DataFrame) -> None:
@@ -244,8 +264,16 @@ def _downstream_legends(fig: plt.Figure, axes: np.ndarray, t: pd.DataFrame) -> N
         sizes = _point_sizes(n)
         picks = [int(np.nanargmin(n)), int(np.nanargmax(n))]
         handles = [Line2D([], [], ls="", marker="o", ms=np.sqrt(sizes[i]), mfc="0.7", mec="0.2",
-                          label=f"{n.iloc[i] / 1e6:.0f}M params") for i in picks]
+                          label=f"{_human(n.iloc[i])} params") for i in picks]
         axes[0, -1].legend(handles=handles, loc="lower right", fontsize=7, frameon=True, labelspacing=1.2)
+
+
+def _human(n: float) -> str:
+    """1.3e10 -> '13B', 5.6e8 -> '560M'."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
 
 
 def _downstream_reading(t: pd.DataFrame, tasks: list[str], ref: str) -> str:
@@ -285,8 +313,9 @@ def fig_caption_density(
     back to `family`.
     """
     df, setting = select_metric(align_density, metric, "caption-density alignment")
-    d = orient(df, _language_models(model_meta, None)) if "modality" in _meta(model_meta).columns else \
-        df.assign(vision=df["model_x"], lm=df["model_y"])
+    d = orient(df, _language_models(model_meta, None), _vision_models(model_meta))
+    if d.empty:
+        raise PrhError("caption-density table has no vision-language pair")
     d["density"] = _densities(d)
     d["group"] = _first_col(_meta(model_meta), (group_by, "family"), d["vision"], "all").astype(str)
     per_lm = d.groupby(["group", "density", "lm"], as_index=False)["score"].mean()
@@ -296,15 +325,16 @@ def fig_caption_density(
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
     for color, (grp, g) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4, table.groupby("group")):
         ax.plot(g["density"], g["mean"], marker="o", color=color, lw=1.8, label=grp)
-        ax.fill_between(g["density"], g["mean"] - g["std"], g["mean"] + g["std"], color=color, alpha=0.18, lw=0)
+        ax.fill_between(g["density"], g["mean"] - g["std"], g["mean"] + g["std"], color=color, alpha=0.12, lw=0)
     chance = chance_level(d)
     if np.isfinite(chance):
         ax.axhline(chance, ls="--", color="0.35", lw=1, label="chance")
     ax.set_xticks(sorted(table["density"].unique()))
     ax.set_xlabel("Caption density (words per caption)")
     ax.set_ylabel(f"Mean alignment\n{setting}")
-    ax.legend(title="vision family", fontsize=8, title_fontsize=8, frameon=True)
-    title = "Denser captions align better with vision"
+    ax.legend(title="vision family", fontsize=8, title_fontsize=8, frameon=False, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0))
+    title = "Vision-language alignment vs caption density"
     ax.set_title(title, fontsize=11)
     ctx = context_text(df.drop(columns="dataset", errors="ignore"), setting, context)
     caption = (f"Mean alignment between vision families and {d['lm'].nunique()} language models on the same images "
@@ -315,7 +345,8 @@ def fig_caption_density(
 def _density_reading(d: pd.DataFrame, table: pd.DataFrame) -> str:
     """Two lines: pooled rank correlation of density with alignment, and the per-family change."""
     rho, p = spearman(d["density"], d["score"])
-    line1 = f"Over {len(d)} (vision, language, density) scores, Spearman rho(density, alignment) = {rho:.3f} (p = {fmt_p(p)})."
+    line1 = (f"Over {len(d)} (vision, language, density) scores, Spearman rho(density, alignment) = {rho:.3f} "
+             f"(p = {fmt_p(p)}).")
     parts = []
     for grp, g in table.groupby("group"):
         g = g.sort_values("density")

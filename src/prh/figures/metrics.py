@@ -65,7 +65,7 @@ def fig_locality(
     fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.4))
     lines = _locality_lines(ax_l, df, score_col)
     _locality_trend(ax_r, table, score_col)
-    title = "Locality: the alignment trend is clearest for small k"
+    title = "Locality: CKNNA trend with language score across k"
     fig.suptitle(title, fontsize=12, fontweight="bold")
     fig.tight_layout()
     n = f"n = {int(df['n'].max())}, " if "n" in df.columns else ""
@@ -97,14 +97,17 @@ def _locality_lines(ax: plt.Axes, df: pd.DataFrame, score_col: str | None) -> pd
         ax.plot(g[score_col], g["score"], marker="o", ms=3.5, color=cmap(0.05 + 0.85 * frac), label=f"k={k}")
     ax.set_xlabel(score_col.replace("_", " "))
     ax.set_ylabel("mean CKNNA over vision models")
-    ax.legend(fontsize=7, ncol=2 if len(ks) > 5 else 1, frameon=True, title="k", title_fontsize=7)
+    ax.legend(fontsize=7, ncol=2 if len(ks) > 5 else 1, frameon=True, loc="best")
     return t
 
 
 def _locality_trend(ax: plt.Axes, table: pd.DataFrame, score_col: str | None) -> None:
     """Right panel: Spearman and Pearson correlation vs k (log axis)."""
-    if score_col is None or table["spearman"].isna().all():
-        note(ax, "no language-score column (lm_score / competence):\ncorrelation not available")
+    if score_col is None:
+        note(ax, "no language-score column (lm_score / competence): correlation not available")
+        return
+    if table["spearman"].isna().all():
+        note(ax, "correlation needs at least 3 pairs with varying scores at some k")
         return
     ax.plot(table["k"], table["spearman"], marker="o", label="Spearman rho")
     ax.plot(table["k"], table["pearson"], marker="s", ls="--", label="Pearson r")

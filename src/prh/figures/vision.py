@@ -17,8 +17,8 @@ from prh.figures._common import (
     chance_level,
     context_text,
     fmt_p,
-    note,
     pair_matrix,
+    place_labels,
     require,
     save,
     select_metric,
@@ -110,7 +110,7 @@ def fig_convergence(
     kind = "cumulative bins" if cumulative else "bins"
     ax.set_xlabel(f"Fraction of probe tasks solved ({kind}, {int(frac.size)} models)")
     ax.set_ylabel(f"Intra-bin alignment\n{setting}")
-    title = "Vision models converge as competence increases"
+    title = "Alignment within competence bins"
     ax.set_title(title, fontsize=11)
     ctx = context_text(df, setting, context)
     caption = (f"Mean pairwise alignment among the vision models in each competence bin (error bars: standard "
@@ -238,12 +238,9 @@ def _umap_scatter(ax: plt.Axes, t: pd.DataFrame, label_max: int) -> None:
                     fontsize=8, title_fontsize=9, markerscale=0.9, frameon=False)
     for h in leg.legend_handles:
         h.set_facecolor("0.6")
-    if len(t) <= label_max:
-        right = t["x"] > t["x"].min() + 0.6 * np.ptp(t["x"])
-        for r, on_right in zip(t.itertuples(), right):
-            ax.annotate(str(r.model), (r.x, r.y), xytext=(-5 if on_right else 5, 4), textcoords="offset points",
-                        ha="right" if on_right else "left", fontsize=7, color="0.25", zorder=4)
     ax.margins(x=0.15, y=0.1)
+    if len(t) <= label_max:
+        place_labels(ax, t["x"].to_numpy(), t["y"].to_numpy(), [str(m) for m in t["model"]])
 
 
 def _umap_reading(t: pd.DataFrame) -> str:
@@ -303,7 +300,8 @@ def fig_layer_heatmap(
                            "score": mat[i, j]} for i in range(h) for j in range(w)])
     reading = (f"Best pair: {layer_names_x[bi]} x {layer_names_y[bj]} = {mat[bi, bj]:.3f} "
                f"(relative depth {bi / max(h - 1, 1):.2f} x {bj / max(w - 1, 1):.2f}).\n"
-               f"Last-layer pair: {mat[-1, -1]:.3f}; median over all {h * w} pairs: {np.nanmedian(mat):.3f}.")
+               f"Last entries ({layer_names_x[-1]} x {layer_names_y[-1]}): {mat[-1, -1]:.3f}; median over all "
+               f"{h * w} pairs: {np.nanmedian(mat):.3f}.")
     return save(fig, table, out, title, caption, reading)
 
 

@@ -1,0 +1,274 @@
+"""Every figure renders from small synthetic tables; its CSV and reading match independent computations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from prh.errors import PrhError
+from prh.figures import (
+    fig_caption_density,
+    fig_convergence,
+    fig_downstream,
+    fig_layer_heatmap,
+    fig_locality,
+    fig_metric_agreement,
+    fig_umap,
+    fig_vision_language,
+    load_result,
+)
+from prh.figures.vision import alignment_distance, competence_bins
+
+
+def assert_rendered(res, min_side: int = 200) -> None:
+    """PNG with real image content, SVG, CSV and JSON sidecar exist."""
+    img = matplotlib.image.imread(res.png)
+    assert img.ndim == 3 and min(img.shape[:2]) >= min_side
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+    assert res.svg.read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert res.csv.stat().st_size > 0
+    assert json.loads(res.png.with_suffix(".json").read_text())["reading"] == res.reading
+    assert len(res.reading.splitlines()) == 2
+
+
+def _row(x: str, y: str, score: float, metric: str = "mutual_knn", params: str = '{"k": 10}', **kw) -> dict:
+    """An alignment row with the contract's columns."""
+    return {"model_x": x, "model_y": y, "dataset": "places", "metric": metric, "params": params, "n": 100,
+            "score": score, "layer_x": 3, "layer_y": 4, "chance": 10 / 99, "null_mean": 0.1, "null_std": 0.01,
+            "p_value": 0.005, "ci_low": score - 0.02, "ci_high": score + 0.02, "calibrated": score - 0.1, **kw}
+
+
+def _vv(models: list[str], seed: int) -> pd.DataFrame:
+    """Random vision-vision table over unordered pairs."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame([_row(a, b, float(rng.uniform(0.1, 0.6)))
+                         for i, a in enumerate(models) for b in models[i + 1:]])
+
+
+def test_competence_bins_disjoint_and_cumulative() -> None:
+    frac = pd.Series({"a": 0.0, "b": 0.2, "c": 0.21, "d": 0.6, "e": 1.0})
+    assert competence_bins(frac, 5) == {0: ["a", "b"], 1: ["c"], 2: ["d"], 3: [], 4: ["e"]}
+    cum = competence_bins(frac, 5, cumulative=True)
+    assert cum[0] == ["a", "b"] and cum[2] == ["a", "b", "c", "d"] and cum[4] == list("abcde")
+
+
+def test_convergence_bins_match_independent_means(tmp_path: Path) -> None:
+    frac = {"m1": 0.1, "m2": 0.15, "m3": 0.05, "m4": 0.5, "m5": 0.55, "m6": 0.45, "m7": 0.9, "m8": 0.95, "m9": 1.0}
+    align = _vv(sorted(frac), seed=0)
+    # both orientations of one pair: the figure must average them
+    extra = _row("m2", "m1", 0.9)
+    align = pd.concat([align, pd.DataFrame([extra])], ignore_index=True)
+    ts = pd.DataFrame({"model": list(frac), "frac_solved": list(frac.values())})
+    res = fig_convergence(align, ts, tmp_path / "conv.png")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index("bin")
+    pair = {tuple(sorted((r.model_x, r.model_y))): [] for r in align.itertuples()}
+    for r in align.itertuples():
+        pair[tuple(sorted((r.model_x, r.model_y)))].append(r.score)
+    pair_mean = {k: np.mean(v) for k, v in pair.items()}
+    for label, members in (("0-20%", ["m1", "m2", "m3"]), ("40-60%", ["m4", "m5", "m6"]),
+                           ("80-100%", ["m7", "m8", "m9"])):
+        s = [v for (a, b), v in pair_mean.items() if a in members and b in members]
+        assert csv.loc[label, "n_pairs"] == 3 and csv.loc[label, "n_models"] == 3
+        assert csv.loc[label, "mean"] == pytest.approx(np.mean(s))
+        assert csv.loc[label, "se"] == pytest.approx(np.std(s, ddof=1) / np.sqrt(3))
+    assert csv.loc["20-40%", "n_models"] == 0 and np.isnan(csv.loc["20-40%", "mean"])
+    keys = list(pair_mean)
+    rho = stats.spearmanr([min(frac[a], frac[b]) for a, b in keys], [pair_mean[k] for k in keys]).statistic
+    assert f"= {rho:.3f}" in res.reading.splitlines()[1]
+    assert "n = 100" in res.caption and "mutual_knn(k=10)" in res.caption and "places" in res.caption
+
+
+def test_convergence_tolerates_tiny_bins_and_rejects_missing_columns(tmp_path: Path) -> None:
+    align = _vv(["a", "b"], seed=1)
+    ts = pd.DataFrame({"model": ["a", "b"], "n_solved": [1, 9], "n_tasks": [10, 10]})
+    res = fig_convergence(align, ts, tmp_path / "tiny")
+    assert_rendered(res)
+    assert pd.read_csv(res.csv)["n_pairs"].sum() == 0
+    with pytest.raises(PrhError, match="score"):
+        fig_convergence(align.drop(columns="score"), ts, tmp_path / "bad")
+
+
+def test_alignment_distance_is_a_clipped_symmetric_log() -> None:
+    df = pd.DataFrame([_row("a", "b", 0.5), _row("b", "a", 0.3), _row("a", "c", 0.0)])
+    d, missing = alignment_distance(df, ["a", "b", "c"])
+    assert np.allclose(d, d.T) and np.all(np.diag(d) == 0)
+    assert d[0, 1] == pytest.approx(-np.log(0.4))
+    assert d[0, 2] == pytest.approx(-np.log(1e-6))
+    assert missing == 1 and d[1, 2] == pytest.approx(-np.log(1e-6))  # missing pair -> largest distance
+
+
+def _meta(models: list[str], objectives: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"model": models, "modality": "vision", "family": "vit", "objective": objectives,
+                         "width": [192 * (1 + i % 3) for i in range(len(models))],
+                         "n_params": [1e6 * (i + 1) for i in range(len(models))]})
+
+
+def test_umap_small_uses_mds_and_reports_competence_trend(tmp_path: Path) -> None:
+    models = ["a", "b", "c", "d", "e"]
+    align = _vv(models, seed=2)
+    ts = pd.DataFrame({"model": models, "frac_solved": [0.1, 0.3, 0.5, 0.7, 0.9]})
+    res = fig_umap(align, ts, _meta(models, ["mae", "clip", "clip", "dino", "mae"]), tmp_path / "umap")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index("model")
+    a = {m: [] for m in models}
+    for r in align.itertuples():
+        a[r.model_x].append(r.score)
+        a[r.model_y].append(r.score)
+    mean = pd.Series({m: np.mean(v) for m, v in a.items()})
+    assert np.allclose(csv.loc[models, "mean_alignment"], mean[models])
+    rho = stats.spearmanr(ts["frac_solved"], mean[models]).statistic
+    assert f"= {rho:.3f}" in res.reading
+    assert "MDS" in res.caption and set(csv["objective"]) == {"mae", "clip", "dino"}
+
+
+@pytest.mark.slow
+def test_umap_embeds_with_umap_learn(tmp_path: Path) -> None:
+    models = [f"m{i}" for i in range(7)]
+    ts = pd.DataFrame({"model": models, "frac_solved": np.linspace(0, 1, 7)})
+    res = fig_umap(_vv(models, seed=3), ts, _meta(models, ["a", "b"] * 3 + ["a"]), tmp_path / "u")
+    assert_rendered(res)
+    assert "UMAP" in res.caption and np.isfinite(pd.read_csv(res.csv)[["x", "y"]].to_numpy()).all()
+
+
+def _lm() -> pd.DataFrame:
+    return pd.DataFrame({"model": ["l1", "l2", "l3", "l4"], "n_params": [1e8, 3e8, 1e9, 7e9],
+                         "bpb": [1.3, 1.2, 1.0, 0.9], "lm_score": [-0.3, -0.2, 0.0, 0.1], "corpus": "wordnet",
+                         "acc_gloss": [0.3, 0.35, 0.5, 0.6], "acc_arith": [0.01, 0.02, 0.05, 0.4]})
+
+
+def _vl(seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [_row(v, lm, float(rng.uniform(0.05, 0.3))) for v in ["va", "vb", "vc"] for lm in ["l1", "l2", "l3", "l4"]]
+    rows[0] = {**rows[0], "model_x": "l1", "model_y": "va"}  # the LM may sit on either side
+    return pd.DataFrame(rows)
+
+
+def test_vision_language_table_and_trend(tmp_path: Path) -> None:
+    align, lm = _vl(4), _lm()
+    meta = _meta(["va", "vb", "vc"], ["clip", "clip", "mae"])
+    res = fig_vision_language(align, lm, meta, tmp_path / "vl")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv)
+    assert len(csv) == 12 and set(csv["panel"]) == {"clip", "mae"}
+    got = csv.set_index(["vision", "lm"])["score"]
+    assert got[("va", "l1")] == pytest.approx(align.loc[0, "score"])
+    lm_score = dict(zip(lm["model"], lm["lm_score"]))
+    x = [lm_score[r.model_y] if r.model_y in lm_score else lm_score[r.model_x] for r in align.itertuples()]
+    rho = stats.spearmanr(x, align["score"]).statistic
+    assert f"= {rho:.3f}" in res.reading.splitlines()[0]
+
+
+def test_downstream_uses_strongest_vision_model(tmp_path: Path) -> None:
+    align, lm = _vl(5), _lm()
+    d = align.assign(vision=np.where(align["model_x"].str.startswith("v"), align["model_x"], align["model_y"]),
+                     lm=np.where(align["model_x"].str.startswith("l"), align["model_x"], align["model_y"]))
+    ref = d.groupby("vision")["score"].mean().idxmax()
+    res = fig_downstream(align, lm, tmp_path / "down")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index("lm")
+    expect = d[d["vision"] == ref].set_index("lm")["score"]
+    assert np.allclose(csv.loc[expect.index, "alignment"], expect)
+    assert list(csv.loc[["l1", "l4"], "bpb_rank"]) == [4, 1]
+    for task in ("acc_gloss", "acc_arith"):
+        rho = stats.spearmanr(lm.set_index("model").loc[expect.index, task], expect).statistic
+        assert f"{task[4:]}: rho = {rho:.3f}" in res.reading
+    assert ref in res.title
+    no_tasks = fig_downstream(align, lm.drop(columns=["acc_gloss", "acc_arith"]), tmp_path / "none",
+                              reference_model="vb")
+    assert "no downstream" in no_tasks.reading
+    with pytest.raises(PrhError, match="reference_model"):
+        fig_downstream(align, lm, tmp_path / "x", reference_model="nope")
+
+
+def test_caption_density_means_and_bands(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    rows = [{**_row(v, lm, float(0.05 + 0.003 * dens + rng.normal(0, 0.01))), "density": dens}
+            for dens in (5, 10, 20, 30) for v in ("va", "vb", "vc") for lm in ("l1", "l2", "l3")]
+    align = pd.DataFrame(rows)
+    meta = pd.concat([_meta(["va", "vb", "vc"], ["clip", "clip", "mae"]),
+                      pd.DataFrame({"model": ["l1", "l2", "l3"], "modality": "language"})], ignore_index=True)
+    res = fig_caption_density(align, meta, tmp_path / "dens")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index(["group", "density"])
+    clip = align[align["model_x"].isin(["va", "vb"]) & (align["density"] == 20)]
+    per_lm = clip.groupby("model_y")["score"].mean()
+    assert csv.loc[("clip", 20), "mean"] == pytest.approx(per_lm.mean())
+    assert csv.loc[("clip", 20), "std"] == pytest.approx(per_lm.std(ddof=1))
+    rho = stats.spearmanr(align["density"], align["score"]).statistic
+    assert f"= {rho:.3f}" in res.reading
+
+
+def test_caption_density_parses_dataset_names_and_names_missing_column(tmp_path: Path) -> None:
+    align = pd.DataFrame([{**_row("va", "l1", 0.1 + 0.01 * d), "dataset": f"scenes-d{d}"} for d in (5, 10, 20)])
+    res = fig_caption_density(align, _meta(["va"], ["clip"]), tmp_path / "d2")
+    assert sorted(pd.read_csv(res.csv)["density"]) == [5, 10, 20]
+    with pytest.raises(PrhError, match="density"):
+        fig_caption_density(align.assign(dataset="scenes"), _meta(["va"], ["clip"]), tmp_path / "d3")
+
+
+def test_locality_correlations_per_k(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    ls = {"l1": 0.1, "l2": 0.2, "l3": 0.3, "l4": 0.4}
+    rows = [{"k": k, "model_x": v, "model_y": lm, "score": 0.1 + (0.5 if k == 5 else 0.0) * s + rng.normal(0, 0.02),
+             "lm_score": s, "n": 50} for k in (5, 20, 49) for v in ("va", "vb") for lm, s in ls.items()]
+    df = pd.DataFrame(rows)
+    res = fig_locality(df, tmp_path / "loc")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index("k")
+    for k in (5, 20, 49):
+        g = df[df["k"] == k]
+        assert csv.loc[k, "spearman"] == pytest.approx(stats.spearmanr(g["lm_score"], g["score"]).statistic)
+        assert csv.loc[k, "pearson"] == pytest.approx(stats.pearsonr(g["lm_score"], g["score"]).statistic)
+    assert f"{csv.loc[5, 'spearman']:.3f} at k=5" in res.reading
+    assert (tmp_path / "loc_lines.csv").exists()
+    bare = fig_locality(df.drop(columns="lm_score"), tmp_path / "bare")
+    assert_rendered(bare)
+    assert "No language-score column" in bare.reading
+
+
+def test_metric_agreement_is_spearman_over_pairs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    pairs = [(f"m{i}", f"m{j}") for i in range(6) for j in range(i + 1, 6)]
+    base = rng.uniform(size=len(pairs))
+    rows = []
+    for (x, y), b in zip(pairs, base):
+        rows.append(_row(x, y, b))
+        rows.append(_row(x, y, b + rng.normal(0, 0.3), metric="cka", params='{"kernel": "linear"}'))
+        rows.append(_row(x, y, -b, metric="svcca", params='{"dim": 10}'))
+    res = fig_metric_agreement(pd.DataFrame(rows), tmp_path / "agree")
+    assert_rendered(res)
+    corr = pd.read_csv(res.csv).set_index("metric")
+    cka = [r["score"] for r in rows if r["metric"] == "cka"]
+    rho = stats.spearmanr(base, cka).statistic
+    assert corr.loc["mutual_knn(k=10)", "cka(kernel=linear)"] == pytest.approx(rho)
+    assert corr.loc["mutual_knn(k=10)", "svcca(dim=10)"] == pytest.approx(-1.0)
+    assert "15 model pairs" in res.caption
+    mean = np.mean([rho, -1.0, stats.spearmanr(cka, -base).statistic])
+    assert f"= {mean:.3f}" in res.reading
+
+
+def test_layer_heatmap_marks_best_pair(tmp_path: Path) -> None:
+    mat = np.random.default_rng(9).uniform(0, 0.2, size=(4, 6))
+    mat[2, 3] = 0.9
+    res = fig_layer_heatmap(mat, [f"x{i}" for i in range(4)], [f"y{j}" for j in range(6)], "A", "B",
+                            "mutual_knn(k=10)", tmp_path / "layers", context={"n": 64, "dataset": "d"})
+    assert_rendered(res)
+    assert res.reading.startswith("Best pair: x2 x y3 = 0.900")
+    csv = pd.read_csv(res.csv)
+    assert len(csv) == 24 and csv.loc[csv["score"].idxmax(), ["layer_x", "layer_y"]].tolist() == ["x2", "y3"]
+    assert "n = 64" in res.caption and load_result(tmp_path / "layers").caption == res.caption
+    with pytest.raises(PrhError, match="shape"):
+        fig_layer_heatmap(mat, ["x0"], ["y0"], "A", "B", "m", tmp_path / "bad")
+
+
+def test_unknown_metric_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PrhError, match="metric 'cka'"):
+        fig_convergence(_vv(["a", "b"], 0), pd.DataFrame({"model": ["a", "b"], "frac_solved": [0, 1]}),
+                        tmp_path / "x", metric="cka")
