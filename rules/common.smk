@@ -45,6 +45,10 @@ def extraction_params(wildcards):
     return PLAN.extraction_params(wildcards.model)
 
 
+def extraction_batch_size(wildcards):
+    return PLAN.batch_size(wildcards.model)
+
+
 def gpu_count(wildcards):
     """gpu=1 for jobs that run a model when the config has GPUs, else 0."""
     return 1 if config["gpus"] > 0 else 0

@@ -13,6 +13,7 @@ rule extract:
     params:
         spec=model_spec,
         extraction=extraction_params,
+        batch_size=extraction_batch_size,
         store=config["store"],
         device=config["device"],
         gpus=config["gpus"],

@@ -12,9 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dataclasses import dataclass, field
+
 from prh.errors import PrhError
-from prh.extract import Features
 from prh.store import EXTRACTOR_VERSION, FeatureStore, make_request, read_receipt, request_key, write_receipt
+
+
+
+@dataclass
+class Features:
+    """Stand-in for prh.extract.Features (keeps spawned writers free of torch imports)."""
+
+    layers: list[np.ndarray]
+    layer_names: list[str]
+    side: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict = field(default_factory=dict)
+
 
 BASE_PARAMS = {"pooling": "mean", "layers": "all", "dtype": "float32", "max_tokens": 64, "prompt_template": None}
 
@@ -134,6 +147,11 @@ def test_float16_storage_reads_back_float32(tmp_path):
         w.write(feats)
     got = store.open(store.key(req)).layer(1)
     assert got.dtype == np.float32 and np.allclose(got, feats.layers[1], atol=2e-3)
+    big = Features([np.full((2, 2), 1e5, np.float32)], ["blocks.0"])
+    req2 = _request(dataset_name="big", params={"store_dtype": "float16"})
+    with pytest.raises(PrhError, match="layer blocks.0 overflows float16"):
+        with store.put(store.key(req2), req2, store_dtype="float16") as w:
+            w.write(big)
 
 
 def test_put_rejects_key_request_mismatch_and_bad_features(tmp_path):

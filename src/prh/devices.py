@@ -11,6 +11,8 @@ from typing import Iterator
 
 from prh.errors import PrhError
 
+_BASE_ENV = "PRH_CUDA_VISIBLE_BASE"  # the device list slots index into, while a slot is held
+
 
 def resolve_device(requested: str) -> str:
     """``auto`` -> ``cuda`` if available else ``cpu``; ``cpu``/``cuda``/``cuda:N``/``mps`` checked and returned."""
@@ -77,14 +79,17 @@ def acquire_gpu(
             if deadline is not None and time.monotonic() > deadline:
                 raise PrhError(f"no free GPU slot among {n_devices} in {lock_dir} after {timeout_s} s")
             time.sleep(poll_s)
-    previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+    saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", _BASE_ENV)}
+    base = saved[_BASE_ENV] if saved[_BASE_ENV] is not None else (saved["CUDA_VISIBLE_DEVICES"] or "")
     try:
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible_id(slot, previous)
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible_id(slot, base)
+        os.environ[_BASE_ENV] = base  # nested holders map slots onto the same original device list
         yield slot
     finally:
-        if previous is None:
-            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = previous
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

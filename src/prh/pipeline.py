@@ -113,7 +113,6 @@ def extract_features(
     out: str, device: str = "cpu", gpus: int = 0, batch_size: int = 64,
 ) -> None:  # fmt: skip
     """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists)."""
-    from prh.config import model_modality
     from prh.data import load_saved
     from prh.devices import acquire_gpu, resolve_device
     from prh.extract import extract_to_store
@@ -122,16 +121,15 @@ def extract_features(
 
     spec = resolved_spec(model, spec, zoo_receipts)
     dataset = load_saved(dataset_npz)
-    modality = "image" if model_modality(model, spec) == "vision" else "text"
     store = FeatureStore(store_root)
     slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
     with slot:
-        key, request = extract_to_store(
-            store, model, spec, dataset, modality, params,
-            weights_digest=weights_digest(model, spec), load_model_fn=load_model,
-            device=resolve_device(device), batch_size=spec.get("batch_size", batch_size),
+        key, _ = extract_to_store(
+            store, model, spec, dataset, params, weights_digest=weights_digest(model, spec),
+            load_model_fn=load_model, device=resolve_device(device), batch_size=batch_size,
         )  # fmt: skip
-    write_receipt(out, key, request, store.show(key))
+    entry = store.open(key)
+    write_receipt(out, key, entry.request, {**store.info(key).as_dict(), "n_params": entry.attrs.get("n_params")})
 
 
 def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0) -> None:

@@ -144,15 +144,15 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape features."""
-    import prh
+    """Installed versions of the libraries that shape features (from package metadata; imports nothing)."""
+    from importlib import metadata
 
-    out = {"prh": prh.__version__, "numpy": np.__version__}
-    for mod in ("torch", "timm", "transformers", "zarr"):
+    out = {}
+    for dist in ("prh", "torch", "timm", "transformers", "zarr", "numpy"):
         try:
-            out[mod] = __import__(mod).__version__
-        except ImportError:
-            out[mod] = "absent"
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "absent"
     return out
 
 
@@ -279,6 +279,8 @@ class EntryWriter:
                 raise PrhError(f"{self._label()}: layer {name} has shape {a.shape}, expected ({n}, d)")
             if not np.isfinite(a).all():
                 raise PrhError(f"{self._label()}: layer {name} has non-finite features (try dtype float32)")
+            if self.store_dtype == "float16" and np.abs(a).max(initial=0.0) > np.finfo(np.float16).max:
+                raise PrhError(f"{self._label()}: layer {name} overflows float16 storage (use store_dtype float32)")
         return n, max(a.shape[1] for a in features.layers)
 
     def write(self, features: FeaturesLike) -> None:

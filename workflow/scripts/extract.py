@@ -14,4 +14,5 @@ with logged(snakemake.log[0]):
         snakemake.output.receipt,
         device=snakemake.params.device,
         gpus=snakemake.params.gpus,
+        batch_size=snakemake.params.batch_size,
     )

@@ -120,10 +120,12 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
 
 
 def model_modality(spec: dict) -> str:
-    """A model's modality from its spec without loading it: ``spec['modality']``, else zoo/timm -> vision, else language."""
-    if "modality" in spec:
-        return str(spec["modality"])
-    return "vision" if spec.get("source") in ("zoo", "timm") else "language"
+    """A model's modality from its spec without loading it (the rule ``prh.models`` uses): timm, or zoo marked vision -> vision."""
+    if spec.get("source") == "timm":
+        return "vision"
+    if spec.get("source") == "zoo" and "vision" in (spec.get("modality"), spec.get("kind")):
+        return "vision"
+    return str(spec.get("modality") or "language")
 
 
 def extract_to_store(

@@ -151,7 +151,9 @@ def extract_language(
     side: dict[str, np.ndarray] = {}
     if want_bpb:
         n_tokens = np.asarray([max(len(x) - 1, 0) for x in tok.ids], dtype=np.int64)
-        side = {"bpb": bits / np.maximum(tok.n_bytes, 1), "n_tokens": n_tokens, "n_bytes": tok.n_bytes, "bits": bits}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bpb = np.where(tok.n_bytes > 0, bits / tok.n_bytes, np.nan)  # NaN for texts with no scored bytes
+        side = {"bpb": bpb, "n_tokens": n_tokens, "n_bytes": tok.n_bytes, "bits": bits}
     attrs = {"pooling": params["pooling"], "wall_s": time.perf_counter() - t0, "padding_side": "right",
              "n_tokens_total": int(sum(len(x) for x in tok.ids))}
     return outs, [f"hidden_states.{i}" for i in levels], side, attrs

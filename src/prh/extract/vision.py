@@ -45,7 +45,7 @@ def level_names(module: torch.nn.Module) -> list[str]:
 
 
 def pool_block(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor], pooling: str) -> torch.Tensor:
-    """One block output -> (B, D) float32: class token, or mean over tokens (B, L, D) / positions (B, D, H, W)."""
+    """One block output -> (B, D) float32: class token, or mean over patch tokens (B, L, D; prefix tokens excluded) / positions (B, D, H, W)."""
     spatial, prefix = out if isinstance(out, tuple) else (out, None)
     if pooling == "cls":
         assert prefix is not None
