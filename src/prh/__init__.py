@@ -1,6 +1,10 @@
 """prh: measure whether neural networks converge to a shared representation of the world."""
 
+import os
 from typing import Any
+
+# Idle OpenMP threads yield instead of spinning: several prh jobs share the cores of one machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 __all__ = ["Scorer", "__version__"]

@@ -66,21 +66,27 @@ def materialise_dataset(name: str, spec: dict, out: str) -> None:
 # -- zoo -------------------------------------------------------------------------------------------
 def vision_recipe(spec: dict) -> dict:
     """The zoo training recipe of a vision model spec (plain data, hashed into the cache key)."""
-    keys = ("arch", "arch_kwargs", "objective", "steps", "batch", "lr", "seed", "width")
+    keys = ("arch", "arch_kwargs", "objective", "steps", "lr", "seed", "width")
     recipe = {k: spec[k] for k in keys if k in spec}
-    recipe["dataset"] = spec.get("train_data", {"source": "fashion-mnist", "split": "train", "n": 10000, "seed": 0})
+    if "batch" in spec:
+        recipe["batch_size"] = spec["batch"]
+    if "train_data" in spec:
+        recipe["dataset"] = spec["train_data"]
     return recipe
 
 
 def language_recipe(spec: dict) -> dict:
     """The zoo training recipe of a causal LM spec."""
-    keys = ("hidden", "layers", "heads", "intermediate", "steps", "batch", "lr", "seq_len", "seed")
+    keys = ("hidden", "layers", "heads", "intermediate", "steps", "lr", "seq_len", "seed")
     recipe = {k: spec[k] for k in keys if k in spec}
-    recipe["corpus"] = spec.get("train_data", {"source": "wordnet", "split": "train"})
+    if "batch" in spec:
+        recipe["batch_size"] = spec["batch"]
+    if "train_data" in spec:
+        recipe["corpus"] = spec["train_data"]
     return recipe
 
 
-def train_zoo_model(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu") -> None:
+def train_zoo_model(name: str, spec: dict, cache_root: str, out: str) -> None:
     """Train (or reuse from the recipe-hash cache) one zoo model and write its receipt."""
     from prh.config import model_modality
 
@@ -88,13 +94,12 @@ def train_zoo_model(name: str, spec: dict, cache_root: str, out: str, device: st
     if model_modality(name, spec) == "vision":
         from prh.zoo.vision import ensure_trained
 
-        path = ensure_trained(vision_recipe(spec), cache_root, device=device)
+        path = ensure_trained(vision_recipe(spec), cache_root, name=name)
     else:
         from prh.zoo.language import ensure_trained_lm
 
-        path = ensure_trained_lm(language_recipe(spec), cache_root, device=device)
-    write_json_atomic(out, {"model": name, "checkpoint": str(path), "recipe_hash": Path(path).name,
-                            "seconds": round(time.perf_counter() - start, 2)})  # fmt: skip
+        path = ensure_trained_lm(language_recipe(spec), cache_root, name=name)
+    write_json_atomic(out, {"model": name, "checkpoint": str(path), "seconds": round(time.perf_counter() - start, 2)})
 
 
 def resolved_spec(name: str, spec: dict, zoo_receipts: list[str]) -> dict:
@@ -133,12 +138,12 @@ def extract_features(
 
 
 def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0) -> None:
-    """Train one zoo model on its own GPU slot when the config has GPUs."""
-    from prh.devices import acquire_gpu, resolve_device
+    """Train one zoo model (on its own GPU slot when the config has GPUs)."""
+    from prh.devices import acquire_gpu
 
     slot = acquire_gpu(gpus, Path(cache_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
     with slot:
-        train_zoo_model(name, spec, cache_root, out, device=resolve_device(device))
+        train_zoo_model(name, spec, cache_root, out)
 
 
 # -- probes ----------------------------------------------------------------------------------------

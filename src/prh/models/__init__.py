@@ -24,3 +24,43 @@ class LoadedModel:
     is_causal: bool = False  # language model with an LM head (bits-per-byte possible)
     tokenizer: Any | None = None
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 (n,H,W,3) -> float (n,3,h,w)
+
+
+_VISION_SOURCES = ("zoo", "timm")
+_LANGUAGE_SOURCES = ("zoo", "packaged", "hf")
+
+
+def _is_vision(name: str, spec: dict) -> bool:
+    """True when `spec` names a vision model (timm id, or zoo with modality/kind vision); PrhError for unknown sources."""
+    from prh.errors import PrhError
+
+    if not isinstance(spec, dict):
+        raise PrhError(f"models.{name}: expected a mapping, got {type(spec).__name__}")
+    source = spec.get("source")
+    if source not in _VISION_SOURCES + _LANGUAGE_SOURCES:
+        raise PrhError(f"models.{name}.source: {source!r} is not one of zoo, timm, packaged, hf")
+    if source == "timm":
+        return True
+    return source == "zoo" and "vision" in (spec.get("modality"), spec.get("kind"))
+
+
+def weights_digest(name: str, spec: dict) -> str:
+    """Cheap weights digest of a model spec (no model load): sha256 of checkpoint files, or hub id@revision."""
+    if _is_vision(name, spec):
+        from prh.models.vision import vision_weights_digest
+
+        return vision_weights_digest(name, spec)
+    from prh.models.language import language_weights_digest
+
+    return language_weights_digest(name, spec)
+
+
+def load_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load any model spec (zoo, timm, packaged, hf) in eval mode on `device`, as a LoadedModel."""
+    if _is_vision(name, spec):
+        from prh.models.vision import load_vision_model
+
+        return load_vision_model(name, spec, device, dtype)
+    from prh.models.language import load_language_model
+
+    return load_language_model(name, spec, device, dtype)

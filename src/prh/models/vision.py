@@ -53,19 +53,19 @@ def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def arch_module(arch: str, name: str = "?") -> str:
+def arch_module(arch: str, name: str = "?", field: str = "arch") -> str:
     """Short name of the timm module that defines `arch` (e.g. "vision_transformer"); PrhError if unknown."""
     import timm
 
     base = arch.split(".", 1)[0]
     if arch.startswith("hf-hub:") or not timm.is_model(base):
-        raise PrhError(f"models.{name}.arch: {arch!r} is not a known timm architecture")
+        raise PrhError(f"models.{name}.{field}: {arch!r} is not a known timm architecture")
     return timm.models.model_entrypoint(base).__module__.rsplit(".", 1)[-1]
 
 
-def family_of(arch: str, name: str = "?") -> str:
+def family_of(arch: str, name: str = "?", field: str = "arch") -> str:
     """Model family of a timm architecture ("vit", "resnet", "convnext", "mixer", ...)."""
-    module = arch_module(arch, name)
+    module = arch_module(arch, name, field)
     return _FAMILIES.get(module, module)
 
 
@@ -76,11 +76,12 @@ def create_timm_model(
     overlay: dict[str, Any] | None = None,
     pretrained: bool = False,
     name: str = "?",
+    field: str = "arch",
 ) -> torch.nn.Module:
     """Build a timm model; with `pretrained`, weights come from `overlay` (e.g. file=) or timm's default source."""
     import timm
 
-    module = arch_module(arch, name)
+    module = arch_module(arch, name, field)
     kwargs: dict[str, Any] = dict(arch_kwargs or {})
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
@@ -93,7 +94,8 @@ def create_timm_model(
             return builder(arch.split(".", 1)[0], pretrained=pretrained, **kwargs)
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except TypeError as e:
-        raise PrhError(f"models.{name}.arch_kwargs: {arch!r} rejects them ({e})") from e
+        what = "arch_kwargs" if field == "arch" else "kwargs"
+        raise PrhError(f"models.{name}.{what}: {arch!r} rejects them ({_one_line(e)})") from e
 
 
 def _resize_short_side(x: torch.Tensor, short: int, mode: str) -> torch.Tensor:
@@ -223,6 +225,12 @@ def vision_weights_digest(name: str, spec: dict[str, Any]) -> str:
     raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | timm)")
 
 
+def _one_line(e: BaseException) -> str:
+    """First line of an exception, prefixed by its type."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
+
+
 def _build_zoo(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
     """Zoo checkpoint -> (module, arch, digest)."""
     weights, config = read_checkpoint_config(name, spec)
@@ -238,7 +246,7 @@ def _build_zoo(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, s
     except PrhError:
         raise
     except Exception as e:  # safetensors / state-dict mismatch
-        raise PrhError(f"models.{name}.checkpoint: {weights} does not load into {config['arch']} ({type(e).__name__}: {e})") from e
+        raise PrhError(f"models.{name}.checkpoint: {weights} does not load into {config['arch']} ({_one_line(e)})") from e
     return module, config["arch"], f"sha256:{file_sha256(weights)}"
 
 
@@ -256,11 +264,12 @@ def _build_hub(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, s
             overlay=spec.get("pretrained_cfg_overlay"),
             pretrained=bool(spec.get("pretrained", True)),
             name=name,
+            field="id",
         )
     except PrhError:
         raise
     except Exception as e:  # offline without cached weights, corrupt cache, ...
-        raise PrhError(f"models.{name}.id: could not load weights for {arch!r} ({type(e).__name__}: {e})") from e
+        raise PrhError(f"models.{name}.id: could not load weights for {arch!r} ({_one_line(e)})") from e
     return module, arch, _hub_digest(spec)
 
 
@@ -284,7 +293,7 @@ def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtyp
         module=module,
         digest=digest,
         n_params=sum(p.numel() for p in module.parameters()),
-        family=family_of(arch, name),
+        family=family_of(arch, name, "arch" if source == "zoo" else "id"),
         is_causal=False,
         tokenizer=None,
         preprocess=make_preprocess(data_config, tdtype),
