@@ -1,4 +1,4 @@
-"""layerwise == pairwise for every layer pair and metric; reusable per-model caches; cache misuse errors."""
+"""layerwise == pairwise for every layer pair and metric; reusable per-model caches; shared kernels; misuse errors."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from prh.errors import PrhError
-from prh.metrics import METRICS, layerwise, pairwise, prepare_layers, score_caches
+from prh.metrics import (
+    METRICS,
+    KernelCache,
+    layerwise,
+    layerwise_many,
+    pairwise,
+    prepare_kernels,
+    prepare_layers,
+    score_caches,
+)
 
 
 def model_layers(n: int, dims: tuple[int, ...], seed: int) -> list[np.ndarray]:
@@ -84,3 +93,68 @@ def test_cache_misuse_raises() -> None:
         layerwise("cka", [a[0], a[0][:30]], b)
     with pytest.raises(PrhError, match="layers"):
         layerwise("cka", [], b)
+
+
+ALL_PARAMS = {
+    "mutual_knn": {"k": 5},
+    "cycle_knn": {"k": 5},
+    "lcs_knn": {"k": 5},
+    "edit_distance_knn": {"k": 5},
+    "cka": {"kernel": "rbf", "sigma": 6.0},
+    "unbiased_cka": {},
+    "cknna": {"k": 5},
+    "svcca": {"dim": 4},
+}
+
+
+def test_layerwise_many_equals_plain_layerwise_bit_identical() -> None:
+    a, b = model_layers(50, (8, 20, 13), 20), model_layers(50, (11, 7), 21)
+    got = layerwise_many(ALL_PARAMS, a, b)
+    assert list(got) == list(ALL_PARAMS)
+    for metric, p in ALL_PARAMS.items():
+        np.testing.assert_array_equal(got[metric], layerwise(metric, a, b, **p))
+        want = np.array([[pairwise(metric, x, y, **p) for y in b] for x in a])
+        np.testing.assert_allclose(got[metric], want, rtol=0, atol=1e-6)
+    by_name = layerwise_many(["cka", "mutual_knn"], a, b)
+    np.testing.assert_array_equal(by_name["cka"], layerwise("cka", a, b))
+    np.testing.assert_array_equal(by_name["mutual_knn"], layerwise("mutual_knn", a, b))
+
+
+def test_kernel_cache_shared_across_metrics_and_equal_to_plain_path() -> None:
+    a, b = model_layers(44, (9, 14), 22), model_layers(44, (6, 10, 12), 23)
+    ka, kb = prepare_kernels(a), prepare_kernels(b)
+    assert isinstance(ka, KernelCache) and len(ka) == 2 and ka.n == 44 and ka.dims == (9, 14)
+    assert prepare_kernels(ka) is ka
+    gram = ka.gram(1)
+    np.testing.assert_array_equal(gram, a[1] @ a[1].T)
+    for metric, p in ALL_PARAMS.items():
+        np.testing.assert_array_equal(layerwise(metric, ka, kb, **p), layerwise(metric, a, b, **p))
+        cached = score_caches(metric, prepare_layers(metric, ka, **p), prepare_layers(metric, kb, **p))
+        np.testing.assert_array_equal(cached, layerwise(metric, a, b, **p))
+    assert ka.gram(1) is gram  # computed once, reused by every metric
+    assert not gram.flags.writeable
+    ka.clear()
+    assert ka.gram(1) is not gram and np.array_equal(ka.gram(1), gram)
+
+
+def test_kernel_cache_validates_and_layerwise_many_rejects_unknown_metric() -> None:
+    a = model_layers(30, (5,), 24)
+    with pytest.raises(PrhError, match="same number of samples"):
+        prepare_kernels([a[0], a[0][:20]])
+    with pytest.raises(PrhError, match="mutual_knn, cycle_knn"):
+        layerwise_many(["nope"], a, a)
+
+
+def test_cknna_sparse_terms_equal_dense_hsic1_with_reciprocal_neighbours() -> None:
+    from prh.metrics.cka import hsic1
+    from prh.metrics.kernels import indicator, neighbours
+
+    x = model_layers(36, (6,), 25)[0]
+    y = model_layers(36, (5,), 26)[0]
+    ka, kb = x @ x.T, y @ y.T
+    ma, mb = indicator(neighbours(ka, 8), 36), indicator(neighbours(kb, 8), 36)
+    m = ma & mb
+    dense = hsic1(np.where(m, ka, 0), np.where(m, kb, 0)) / np.sqrt(
+        hsic1(np.where(ma, ka, 0), np.where(ma, ka, 0)) * hsic1(np.where(mb, kb, 0), np.where(mb, kb, 0))
+    )
+    assert pairwise("cknna", x, y, k=8) == pytest.approx(dense, abs=1e-12)

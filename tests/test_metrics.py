@@ -301,3 +301,11 @@ def test_irrelevant_known_params_are_ignored() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isfinite(pairwise("unbiased_cka", a, b, k=5))
+
+
+def test_topk_path_ties_match_stable_sort_for_small_k() -> None:
+    x = np.random.default_rng(3).integers(-1, 2, size=(300, 4)).astype(np.float32)  # heavy ties, 4k < n
+    kern = x @ x.T
+    want = np.argsort(np.diag(np.full(300, np.inf)) - kern.astype(np.float64), axis=1, kind="stable")
+    for k in (1, 3, 10, 40):
+        np.testing.assert_array_equal(neighbours(kern, k), want[:, :k])

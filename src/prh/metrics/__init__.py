@@ -1,7 +1,8 @@
 """Alignment metrics between two models' features on the same inputs (spec: METRICS.md).
 
 ``pairwise`` scores one layer pair; ``layerwise`` scores all layer pairs with per-layer work done once;
-``prepare_layers`` / ``score_caches`` expose that per-model cache so one model can be scored against many.
+``prepare_layers`` / ``score_caches`` expose that per-model cache so one model can be scored against many;
+``prepare_kernels`` / ``layerwise_many`` share each layer's Gram matrix and neighbour lists across metrics.
 """
 
 from prh.metrics._inputs import METRICS
@@ -14,11 +15,13 @@ from prh.metrics.calibration import (
     chance_level,
     permutation_null,
 )
-from prh.metrics.engine import LayerCache, layerwise, pairwise, prepare_layers, score_caches
+from prh.metrics.engine import LayerCache, layerwise, layerwise_many, pairwise, prepare_layers, score_caches
+from prh.metrics.shared import KernelCache, prepare_kernels
 
 __all__ = [
     "METRICS",
     "Calibration",
+    "KernelCache",
     "LayerCache",
     "bootstrap_ci",
     "bootstrap_scores",
@@ -26,8 +29,10 @@ __all__ = [
     "calibrated",
     "chance_level",
     "layerwise",
+    "layerwise_many",
     "pairwise",
     "permutation_null",
+    "prepare_kernels",
     "prepare_layers",
     "score_caches",
 ]

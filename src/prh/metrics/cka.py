@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prh.metrics.kernels import centred, flat_inner, indicator, neighbours, ratio_or_nan
-
-_BLOCK_BYTES = 32 * 2**20
+from prh.metrics.kernels import centred, flat_inner, indicator, neighbours, ratio_or_nan, sq_norm64, trace_prod64
 
 
 def _drop(kernel: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -21,13 +19,12 @@ def _drop(kernel: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
 def cka_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(n, n) kernel -> {"kc": (n, n) float32 H K H, "norm": () float64 ||H K H||_F}."""
     kc = centred(_drop(kernel, exclude))
-    k64 = kc.astype(np.float64).ravel()
-    return {"kc": kc, "norm": np.array(np.sqrt(k64 @ k64))}
+    return {"kc": kc, "norm": np.array(np.sqrt(sq_norm64(kc)))}
 
 
 def cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)) for one layer pair."""
-    num = sa["kc"].astype(np.float64).ravel() @ sb["kc"].astype(np.float64).ravel()
+    num = flat_inner(sa["kc"][None], sb["kc"][None])[0, 0]
     return float(ratio_or_nan(np.array(num), np.array(sa["norm"] ** 2 * sb["norm"] ** 2), "cka"))
 
 
@@ -38,12 +35,11 @@ def cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def hsic1(k: np.ndarray, l: np.ndarray) -> float:
-    """Unbiased HSIC_1 of two (n, n) zero-diagonal (possibly asymmetric) matrices, formula as written, float64."""
+    """Unbiased HSIC_1 of two (n, n) zero-diagonal (possibly asymmetric) matrices, formula as written, float64 sums."""
     n = k.shape[0]
-    k64, l64 = k.astype(np.float64), l.astype(np.float64)
-    trace = np.sum(k64 * l64.T)
-    sums = k64.sum() * l64.sum() / ((n - 1) * (n - 2))
-    cross = k64.sum(axis=0) @ l64.sum(axis=1)
+    trace = trace_prod64(k, l)
+    sums = k.sum(dtype=np.float64) * l.sum(dtype=np.float64) / ((n - 1) * (n - 2))
+    cross = k.sum(axis=0, dtype=np.float64) @ l.sum(axis=1, dtype=np.float64)
     return float((trace + sums - 2.0 / (n - 2) * cross) / (n * (n - 3)))
 
 
@@ -56,7 +52,7 @@ def unbiased_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dic
     """(n, n) kernel -> zero-diagonal K~ (float32), its float64 row sums, total and self HSIC_1(K~, K~)."""
     kt = _drop(kernel, exclude).copy()
     np.fill_diagonal(kt, 0.0)
-    rows = kt.astype(np.float64).sum(axis=1)
+    rows = kt.sum(axis=1, dtype=np.float64)
     return {"kt": kt, "rows": rows, "total": np.array(rows.sum()), "self": np.array(hsic1(kt, kt))}
 
 
@@ -75,48 +71,60 @@ def unbiased_cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np
     return ratio_or_nan(num, np.outer(sa["self"], sb["self"]), "unbiased_cka")
 
 
-def cknna_state(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """(n, n) kernel -> kNN indicator M (bool), X = M o K, P = M o M^T o K (float32) and S(K, K)."""
+def cknna_state(
+    kernel: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None = None,
+    nbrs: np.ndarray | None = None,
+    ind: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """(n, n) kernel -> neighbour lists, indicator M, kernel, float64 kernel values at the neighbours, S(K, K).
+
+    ``nbrs`` / ``ind``: the kernel's precomputed neighbour lists and indicator (shared across metrics).
+    """
     n = kernel.shape[0]
-    ind = indicator(neighbours(kernel, k, exclude), n)
-    x = np.where(ind, _drop(kernel, exclude), np.float32(0.0)).astype(np.float32)
-    p = np.where(ind.T, x, np.float32(0.0))
-    return {"ind": ind, "x": x, "p": p, "self": np.array(hsic1(x, x))}
+    if nbrs is None:
+        nbrs = neighbours(kernel, k, exclude)
+    if ind is None:
+        ind = indicator(nbrs, n)
+    kern = _drop(kernel, exclude)
+    state = {"nbrs": nbrs, "ind": ind, "kern": kern, "kv": kern[np.arange(n)[:, None], nbrs].astype(np.float64)}
+    state["self"] = np.array(_cknna_hsic(state, _one(state))[0])
+    return state
+
+
+def _one(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A single layer's state as a stack of one layer."""
+    return {key: v[None] for key, v in state.items()}
+
+
+def _cknna_hsic(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """One A layer vs a stack of B layers -> (Lb,) HSIC_1(M o K, M o L), M = M_K o M_L, summed over the k-sparse masks.
+
+    Every term of the dense formula is a sum over mask entries: X = M o K is non-zero only at A's neighbour
+    positions (i, N_A(i)), Y = M o L only at B's, so all terms are gathers of (Lb, n, k) values (float64 sums).
+    """
+    na, ind_a = sa["nbrs"], sa["ind"]
+    nb, ind_b, kern_b = sb["nbrs"], sb["ind"], sb["kern"]
+    lb = nb.shape[0]
+    n = na.shape[0]
+    rows = np.arange(n)[:, None]
+    x = sa["kv"] * ind_b[:, rows, na]
+    back = ind_a[na, rows] & ind_b[:, na, rows]
+    trace = (x * np.where(back, kern_b[:, na, rows], np.float32(0.0))).sum(axis=(1, 2))
+    y = sb["kv"] * ind_a[rows, nb]
+    cols = np.bincount((np.arange(lb)[:, None, None] * n + na).ravel(), weights=x.ravel(), minlength=lb * n)
+    cross = (cols.reshape(lb, n) * y.sum(axis=2)).sum(axis=1)
+    return _hsic1_terms(trace, x.sum(axis=(1, 2)), y.sum(axis=(1, 2)), cross, n)
 
 
 def cknna_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """HSIC_1(M o K, M o L) / sqrt(S(K, K) S(L, L)), M = M_K o M_L, for one layer pair."""
-    mutual = sa["ind"] & sb["ind"]
-    num = hsic1(np.where(mutual, sa["x"], 0.0), np.where(mutual, sb["x"], 0.0))
-    return float(ratio_or_nan(np.array(num), np.array(sa["self"] * sb["self"]), "cknna"))
+    num = _cknna_hsic(sa, _one(sb))
+    return float(ratio_or_nan(num, np.array([sa["self"] * sb["self"]]), "cknna")[0])
 
 
 def cknna_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) CKNNA: HSIC_1 terms from flattened inner products and batched column/row sums of masked kernels."""
-    n = sa["x"].shape[1]
-    trace = flat_inner(sa["p"], sb["p"])
-    sum_k = flat_inner(sa["x"], sb["ind"])
-    sum_l = flat_inner(sa["ind"], sb["x"])
-    cross = _cknna_cross(sa, sb)
-    num = _hsic1_terms(trace, sum_k, sum_l, cross, n)
+    """(La, Lb) CKNNA, one A layer at a time against the stacked B layers (sparse mask sums)."""
+    num = np.stack([_cknna_hsic({key: v[a] for key, v in sa.items()}, sb) for a in range(sa["nbrs"].shape[0])])
     return ratio_or_nan(num, np.outer(sa["self"], sb["self"]), "cknna")
-
-
-def _cknna_cross(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) sum_j colsum(M o K)_j rowsum(M o L)_j, with batched matmuls over blocks of j (float64)."""
-    la, n, _ = sa["x"].shape
-    lb = sb["x"].shape[0]
-    block = max(1, _BLOCK_BYTES // (8 * n * (la + lb)))
-    out = np.zeros((la, lb), dtype=np.float64)
-    for j0 in range(0, n, block):
-        j1 = min(n, j0 + block)
-        col = np.matmul(
-            sa["x"][:, :, j0:j1].transpose(2, 0, 1).astype(np.float64),
-            sb["ind"][:, :, j0:j1].transpose(2, 1, 0).astype(np.float64),
-        )
-        row = np.matmul(
-            sa["ind"][:, j0:j1, :].transpose(1, 0, 2).astype(np.float64),
-            sb["x"][:, j0:j1, :].transpose(1, 2, 0).astype(np.float64),
-        )
-        out += (col * row).sum(axis=0)
-    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from prh.metrics._inputs import (
     metric_params,
 )
 from prh.metrics.kernels import linear_kernel, rbf_kernel
+from prh.metrics.shared import KernelCache, prepare_kernels
 
 State = dict[str, np.ndarray]
 
@@ -88,6 +89,20 @@ def score_pair(metric: str, sa: State, sb: State) -> float:
     return _PAIR[metric](sa, sb)
 
 
+def cache_state(metric: str, cache: KernelCache, i: int, params: dict[str, Any]) -> State:
+    """Per-layer state of layer i built from a KernelCache's shared Gram / RBF / neighbours / basis."""
+    if metric in KNN_METRICS:
+        return _knn.knn_state_from(cache.neighbours(i, params["k"]), cache.indicator(i, params["k"]))
+    if metric == "cka":
+        return _cka.cka_state(cache.rbf(i, params["sigma"]) if params["kernel"] == "rbf" else cache.gram(i))
+    if metric == "unbiased_cka":
+        return _cka.unbiased_state(cache.gram(i))
+    if metric == "cknna":
+        k = params["k"]
+        return _cka.cknna_state(cache.gram(i), k, nbrs=cache.neighbours(i, k), ind=cache.indicator(i, k))
+    return {"u": cache.basis(i, params["dim"])}
+
+
 def pairwise(metric: str, a: Any, b: Any, **params: Any) -> float:
     """Score (n, d_a) features ``a`` against (n, d_b) features ``b`` (numpy or torch, used as given) -> float."""
     check_metric(metric)
@@ -96,23 +111,26 @@ def pairwise(metric: str, a: Any, b: Any, **params: Any) -> float:
     p = metric_params(metric, params, n)
     if metric == "svcca":
         check_svcca_dim(p["dim"], n, xa.shape[1], xb.shape[1])
-    sa = state_of(metric, base_of(metric, xa, p), p)
-    sb = state_of(metric, base_of(metric, xb, p), p)
+    sa = cache_state(metric, KernelCache([xa]), 0, p)
+    sb = cache_state(metric, KernelCache([xb]), 0, p)
     return score_pair(metric, sa, sb)
 
 
 def prepare_layers(metric: str, layers: Any, **params: Any) -> LayerCache:
-    """Do one model's per-layer work once: sequence of (n, d_l) arrays or (L, n, d) array -> LayerCache."""
+    """Do one model's per-layer work once: (n, d_l) arrays, (L, n, d) array or a KernelCache -> LayerCache.
+
+    Pass a :class:`KernelCache` (``prepare_kernels(layers)``) to share Grams and neighbour lists across metrics.
+    """
     check_metric(metric)
-    xs = as_layers(layers, "layers")
-    n = xs[0].shape[0]
+    kc = prepare_kernels(layers)
+    n = kc.n
     p = metric_params(metric, params, n)
     if metric == "svcca":
-        for x in xs:
-            check_svcca_dim(p["dim"], n, x.shape[1], x.shape[1])
-    states = [state_of(metric, base_of(metric, x, p), p) for x in xs]
+        for d in kc.dims:
+            check_svcca_dim(p["dim"], n, d, d)
+    states = [cache_state(metric, kc, i, p) for i in range(len(kc))]
     arrays = {key: np.stack([s[key] for s in states]) for key in states[0]}
-    return LayerCache(metric=metric, params=p, n=n, dims=tuple(x.shape[1] for x in xs), arrays=arrays)
+    return LayerCache(metric=metric, params=p, n=n, dims=kc.dims, arrays=arrays)
 
 
 def score_caches(metric: str, cache_a: LayerCache, cache_b: LayerCache, **params: Any) -> np.ndarray:
@@ -131,10 +149,24 @@ def score_caches(metric: str, cache_a: LayerCache, cache_b: LayerCache, **params
 
 
 def layerwise(metric: str, layers_a: Any, layers_b: Any, **params: Any) -> np.ndarray:
-    """Score every layer pair: A, B sequences of (n, d_l) arrays or (L, n, d) arrays -> (len(A), len(B)) float64."""
+    """Score every layer pair: A, B sequences of (n, d_l) arrays, (L, n, d) arrays or KernelCaches -> (len(A), len(B))."""
     cache_a = prepare_layers(metric, layers_a, **params)
     cache_b = prepare_layers(metric, layers_b, **params)
     return score_caches(metric, cache_a, cache_b, **params)
+
+
+def layerwise_many(
+    metrics: Sequence[str] | Mapping[str, Mapping[str, Any]], layers_a: Any, layers_b: Any
+) -> dict[str, np.ndarray]:
+    """Several metrics on the same two models, each layer's Gram / neighbours computed once -> {metric: matrix}.
+
+    ``metrics``: metric names (default parameters) or a mapping metric -> its parameters.
+    """
+    specs = dict(metrics) if isinstance(metrics, Mapping) else {m: {} for m in metrics}
+    for m in specs:
+        check_metric(m)
+    ka, kb = prepare_kernels(layers_a), prepare_kernels(layers_b)
+    return {m: layerwise(m, ka, kb, **dict(p)) for m, p in specs.items()}
 
 
 def layer_states(metric: str, layers: Sequence[np.ndarray], params: dict[str, Any]) -> list[State]:

@@ -9,21 +9,32 @@ import numpy as np
 from prh.errors import PrhError
 
 _BLOCK_BYTES = 32 * 2**20
+_SYM_BLOCK = 128
 
 
 def linear_kernel(x: np.ndarray) -> np.ndarray:
-    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T, exactly symmetric."""
+    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T (BLAS syrk), exactly symmetric."""
     k = x @ x.T
-    if not np.array_equal(k, k.T):
+    if not is_symmetric(k):
         k = np.triu(k) + np.triu(k, 1).T
     if not np.isfinite(k).all():
         raise PrhError("features: kernel overflowed float32; rescale the features")
     return k
 
 
+def is_symmetric(k: np.ndarray) -> bool:
+    """Exact symmetry test of a square matrix, compared in cache-friendly row/column strips."""
+    n = k.shape[0]
+    return all(np.array_equal(k[i : i + _SYM_BLOCK, i:], k[i:, i : i + _SYM_BLOCK].T) for i in range(0, n, _SYM_BLOCK))
+
+
 def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
     """(n, d) float32 -> (n, n) float32 exp(-||x_i - x_j||^2 / (2 sigma^2)), diagonal exactly 1."""
-    g = linear_kernel(x)
+    return rbf_from_gram(linear_kernel(x), sigma)
+
+
+def rbf_from_gram(g: np.ndarray, sigma: float) -> np.ndarray:
+    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma``, diagonal exactly 1."""
     sq = np.diagonal(g).copy()
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0, dtype=np.float32)
     k = np.exp(d2 * np.float32(-1.0 / (2.0 * sigma * sigma)), dtype=np.float32)
@@ -42,13 +53,22 @@ def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) ->
         neg[exclude] = np.inf
     if 4 * k >= neg.shape[1]:
         return np.argsort(neg, axis=1, kind="stable")[:, :k]
-    return _topk_partition(neg, k)
+    return _topk_exact(neg, k)
 
 
-def _topk_partition(neg: np.ndarray, k: int) -> np.ndarray:
-    """(n, n) negated similarities -> (n, k) exact stable top-k via argpartition, full sort only on tied rows."""
+def _candidates(neg: np.ndarray, k: int) -> np.ndarray:
+    """(n, n) negated similarities -> (n, k) indices of some k smallest per row (torch.topk, else argpartition)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return np.argpartition(neg, k - 1, axis=1)[:, :k]
+    return torch.topk(torch.from_numpy(neg), k, dim=1, largest=False, sorted=True).indices.numpy()
+
+
+def _topk_exact(neg: np.ndarray, k: int) -> np.ndarray:
+    """(n, n) negated similarities -> (n, k) exact stable top-k: candidate set, lexsort, full sort only on tied rows."""
     rows = np.arange(neg.shape[0])[:, None]
-    part = np.argpartition(neg, k - 1, axis=1)[:, :k]
+    part = _candidates(neg, k)
     vals = neg[rows, part]
     kth = vals.max(axis=1)
     n_le = np.count_nonzero(neg <= kth[:, None], axis=1)
@@ -67,12 +87,41 @@ def indicator(nbrs: np.ndarray, n: int) -> np.ndarray:
     return m
 
 
+def _row_blocks(n: int, width: int) -> range:
+    """Start rows of blocks of about 2^17 elements (1 MiB as float64) of a width-``width`` matrix."""
+    return range(0, n, max(1, 2**17 // width))
+
+
 def centred(kernel: np.ndarray) -> np.ndarray:
-    """(n, n) kernel K -> (n, n) float32 H K H, H = I - 11^T / n (means accumulated in float64)."""
-    k64 = kernel.astype(np.float64)
-    row = k64.mean(axis=1)
-    col = k64.mean(axis=0)
-    return (k64 - row[:, None] - col[None, :] + row.mean()).astype(np.float32)
+    """(n, n) kernel K -> (n, n) float32 H K H, H = I - 11^T / n (float64 means and arithmetic, row blocks)."""
+    n, m = kernel.shape
+    row = kernel.mean(axis=1, dtype=np.float64)
+    col = kernel.mean(axis=0, dtype=np.float64)
+    grand = row.mean()
+    out = np.empty((n, m), dtype=np.float32)
+    step = _row_blocks(n, m).step
+    for i0 in _row_blocks(n, m):
+        out[i0 : i0 + step] = kernel[i0 : i0 + step] - row[i0 : i0 + step, None] - col[None, :] + grand
+    return out
+
+
+def sq_norm64(x: np.ndarray) -> float:
+    """Squared Frobenius norm of a float32 (n, m) matrix, accumulated in float64 over row blocks."""
+    n, m = x.shape
+    step = _row_blocks(n, m).step
+    return float(sum(_dot64(x[i0 : i0 + step], x[i0 : i0 + step]) for i0 in _row_blocks(n, m)))
+
+
+def trace_prod64(k: np.ndarray, l: np.ndarray) -> float:
+    """tr(K L) = sum_ij K_ij L_ji of two (n, n) matrices, accumulated in float64 over row blocks."""
+    n = k.shape[0]
+    step = _row_blocks(n, n).step
+    return float(sum(_dot64(k[i0 : i0 + step], l[:, i0 : i0 + step].T) for i0 in _row_blocks(n, n)))
+
+
+def _dot64(x: np.ndarray, y: np.ndarray) -> float:
+    """Sum of the elementwise product of two equal-shape blocks, in float64."""
+    return float(np.einsum("ij,ij->", x.astype(np.float64), y.astype(np.float64)))
 
 
 def flat_inner(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:

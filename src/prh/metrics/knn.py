@@ -12,7 +12,12 @@ _DP_ELEMENTS = 4_000_000
 def knn_state(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(n, n) kernel -> {"nbrs": (n, k) int32 ordered neighbour lists, "ind": (n, n) bool indicator}."""
     nbrs = neighbours(kernel, k, exclude)
-    return {"nbrs": nbrs.astype(np.int32), "ind": indicator(nbrs, kernel.shape[0])}
+    return knn_state_from(nbrs, indicator(nbrs, kernel.shape[0]))
+
+
+def knn_state_from(nbrs: np.ndarray, ind: np.ndarray) -> dict[str, np.ndarray]:
+    """Precomputed (n, k) neighbour lists and their (n, n) bool indicator -> kNN state."""
+    return {"nbrs": nbrs.astype(np.int32), "ind": ind}
 
 
 def mutual_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:

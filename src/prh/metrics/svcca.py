@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
+import scipy.linalg
 
 try:
     from threadpoolctl import threadpool_limits
@@ -19,23 +20,26 @@ def _single_threaded_lapack() -> AbstractContextManager:
 
 def standardised(x: np.ndarray) -> np.ndarray:
     """(n, d) -> (n, d) float64 columns with mean 0 and sample std 1 (ddof = 1); constant columns become 0."""
-    x64 = x.astype(np.float64)
-    z = x64 - x64.mean(axis=0)
-    std = z.std(axis=0, ddof=1)
-    return np.divide(z, std, out=np.zeros_like(z), where=std > 0)
+    z = x.astype(np.float64)
+    z -= z.mean(axis=0)
+    std = np.sqrt(np.einsum("ij,ij->j", z, z) / (z.shape[0] - 1))
+    scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
+    z *= scale
+    return z
 
 
 def top_left_singular(z: np.ndarray, dim: int) -> np.ndarray:
     """(n, d) float64 -> (n, dim) orthonormal top-``dim`` left singular vectors (exact, deterministic LAPACK).
 
-    Uses the dense symmetric eigendecomposition of the smaller Gram (d x d or n x n) when the top ``dim``
+    Uses the top-``dim`` eigenpairs (LAPACK syevr, subset) of the smaller Gram (d x d or n x n) when the top ``dim``
     singular values are well separated from zero (equal to the thin SVD's subspace to ~1e-12), else a full SVD.
     """
     n, d = z.shape
     gram = z.T @ z if d <= n else z @ z.T
+    m = gram.shape[0]
     with _single_threaded_lapack():
-        w, v = np.linalg.eigh(gram)
-    w, v = w[::-1][:dim], v[:, ::-1][:, :dim]
+        w, v = scipy.linalg.eigh(gram, subset_by_index=(m - dim, m - 1), driver="evr", check_finite=False)
+    w, v = w[::-1], v[:, ::-1]
     if w[-1] > 1e-8 * max(w[0], 1e-300):
         return (z @ v) / np.sqrt(w) if d <= n else v
     with _single_threaded_lapack():

@@ -1,0 +1,69 @@
+"""One model's per-layer work shared across metrics: Gram and RBF kernels, neighbour lists, SVCCA bases (lazy, memoised)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from prh.metrics._inputs import as_layers
+from prh.metrics.kernels import indicator, linear_kernel, neighbours, rbf_from_gram
+from prh.metrics.svcca import svcca_state
+
+
+class KernelCache:
+    """Prepared (n, d_l) float32 layers of one model; each per-layer object is computed once, on first use."""
+
+    def __init__(self, layers: list[np.ndarray]) -> None:
+        """Wrap already-validated float32 layers (use :func:`prepare_kernels` for raw input)."""
+        self.layers: tuple[np.ndarray, ...] = tuple(layers)
+        self.n: int = layers[0].shape[0]
+        self.dims: tuple[int, ...] = tuple(x.shape[1] for x in layers)
+        self._memo: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        """Number of layers."""
+        return len(self.layers)
+
+    def __repr__(self) -> str:
+        """Short description (layer count, samples, cached objects)."""
+        return f"KernelCache(layers={len(self)}, n={self.n}, cached={len(self._memo)})"
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
+        """Memoised per-layer object (read-only)."""
+        if key not in self._memo:
+            value = make()
+            value.flags.writeable = False
+            self._memo[key] = value
+        return self._memo[key]
+
+    def gram(self, i: int) -> np.ndarray:
+        """(n, n) float32 Gram matrix of layer i."""
+        return self._get(("gram", i), lambda: linear_kernel(self.layers[i]))
+
+    def rbf(self, i: int, sigma: float) -> np.ndarray:
+        """(n, n) float32 RBF kernel of layer i (from its Gram matrix)."""
+        return self._get(("rbf", i, sigma), lambda: rbf_from_gram(self.gram(i), sigma))
+
+    def neighbours(self, i: int, k: int) -> np.ndarray:
+        """(n, k) int64 ordered neighbour lists of layer i (spec tie rule)."""
+        return self._get(("nbrs", i, k), lambda: neighbours(self.gram(i), k))
+
+    def indicator(self, i: int, k: int) -> np.ndarray:
+        """(n, n) bool kNN indicator of layer i."""
+        return self._get(("ind", i, k), lambda: indicator(self.neighbours(i, k), self.n))
+
+    def basis(self, i: int, dim: int) -> np.ndarray:
+        """(n, dim) float64 top singular basis of layer i's standardised features (SVCCA)."""
+        return self._get(("basis", i, dim), lambda: svcca_state(self.layers[i], dim)["u"])
+
+    def clear(self) -> None:
+        """Drop every cached object (frees memory; the layers stay)."""
+        self._memo.clear()
+
+
+def prepare_kernels(layers: Any) -> KernelCache:
+    """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics."""
+    if isinstance(layers, KernelCache):
+        return layers
+    return KernelCache(as_layers(layers, "layers"))
