@@ -155,7 +155,7 @@ def align_experiment(
             for x, y in tqdm(pairs, desc=label, mininterval=2):
                 px, py = prepared[x], prepared[y]
                 matrix = pair_matrix(store, px, py, metric, q, caches)
-                best = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
+                best = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(matrix)), matrix.shape))
                 calib = pair_calibration(store, px, py, best, metric, q, calibration) if experiment.get("calibrate", True) else None
                 row = result_row(px, py, dataset, metric, matrix, calib)
                 rows.append(row)

@@ -95,6 +95,7 @@ def fig_vision_language(
 ) -> FigureResult:
     """Fig. 3: alignment of each vision model to each LM vs the LM's language score, one panel per objective."""
     lm = _lm_table(lm_scores)
+    lm = lm[np.isfinite(lm["lm_score"].astype(float))]  # encoders (no LM head) have no language score
     df, setting = select_metric(align_vl, metric, "vision-language alignment")
     d = orient(df, _language_models(model_meta, lm))
     d = d[d["lm"].isin(lm.index)].copy()
