@@ -1,0 +1,112 @@
+"""End to end: the real workflow on a reduced config, then staleness (nothing to do; a new model reruns only its jobs)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def snakemake(work: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """Run snakemake in ``work`` on its config.yaml."""
+    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "config.yaml", "--rerun-incomplete", *args]
+    return subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(work: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run ({} when nothing is to be done)."""
+    proc = snakemake(work, "-n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = {}
+    block = proc.stdout.split("Job stats:")[-1] if "Job stats:" in proc.stdout else ""
+    for rule, count in re.findall(r"^(\w+)\s+(\d+)$", block, re.M):
+        if rule != "total":
+            counts[rule] = int(count)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("workflow")
+    for name in ("Snakefile", "rules", "workflow", "schemas", "envs"):
+        shutil.copytree(ROOT / name, work / name)
+    shutil.copy(ROOT / "tests" / "e2e" / "config.yaml", work / "config.yaml")
+    proc = snakemake(work)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return work
+
+
+def test_report_and_tables_exist(run):
+    html = (run / "results" / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="http' not in html
+    for fig in ("convergence", "umap", "vision_language", "downstream", "caption_density", "locality", "agreement",
+                "heatmap-0"):  # fmt: skip
+        assert (run / "results" / "figures" / f"{fig}.png").stat().st_size > 10_000
+
+
+def test_alignment_tables_are_sane(run):
+    vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv")
+    assert len(vv) == 6  # 3 vision models, each ordered pair (mutual kNN is symmetric and mirrored)
+    assert vv["score"].between(0, 1).all() and (vv["score"] > vv["chance"]).all()
+    assert np.allclose(vv["chance"], 5 / 199)
+    assert (vv["ci_low"] <= vv["ci_high"]).all() and vv["p_value"].between(0, 1).all()
+    agree = pd.read_csv(run / "results" / "alignment" / "agreement.csv")
+    assert agree["metric"].nunique() == 8 and len(agree) == 9 * 3 * 2  # 9 metric entries x 3 vision x 2 LMs
+
+
+def test_stored_features_match_their_receipts(run):
+    from prh.store import FeatureStore, read_receipt
+
+    store = FeatureStore(run / "features")
+    assert store.verify() == []
+    receipt = read_receipt(run / "results" / "features" / "scenes" / "lm-tiny.json")
+    entry = store.open(receipt["key"])
+    assert entry.n == 128 and entry.n_layers == 3  # embeddings + 2 blocks
+    assert np.isfinite(entry.side("bpb")).all()
+
+
+def test_competence_tables(run):
+    solved = pd.read_csv(run / "results" / "probes" / "tasks_solved.csv")
+    assert set(solved["model"]) == {"vit-sup", "vit-random", "resnet-sup"}
+    scores = pd.read_csv(run / "results" / "lm" / "scores.csv").set_index("model")
+    assert scores.loc["lm-tiny", "bpb"] > 0 and np.isnan(scores.loc["minilm", "bpb"])
+    assert 0 <= scores.loc["lm-tiny", "acc_gloss"] <= 1
+
+
+def test_rerun_has_nothing_to_do(run):
+    assert planned_jobs(run) == {}
+
+
+def test_adding_a_model_reruns_only_its_jobs(run):
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["models"]["mixer-sup"] = {"source": "zoo", "modality": "vision", "arch": "mixer_s16_224",
+                                  "objective": "supervised", "width": 32, "steps": 20,
+                                  "arch_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "num_blocks": 2}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(run)
+    assert jobs["train_zoo_model"] == 1
+    assert jobs["extract"] == 4  # fmnist, scenes, scenes-w5 (images shared with scenes-w30), digits
+    assert "dataset" not in jobs and "score_language_model" not in jobs
+    memo = run / "features" / "memo"
+    before = {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")}
+    proc = snakemake(run)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    after = {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")}
+    assert all(after[p] == t for p, t in before.items())  # no old pair was recomputed
+    # new pairs only: vision-vision 3 x (matrix + calibration), vision-language 2 x 2, caption density 2 datasets
+    # x 2 LMs, locality 2 k x 2 LMs, agreement 9 metrics x 2 LMs
+    assert len(after) - len(before) == 6 + 4 + 4 + 4 + 18
+    vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv")
+    assert "mixer-sup" in set(vv["model_x"])
+    assert planned_jobs(run) == {}
