@@ -84,6 +84,41 @@ def test_competence_tables(run):
     assert 0 <= scores.loc["lm-tiny", "acc_gloss"] <= 1
 
 
+def test_scorer_reproduces_the_alignment_table(run):
+    from prh import Scorer
+    from prh.store import FeatureStore, read_receipt
+
+    store = FeatureStore(run / "features")
+    mine = store.open(read_receipt(run / "results" / "features" / "fmnist" / "vit-sup.json")["key"]).layers()
+    scorer = Scorer("fmnist", ["resnet-sup", "vit-random"], store=str(run / "features"), results=str(run / "results"), k=5)
+    got = {s.reference: s for s in scorer.score(mine)}
+    vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv").set_index(["model_x", "model_y"])
+    for ref in ("resnet-sup", "vit-random"):
+        row = vv.loc[("vit-sup", ref)]
+        assert got[ref].score == pytest.approx(row["score"], abs=1e-12)
+        assert got[ref].reference_layer == row["layer_y"]
+    shuffled = [f[np.random.default_rng(0).permutation(len(f))] for f in mine]
+    chance = 5 / 199
+    assert all(s.score < chance + 0.03 for s in scorer.score(shuffled))
+    assert scorer.prepare_calls == 2  # the two references were prepared once, not per call
+
+
+def test_score_cli_prints_a_table(run):
+    from prh.store import FeatureStore, read_receipt
+
+    store = FeatureStore(run / "features")
+    feats = np.stack([f[:, :16] for f in store.open(read_receipt(run / "results" / "features" / "fmnist" / "vit-sup.json")["key"]).layers()])
+    np.save(run / "mine.npy", feats)
+    prh = str(Path(sys.executable).with_name("prh"))
+    proc = subprocess.run([prh, "--store", "features", "--results", "results", "score", "mine.npy", "--dataset", "fmnist",
+                           "--against", "resnet-sup", "--k", "5"], cwd=run, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet-sup" in proc.stdout and "calibrated" in proc.stdout
+    bad = subprocess.run([prh, "score", "mine.npy", "--dataset", "fmnist", "--against", "nope"], cwd=run,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "'nope'" in bad.stderr
+
+
 def test_rerun_has_nothing_to_do(run):
     assert planned_jobs(run) == {}
 
