@@ -15,6 +15,14 @@ report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    model="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    dataset="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    experiment="[A-Za-z0-9][A-Za-z0-9_.+-]*",
+
+
 include: "rules/data.smk"
 include: "rules/zoo.smk"
 include: "rules/extract.smk"
@@ -25,6 +33,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -15,6 +15,9 @@ rule align:
         matrices=directory(f"{R}/alignment/{{experiment}}.zarr"),
     log:
         "logs/align/{experiment}.log",
+    conda:
+        "../envs/prh.yaml"
+    threads: config["threads"]
     params:
         experiment=experiment_spec,
         xs=experiment_xs,
@@ -25,9 +28,6 @@ rule align:
         bootstrap=config["alignment"]["bootstrap"],
         seed=config["alignment"]["seed"],
         store=config["store"],
-    conda:
-        "../envs/prh.yaml"
-    threads: config["threads"]
     script:
         "../workflow/scripts/align.py"
 
@@ -39,9 +39,9 @@ rule model_table:
         table=f"{R}/models.csv",
     log:
         "logs/align/models.log",
-    params:
-        models=config["models"],
     conda:
         "../envs/prh.yaml"
+    params:
+        models=config["models"],
     script:
         "../workflow/scripts/model_table.py"

@@ -17,14 +17,8 @@ R = config["results"]
 PLAN = plan.Plan(config)
 
 
-wildcard_constraints:
-    model="[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    dataset="[A-Za-z0-9][A-Za-z0-9_.+-]*",
-    experiment="[A-Za-z0-9][A-Za-z0-9_.+-]*",
-
-
 def all_targets():
-    """Everything `rule all` builds: the report and the tables behind it."""
+    """Everything the default target builds (the report and the tables behind it)."""
     return PLAN.targets()
 
 

@@ -6,10 +6,10 @@ rule dataset:
         npz=f"{R}/data/{{dataset}}.npz",
     log:
         "logs/data/{dataset}.log",
-    params:
-        spec=dataset_spec,
     conda:
         "../envs/prh.yaml"
     threads: 1
+    params:
+        spec=dataset_spec,
     script:
         "../workflow/scripts/dataset.py"

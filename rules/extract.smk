@@ -10,13 +10,6 @@ rule extract:
         receipt=f"{R}/features/{{dataset}}/{{model}}.json",
     log:
         "logs/extract/{dataset}/{model}.log",
-    params:
-        spec=model_spec,
-        extraction=extraction_params,
-        batch_size=extraction_batch_size,
-        store=config["store"],
-        device=config["device"],
-        gpus=config["gpus"],
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]
@@ -24,5 +17,12 @@ rule extract:
         gpu=gpu_count,
         mem_mb=extract_mem_mb,
         runtime=extract_runtime,
+    params:
+        spec=model_spec,
+        extraction=extraction_params,
+        batch_size=extraction_batch_size,
+        store=config["store"],
+        device=config["device"],
+        gpus=config["gpus"],
     script:
         "../workflow/scripts/extract.py"

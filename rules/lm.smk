@@ -8,16 +8,16 @@ rule score_language_model:
         scores=f"{R}/lm/{{model}}.json",
     log:
         "logs/lm/{model}.log",
-    params:
-        spec=model_spec,
-        max_chars=config["language"]["max_chars"],
-        downstream=config["language"]["downstream"],
-        device=config["device"],
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_count,
+    params:
+        spec=model_spec,
+        max_chars=config["language"]["max_chars"],
+        downstream=config["language"]["downstream"],
+        device=config["device"],
     script:
         "../workflow/scripts/score_language_model.py"
 
@@ -33,9 +33,9 @@ rule language_table:
         ),
     log:
         "logs/lm/table.log",
-    params:
-        published=config["language"]["published_scores"],
     conda:
         "../envs/prh.yaml"
+    params:
+        published=config["language"]["published_scores"],
     script:
         "../workflow/scripts/language_table.py"

@@ -8,15 +8,15 @@ rule probe:
         table=f"{R}/probes/models/{{model}}.csv",
     log:
         "logs/probe/{model}.log",
+    conda:
+        "../envs/prh.yaml"
+    threads: 1
     params:
         tasks=config["probes"]["tasks"],
         layer=config["probes"]["layer"],
         max_train=config["probes"]["max_train"],
         store=config["store"],
         data=f"{R}/data",
-    conda:
-        "../envs/prh.yaml"
-    threads: 1
     script:
         "../workflow/scripts/probe.py"
 
@@ -34,9 +34,9 @@ rule probe_summary:
         tasks_solved=f"{R}/probes/tasks_solved.csv",
     log:
         "logs/probe/summary.log",
-    params:
-        threshold=config["probes"]["threshold"],
     conda:
         "../envs/prh.yaml"
+    params:
+        threshold=config["probes"]["threshold"],
     script:
         "../workflow/scripts/probe_summary.py"

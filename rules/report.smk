@@ -16,12 +16,12 @@ rule figure:
         reading=f"{R}/figures/{{figure}}.json",
     log:
         "logs/report/{figure}.log",
+    conda:
+        "../envs/prh.yaml"
     params:
         report=config["report"],
         alignment=config["alignment"],
         datasets=config["datasets"],
-    conda:
-        "../envs/prh.yaml"
     script:
         "../workflow/scripts/figure.py"
 
@@ -38,10 +38,10 @@ rule report:
         ),
     log:
         "logs/report/report.log",
+    conda:
+        "../envs/prh.yaml"
     params:
         config=config,
         figures=PLAN.figures(),
-    conda:
-        "../envs/prh.yaml"
     script:
         "../workflow/scripts/report.py"

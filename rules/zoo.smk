@@ -6,15 +6,15 @@ rule train_zoo_model:
         receipt=f"{R}/zoo/{{model}}.json",
     log:
         "logs/zoo/{model}.log",
-    params:
-        spec=model_spec,
-        cache=f"{config['store']}/zoo",
-        device=config["device"],
-        gpus=config["gpus"],
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]
     resources:
         gpu=gpu_count,
+    params:
+        spec=model_spec,
+        cache=f"{config['store']}/zoo",
+        device=config["device"],
+        gpus=config["gpus"],
     script:
         "../workflow/scripts/train_zoo_model.py"
