@@ -80,12 +80,13 @@ def _prefix_id(tokenizer: Any) -> int | None:
 
 
 def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """log2 p(targets) from hidden states: (B, t, d) x (B, t) -> (B, t) float32, computed in position chunks."""
+    """log2 p(targets) from hidden states: (B, t, d) x (B, t) -> (B, t), at least float32, in position chunks."""
     vocab = int(head.weight.shape[0])
     step = max(1, LOGIT_BUDGET // max(1, hidden.shape[0] * vocab))
-    out = torch.empty(targets.shape, dtype=torch.float32, device=hidden.device)
+    dtype = torch.promote_types(hidden.dtype, torch.float32)
+    out = torch.empty(targets.shape, dtype=dtype, device=hidden.device)
     for s in range(0, hidden.shape[1], step):
-        logits = head(hidden[:, s : s + step]).float()
+        logits = head(hidden[:, s : s + step]).to(dtype)
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
         logp = torch.log_softmax(logits, dim=-1)
