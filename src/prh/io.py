@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -9,21 +10,35 @@ from pathlib import Path
 
 import pandas as pd
 
+from prh.errors import PrhError
+
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_failed(path, e) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _write_failed(path, e) from None
         raise
+
+
+def _write_failed(path: Path, e: OSError) -> PrhError:
+    """One-line error for a failed write (disk full, read-only file system, permissions); the old file is intact."""
+    code = errno.errorcode.get(e.errno, "") if e.errno else ""
+    why = f"{e.strerror or e}" + (f" [{code}]" if code else "")
+    return PrhError(f"cannot write {path}: {why} (any previous version is unchanged); free disk space or make {path.parent} writable, then rerun")
 
 
 def write_json_atomic(path: str | os.PathLike, obj: object) -> None:

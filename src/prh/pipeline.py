@@ -16,12 +16,6 @@ import pandas as pd
 from prh.errors import PrhError
 from prh.io import write_csv_atomic, write_json_atomic
 
-RESULT_COLUMNS = [
-    "model_x", "model_y", "dataset", "metric", "params", "n", "score", "layer_x", "layer_y",
-    "chance", "null_mean", "null_std", "p_value", "ci_low", "ci_high", "calibrated",
-]  # fmt: skip
-
-
 @contextlib.contextmanager
 def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
     """Send a job's stdout/stderr to its log; a PrhError becomes one line on the console and exit status 1."""

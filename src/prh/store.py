@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno as _errno
 import hashlib
 import io
 import json
@@ -130,6 +131,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write_failed(what: str, where: Path, e: OSError) -> PrhError:
+    """One-line error for a failed store write (disk full, read-only file system, permissions)."""
+    code = _errno.errorcode.get(e.errno, "") if e.errno else ""
+    why = f"{e.strerror or e}" + (f" [{code}]" if code else "")
+    return PrhError(f"{what}: cannot write to {where}: {why}; free disk space or make it writable, then rerun")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -285,12 +293,20 @@ class EntryWriter:
 
     def write(self, features: FeaturesLike) -> None:
         """Write layers (zero-padded to d_max, one layer per chunk), dims, side arrays and attrs."""
-        import zarr
-        from zarr.codecs import BloscCodec
-
         if self.written:
             raise PrhError(f"{self._label()}: features already written to store entry {self.key}")
         n, d_max = self._check(features)
+        try:
+            self._write(features, n, d_max)
+        except OSError as e:
+            raise _write_failed(f"store entry {self.key} ({self._label()})", self.path.parent.parent, e) from None
+        self.written = True
+
+    def _write(self, features: FeaturesLike, n: int, d_max: int) -> None:
+        """The zarr writes of ``write`` (into the temp dir)."""
+        import zarr
+        from zarr.codecs import BloscCodec
+
         n_layers = len(features.layers)
         codec = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
         group = zarr.open_group(str(self.path), mode="w")
@@ -322,7 +338,6 @@ class EntryWriter:
             "created": _now_iso(),
         }
         group.attrs.update(attrs)
-        self.written = True
 
 
 class FeatureStore:
@@ -377,17 +392,23 @@ class FeatureStore:
             raise PrhError(f"store_dtype {store_dtype!r} is not float32 or float16")
         if request_key(request) != key:
             raise PrhError(f"store key {key} does not match its request (expected {request_key(request)})")
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{key}-{os.getpid()}-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as e:
+            raise _write_failed(f"store entry {key}", self.root, e) from None
         _ACTIVE_TMP.add(str(tmp))
         try:
             writer = EntryWriter(tmp, key, _canonical(request), store_dtype)
             yield writer
             if not writer.written:
                 raise PrhError(f"store entry {key}: put() exited without writing features")
-            self._write_manifest(tmp, key)
-            writer.committed = self._commit(tmp, key)
+            try:
+                self._write_manifest(tmp, key)
+                writer.committed = self._commit(tmp, key)
+            except OSError as e:
+                raise _write_failed(f"store entry {key}", self.root, e) from None
         finally:
             _ACTIVE_TMP.discard(str(tmp))
             if tmp.exists():
@@ -539,13 +560,16 @@ class FeatureStore:
         np.save(buf, np.asarray(array), allow_pickle=False)
         payload = buf.getvalue()
         trailer = _MEMO_TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
-        _atomic_write_bytes(self._memo_path(key), payload + trailer)
+        try:
+            _atomic_write_bytes(self._memo_path(key), payload + trailer)
+        except OSError as e:
+            raise _write_failed(f"memo {key}", self.memo_dir, e) from None
 
     def memo_get(self, key: str) -> np.ndarray | None:
         """The memoised array for ``key``, or None when absent or corrupt (a miss)."""
         try:
             data = self._memo_path(key).read_bytes()
-        except FileNotFoundError:
+        except OSError:  # absent, or unreadable (a directory, permissions): recompute
             return None
         cut = data.rfind(_MEMO_TRAILER)
         if cut < 0:
@@ -555,7 +579,7 @@ class FeatureStore:
             return None
         try:
             return np.load(io.BytesIO(payload), allow_pickle=False)
-        except ValueError:
+        except (ValueError, EOFError, OSError):
             return None
 
 
@@ -567,7 +591,10 @@ def write_receipt(path: str | os.PathLike, key: str, request: dict, entry_info: 
     info = entry_info.as_dict() if isinstance(entry_info, EntryInfo) else dict(entry_info)
     info.pop("age_s", None)  # changes with time; a receipt's bytes should not
     receipt = {"key": key, "request": _canonical(request), "entry": _canonical(info, "entry_info")}
-    _atomic_write_bytes(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+    try:
+        _atomic_write_bytes(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+    except OSError as e:
+        raise _write_failed(f"receipt for store entry {key}", Path(path).parent, e) from None
 
 
 def read_receipt(path: str | os.PathLike) -> dict:

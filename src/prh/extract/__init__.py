@@ -15,6 +15,7 @@ Parameters (``normalize_params`` fills defaults; all of them enter the store key
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -91,26 +92,46 @@ def _place(model, device: str) -> None:
     model.module.eval()
 
 
+def check_inputs(model, dataset) -> None:
+    """Refuse inputs a model cannot read: vision needs uint8 RGB (n, H, W, 3) images, language non-empty texts."""
+    if model.modality == "vision":
+        images = dataset.images
+        if images is None or len(images) == 0:
+            raise PrhError(f"dataset {dataset.name!r} has no images for vision model {model.name!r}")
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise PrhError(
+                f"dataset {dataset.name!r}: images are {images.dtype} with shape {images.shape}, but vision model "
+                f"{model.name!r} needs uint8 RGB (n, H, W, 3) (convert grayscale/RGBA/float images to uint8 RGB)"
+            )
+        return
+    if not dataset.texts:
+        raise PrhError(f"dataset {dataset.name!r} has no texts for language model {model.name!r}")
+    empty = [i for i, t in enumerate(dataset.texts) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise PrhError(
+            f"dataset {dataset.name!r}: {len(empty)} empty text(s) (first at index {empty[0]}); language model "
+            f"{model.name!r} needs a non-empty caption for every sample"
+        )
+
+
 def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int = 64, progress: bool = True) -> Features:
     """Pooled features of every layer of ``model`` on ``dataset``: per layer (n, d_l) float32, plus side arrays."""
     p = normalize_params(params, model.modality, where=f"model {model.name!r}")
     if batch_size < 1:
         raise PrhError(f"batch_size {batch_size} must be >= 1")
     desc = f"extract {model.name} on {dataset.name}"
+    check_inputs(model, dataset)
     _place(model, device)
     t0 = time.perf_counter()
     side: dict[str, np.ndarray] = {}
     if model.modality == "vision":
         from prh.extract.vision import extract_vision
 
-        if dataset.images is None or len(dataset.images) == 0:
-            raise PrhError(f"dataset {dataset.name!r} has no images for vision model {model.name!r}")
         layers, names, attrs = extract_vision(model, dataset.images, p, device, batch_size, progress, desc)
     else:
         from prh.extract.language import extract_language
 
-        if not dataset.texts:
-            raise PrhError(f"dataset {dataset.name!r} has no texts for language model {model.name!r}")
         layers, names, side, attrs = extract_language(model, list(dataset.texts), p, device, batch_size, progress, desc)
     attrs.update(
         model=model.name, dataset=dataset.name, family=model.family, n_params=int(model.n_params), n=dataset.n,
@@ -141,7 +162,14 @@ def extract_to_store(
     request = make_request(model_name, weights_digest, dataset.name, ds_modality, dataset.digest(ds_modality), p)
     key = store.key(request)
     if store.has(key):
-        return key, False
+        problems = store.verify([key])
+        if not problems:
+            return key, False
+        # A corrupt entry is never served: drop it (atomically, out of sight) and recompute it below.
+        print(f"prh: store entry {problems[0]}; removing it and recomputing model {model_name!r} on dataset {dataset.name!r}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        with contextlib.suppress(PrhError, OSError):  # another job may have removed it already
+            store.rm(key)
     model = load_model_fn(model_name, model_spec, device=device, dtype=p["dtype"])
     if model.digest != weights_digest:
         raise PrhError(f"model {model_name!r}: loaded weights digest {model.digest[:16]} != expected {weights_digest[:16]} (weights changed; rerun)")

@@ -130,6 +130,7 @@ def extract_language(
     n = len(full)
     outs: list[np.ndarray] = []
     levels: list[int] = []
+    n_states = 0
     bits = np.zeros(n, dtype=np.float64)
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast_context(device, params["dtype"]), tqdm(
@@ -139,10 +140,19 @@ def extract_language(
             input_ids, mask = pad_right(tok.ids[start : start + batch_size], pad_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
             out = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
-            states = out.hidden_states
+            states = getattr(out, "hidden_states", None)
+            if not states:
+                raise PrhError(f"model {model.name!r} returned no hidden states (its forward ignores output_hidden_states=True)")
             if not outs:
-                levels = select_states(params["layers"], len(states), model.name)
+                n_states = len(states)
+                levels = select_states(params["layers"], n_states, model.name)
                 outs = [np.empty((n, states[i].shape[-1]), dtype=np.float32) for i in levels]
+            widths = [int(states[i].shape[-1]) for i in levels] if len(states) == n_states else []
+            if widths != [d.shape[1] for d in outs]:
+                raise PrhError(
+                    f"model {model.name!r} returned {len(states)} hidden states at batch {start // batch_size} "
+                    f"but {n_states} at batch 0 (or their widths changed); its layer count must be fixed"
+                )
             for dst, i in zip(outs, levels):
                 dst[start : start + len(input_ids)] = pool_hidden(states[i], mask, params["pooling"]).cpu().numpy()
             if want_bpb:

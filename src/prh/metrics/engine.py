@@ -14,7 +14,6 @@ from prh.metrics import svcca as _svcca
 from prh.metrics._inputs import (
     KNN_METRICS,
     as_float32,
-    as_layers,
     check_metric,
     check_same_n,
     check_svcca_dim,
