@@ -122,19 +122,27 @@ def mirrored(row: dict) -> dict:
 
 
 def write_matrices(path: str, matrices: dict[str, tuple[np.ndarray, list[str], list[str]]]) -> None:
-    """Write every layer-pair matrix into a zarr group, atomically (temp dir + rename)."""
+    """Write every layer-pair matrix into a zarr group, atomically: temp dir, then swap it in for the old one."""
     import zarr
 
     dest = Path(path)
     tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
-    group = zarr.open_group(str(tmp), mode="w")
-    for name, (matrix, names_x, names_y) in matrices.items():
-        arr = group.create_array(name, shape=matrix.shape, dtype="float64")
-        arr[:] = matrix
-        arr.attrs.update({"layers_x": names_x, "layers_y": names_y})
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    old = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.old"
+    try:
+        group = zarr.open_group(str(tmp), mode="w")
+        for name, (matrix, names_x, names_y) in matrices.items():
+            arr = group.create_array(name, shape=matrix.shape, dtype="float64")
+            arr[:] = matrix
+            arr.attrs.update({"layers_x": names_x, "layers_y": names_y})
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not dest.exists():
+            old.rename(dest)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def align_experiment(

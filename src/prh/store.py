@@ -393,14 +393,14 @@ class FeatureStore:
         if request_key(request) != key:
             raise PrhError(f"store key {key} does not match its request (expected {request_key(request)})")
         tmp = self.tmp_dir / f"{key}-{os.getpid()}-{uuid.uuid4().hex}"
+        writer = EntryWriter(tmp, key, _canonical(request), store_dtype)
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
         except OSError as e:
-            raise _write_failed(f"store entry {key}", self.root, e) from None
+            raise _write_failed(f"store entry {key} ({writer._label()})", self.root, e) from None
         _ACTIVE_TMP.add(str(tmp))
         try:
-            writer = EntryWriter(tmp, key, _canonical(request), store_dtype)
             yield writer
             if not writer.written:
                 raise PrhError(f"store entry {key}: put() exited without writing features")
@@ -408,7 +408,7 @@ class FeatureStore:
                 self._write_manifest(tmp, key)
                 writer.committed = self._commit(tmp, key)
             except OSError as e:
-                raise _write_failed(f"store entry {key}", self.root, e) from None
+                raise _write_failed(f"store entry {key} ({writer._label()})", self.root, e) from None
         finally:
             _ACTIVE_TMP.discard(str(tmp))
             if tmp.exists():
