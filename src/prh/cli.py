@@ -67,7 +67,9 @@ def cmd_store_ls(args: argparse.Namespace) -> None:
     rows = [e.as_dict() for e in _store(args).ls()]
     for r in rows:
         r["key"] = r["key"][:16]
-    print(_table(rows, ["key", "model", "dataset", "shape", "size", "created"]) if rows else "store is empty")
+        r["size"] = f"{r['size_bytes'] / 2**20:.1f} MiB"
+        r["age"] = f"{r['age_s'] / 3600:.1f} h"
+    print(_table(rows, ["key", "model", "dataset", "shape", "size", "age"]) if rows else "store is empty")
 
 
 def cmd_store_show(args: argparse.Namespace) -> None:
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     except PrhError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `prh store ls | head`
+        sys.stderr.close()
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from prh.errors import PrhError
 from prh.models import LoadedModel
@@ -109,7 +110,7 @@ def token_logprobs(model: LoadedModel, sequences: list[list[int]], *, batch_size
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     result: list[np.ndarray] = [np.zeros(0)] * len(sequences)
-    for b in range(0, len(order), batch_size):
+    for b in tqdm(range(0, len(order), batch_size), desc=f"score {model.name}", unit="batch", mininterval=2):
         idx = [i for i in order[b : b + batch_size] if len(sequences[i]) > 1]
         for i in order[b : b + batch_size]:
             result[i] = np.zeros(max(0, len(sequences[i]) - 1))
