@@ -40,7 +40,7 @@ def planned_jobs(work: Path) -> dict[str, int]:
 def run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("workflow")
     for name in ("Snakefile", "rules", "workflow", "schemas", "envs"):
-        shutil.copytree(ROOT / name, work / name)
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
     shutil.copy(ROOT / "tests" / "e2e" / "config.yaml", work / "config.yaml")
     proc = snakemake(work)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
