@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -38,6 +39,6 @@ def test_snakefmt_check_passes():
 
 
 def test_paper_config_dag_builds_offline():
-    proc = run("snakemake", "-n", "--configfile", "configs/paper.yaml", env={"HF_HUB_OFFLINE": "1", "PATH": str(BIN)})
+    proc = run("snakemake", "-n", "--configfile", "configs/paper.yaml", env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "extract" in proc.stdout and "1596" in proc.stdout  # 78 x (Places + 19 VTAB) + (17 + 19) on WIT

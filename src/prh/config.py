@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,15 @@ def validate_config(cfg: dict) -> dict:
     _check_models(cfg)
     _check_experiments(cfg)
     _check_sections(cfg)
+    return canonical_specs(cfg)
+
+
+def canonical_specs(cfg: dict) -> dict:
+    """Sort the keys inside every dataset, model, experiment and task spec, so that rewriting the YAML in another
+    key order never looks like a changed parameter to Snakemake."""
+    for section in (cfg["datasets"], cfg["models"], cfg["alignment"]["experiments"], cfg["probes"]["tasks"]):
+        for name, spec in section.items():
+            section[name] = json.loads(json.dumps(spec, sort_keys=True))
     return cfg
 
 

@@ -340,6 +340,20 @@ class EntryWriter:
         group.attrs.update(attrs)
 
 
+def _remove_settled(path: Path, tries: int = 10, pause_s: float = 0.05) -> None:
+    """Remove a temp dir, again if zarr's background writes (still in flight after a failed one) recreate it."""
+    quiet = 0
+    for _ in range(tries):
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            quiet = 0
+        else:
+            quiet += 1
+            if quiet >= 2:
+                return
+        time.sleep(pause_s)
+
+
 class FeatureStore:
     """A directory of content-addressed feature entries."""
 
@@ -411,8 +425,7 @@ class FeatureStore:
                 raise _write_failed(f"store entry {key} ({writer._label()})", self.root, e) from None
         finally:
             _ACTIVE_TMP.discard(str(tmp))
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            _remove_settled(tmp)
 
     def _write_manifest(self, directory: Path, key: str) -> None:
         """Write ``manifest.json`` with the sha256 and size of every file in the entry."""
