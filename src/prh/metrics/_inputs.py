@@ -104,3 +104,14 @@ def check_svcca_dim(dim: int, n: int, d_a: int, d_b: int) -> None:
     """Raise if the SVCCA subspace dimension exceeds min(n, d_a, d_b)."""
     if dim > min(n, d_a, d_b):
         raise PrhError(f"dim: svcca dim={dim} exceeds min(n, d_a, d_b) = {min(n, d_a, d_b)}")
+
+
+def checked_pair(metric: str, a: Any, b: Any, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Validate one layer pair -> float32 (n, d_a), (n, d_b) arrays and the completed metric parameters."""
+    check_metric(metric)
+    xa, xb = as_float32(a, "a"), as_float32(b, "b")
+    n = check_same_n(xa.shape[0], xb.shape[0])
+    p = metric_params(metric, params, n)
+    if metric == "svcca":
+        check_svcca_dim(p["dim"], n, xa.shape[1], xb.shape[1])
+    return xa, xb, p

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from prh.errors import PrhError
-from prh.metrics._inputs import as_float32, check_metric, check_same_n, check_svcca_dim, metric_params
+from prh.metrics._inputs import checked_pair, check_metric, metric_params
 from prh.metrics.engine import base_of, score_pair, state_of
 
 
@@ -65,13 +65,7 @@ def calibrated(score: float, null_mean: float, ceiling: float = 1.0) -> float:
 
 def _setup(metric: str, a: Any, b: Any, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Validate inputs -> float32 (n, d_a), (n, d_b) arrays and the completed parameters."""
-    check_metric(metric)
-    xa, xb = as_float32(a, "a"), as_float32(b, "b")
-    n = check_same_n(xa.shape[0], xb.shape[0])
-    p = metric_params(metric, params, n)
-    if metric == "svcca":
-        check_svcca_dim(p["dim"], n, xa.shape[1], xb.shape[1])
-    return xa, xb, p
+    return checked_pair(metric, a, b, params)
 
 
 def _check_count(value: Any, name: str) -> int:

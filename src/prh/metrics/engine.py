@@ -12,8 +12,8 @@ from prh.metrics import cka as _cka
 from prh.metrics import knn as _knn
 from prh.metrics import svcca as _svcca
 from prh.metrics._inputs import (
+    checked_pair,
     KNN_METRICS,
-    as_float32,
     check_metric,
     check_same_n,
     check_svcca_dim,
@@ -104,12 +104,7 @@ def cache_state(metric: str, cache: KernelCache, i: int, params: dict[str, Any])
 
 def pairwise(metric: str, a: Any, b: Any, **params: Any) -> float:
     """Score (n, d_a) features ``a`` against (n, d_b) features ``b`` (numpy or torch, used as given) -> float."""
-    check_metric(metric)
-    xa, xb = as_float32(a, "a"), as_float32(b, "b")
-    n = check_same_n(xa.shape[0], xb.shape[0])
-    p = metric_params(metric, params, n)
-    if metric == "svcca":
-        check_svcca_dim(p["dim"], n, xa.shape[1], xb.shape[1])
+    xa, xb, p = checked_pair(metric, a, b, params)
     sa = cache_state(metric, KernelCache([xa]), 0, p)
     sb = cache_state(metric, KernelCache([xb]), 0, p)
     return score_pair(metric, sa, sb)
