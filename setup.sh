@@ -18,7 +18,8 @@ fi
 py=python3.11; command -v "$py" >/dev/null || py=python3
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 stamp=.venv/.prh-setup
-want=$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)$([ "${1:-}" = --full ] && echo -full)
+want=$(cat pyproject.toml setup.sh | sha256sum | cut -c1-16)
+if [ "${1:-}" = --full ]; then want="$want-full"; fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (torch from the local wheel cache, ~2 min)"
   .venv/bin/python -m pip install -q --upgrade pip
