@@ -91,13 +91,13 @@ class Plan:
         return select_models(self.config, exp["x"], f"{field}.x"), select_models(self.config, exp["y"], f"{field}.y")
 
     def image_source(self, dataset: str) -> str:
-        """The first dataset whose images are identical to this one's (scenes differing only in caption density)."""
-        spec = self.config["datasets"][dataset]
-        ident = {k: v for k, v in spec.items() if k != "density"}
-        for name, other in self.config["datasets"].items():
-            if {k: v for k, v in other.items() if k != "density"} == ident:
-                return name
-        return dataset
+        """The dataset whose receipt holds images identical to this one's (scenes differing only in caption density):
+        the smallest such name, so the choice does not depend on the order of the config file."""
+        def ident(spec: dict) -> dict:
+            return {k: v for k, v in spec.items() if k != "density"}
+
+        same = [n for n, s in self.config["datasets"].items() if ident(s) == ident(self.config["datasets"][dataset])]
+        return min(same)
 
     def feature_dataset(self, dataset: str, model: str) -> str:
         """Which dataset's receipt holds a model's features: vision models share identical images."""
