@@ -242,12 +242,9 @@ def validate_config(cfg: dict) -> dict:
 
 
 def canonical_specs(cfg: dict) -> dict:
-    """Sort the keys inside every dataset, model, experiment and task spec, so that rewriting the YAML in another
-    key order never looks like a changed parameter to Snakemake."""
-    for section in (cfg["datasets"], cfg["models"], cfg["alignment"]["experiments"], cfg["probes"]["tasks"]):
-        for name, spec in section.items():
-            section[name] = json.loads(json.dumps(spec, sort_keys=True))
-    return cfg
+    """The config with every mapping's keys sorted, so that rewriting the YAML in another order never looks like a
+    changed parameter to Snakemake (models and datasets are then taken in name order)."""
+    return json.loads(json.dumps(cfg, sort_keys=True))
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> dict:
