@@ -58,26 +58,28 @@ def materialise_dataset(name: str, spec: dict, out: str) -> None:
 
 
 # -- zoo -------------------------------------------------------------------------------------------
-def vision_recipe(spec: dict) -> dict:
-    """The zoo training recipe of a vision model spec (plain data, hashed into the cache key)."""
-    keys = ("arch", "arch_kwargs", "objective", "steps", "lr", "seed", "width")
+VISION_RECIPE_KEYS = ("arch", "arch_kwargs", "objective", "steps", "lr", "seed", "width")
+LANGUAGE_RECIPE_KEYS = ("hidden", "layers", "heads", "intermediate", "steps", "lr", "seq_len", "seed")
+
+
+def zoo_recipe(spec: dict, keys: tuple[str, ...], data_field: str) -> dict:
+    """A zoo training recipe from a model spec: the recipe keys, `batch` as batch_size, `train_data` as its data."""
     recipe = {k: spec[k] for k in keys if k in spec}
     if "batch" in spec:
         recipe["batch_size"] = spec["batch"]
     if "train_data" in spec:
-        recipe["dataset"] = spec["train_data"]
+        recipe[data_field] = spec["train_data"]
     return recipe
+
+
+def vision_recipe(spec: dict) -> dict:
+    """The zoo training recipe of a vision model spec (plain data, hashed into the cache key)."""
+    return zoo_recipe(spec, VISION_RECIPE_KEYS, "dataset")
 
 
 def language_recipe(spec: dict) -> dict:
     """The zoo training recipe of a causal LM spec."""
-    keys = ("hidden", "layers", "heads", "intermediate", "steps", "lr", "seq_len", "seed")
-    recipe = {k: spec[k] for k in keys if k in spec}
-    if "batch" in spec:
-        recipe["batch_size"] = spec["batch"]
-    if "train_data" in spec:
-        recipe["corpus"] = spec["train_data"]
-    return recipe
+    return zoo_recipe(spec, LANGUAGE_RECIPE_KEYS, "corpus")
 
 
 def train_zoo_model(name: str, spec: dict, cache_root: str, out: str) -> None:

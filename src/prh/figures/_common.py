@@ -152,24 +152,24 @@ def fmt_p(p: float) -> str:
     return "nan" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
 
-def spearman(x: Any, y: Any) -> tuple[float, float]:
-    """Spearman (rho, p) over finite pairs; NaN when fewer than 3 pairs or a constant input."""
+def _correlation(test: Callable[..., Any], x: Any, y: Any) -> tuple[float, float]:
+    """(statistic, p) of a scipy correlation test over finite pairs; NaN when fewer than 3 pairs or a constant input."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
         return float("nan"), float("nan")
-    r = stats.spearmanr(x[ok], y[ok])
+    r = test(x[ok], y[ok])
     return float(r.statistic), float(r.pvalue)
+
+
+def spearman(x: Any, y: Any) -> tuple[float, float]:
+    """Spearman (rho, p) over finite pairs."""
+    return _correlation(stats.spearmanr, x, y)
 
 
 def pearson(x: Any, y: Any) -> tuple[float, float]:
-    """Pearson (r, p) over finite pairs; NaN when fewer than 3 pairs or a constant input."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return float("nan"), float("nan")
-    r = stats.pearsonr(x[ok], y[ok])
-    return float(r.statistic), float(r.pvalue)
+    """Pearson (r, p) over finite pairs."""
+    return _correlation(stats.pearsonr, x, y)
 
 
 def spread(xs: Any, min_gap: float) -> np.ndarray:
