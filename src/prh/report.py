@@ -12,7 +12,6 @@ import importlib.metadata
 import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 import yaml
 
 from prh.errors import PrhError
+from prh.io import write_bytes_atomic
 from prh.figures import FigureResult, load_result
 from prh.figures._common import select_metric
 
@@ -64,17 +64,8 @@ def collect_versions(packages: Iterable[str] = VERSION_PACKAGES) -> dict[str, st
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text to path via a temp file in the same directory and os.replace."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    write_bytes_atomic(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def write_rst_caption(text: str, path: str | os.PathLike) -> Path:
