@@ -5,6 +5,7 @@ Kept free of pytest so multiprocessing children can import it.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -213,3 +214,18 @@ def run_trial(ctx, store_root: Path, ckpt: Path, dataset, *, pause_at: str | Non
             break
     recv.close()
     return Trial(label, seen, killed, proc.exitcode, time.perf_counter() - t0)
+
+
+def fail_zarr_write(monkeypatch: Any, nth: int = 3) -> None:
+    """Make the ``nth`` file zarr writes (chunk or metadata) fail with ENOSPC, as a full disk would."""
+    import zarr.storage._local as local
+
+    real, calls = local._put, [0]
+
+    def put(*a: Any, **k: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == nth:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(*a, **k)
+
+    monkeypatch.setattr(local, "_put", put)

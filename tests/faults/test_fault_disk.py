@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faultkit import BATCH, PARAMS, expected_key, fingerprint, run_extract, zoo_spec
+from faultkit import BATCH, PARAMS, expected_key, fail_zarr_write, fingerprint, run_extract, zoo_spec
 
 from prh.errors import PrhError
 from prh.store import FeatureStore, write_receipt
@@ -22,17 +22,7 @@ from prh.store import FeatureStore, write_receipt
 
 def _enospc_in_zarr(monkeypatch: pytest.MonkeyPatch) -> None:
     """The third chunk/metadata file zarr writes fails with ENOSPC (mid-entry)."""
-    import zarr.storage._local as local
-
-    real, calls = local._put, [0]
-
-    def put(*a, **k):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*a, **k)
-
-    monkeypatch.setattr(local, "_put", put)
+    fail_zarr_write(monkeypatch, 3)
 
 
 def _enospc_at_manifest(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from faultkit import fail_zarr_write
+
 from prh.errors import PrhError
 from prh.extract import Features
 from prh.store import FeatureStore, make_request, write_receipt
@@ -89,20 +91,10 @@ def test_job_interrupted_mid_fan_in(fan_in: dict, monkeypatch: pytest.MonkeyPatc
 
 
 def test_matrices_write_fails_leaves_no_temp(fan_in: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import zarr.storage._local as local
-
     import prh.experiment as ex
 
     before = _listing(fan_in["dir"])
-    real, calls = local._put, [0]
-
-    def put(*a, **k):
-        calls[0] += 1
-        if calls[0] == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(*a, **k)
-
-    monkeypatch.setattr(local, "_put", put)
+    fail_zarr_write(monkeypatch, 3)
     with pytest.raises((PrhError, OSError)):
         ex.align_experiment(*fan_in["args"])
     assert fan_in["csv"].read_bytes() == fan_in["old"]
