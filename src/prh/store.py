@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno as _errno
+import functools
 import hashlib
 import io
 import json
@@ -151,6 +152,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
     """Installed versions of the libraries that shape features (from package metadata; imports nothing)."""
     from importlib import metadata
@@ -334,10 +336,10 @@ class EntryWriter:
             "key": self.key,
             "layer_names": list(features.layer_names),
             "store_dtype": self.store_dtype,
-            "versions": _library_versions(),
+            "versions": dict(_library_versions()),
             "created": _now_iso(),
         }
-        group.attrs.update(attrs)
+        group.update_attributes(attrs)  # one zarr.json write (attrs.update writes once per key)
 
 
 def _remove_settled(path: Path, tries: int = 10, pause_s: float = 0.05) -> None:
@@ -423,9 +425,13 @@ class FeatureStore:
                 writer.committed = self._commit(tmp, key)
             except OSError as e:
                 raise _write_failed(f"store entry {key} ({writer._label()})", self.root, e) from None
+        except BaseException:
+            _remove_settled(tmp)  # a failed write may still have zarr writes in flight
+            raise
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)  # lost the commit race: ours is a complete duplicate
         finally:
             _ACTIVE_TMP.discard(str(tmp))
-            _remove_settled(tmp)
 
     def _write_manifest(self, directory: Path, key: str) -> None:
         """Write ``manifest.json`` with the sha256 and size of every file in the entry."""

@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import json
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from prh.errors import PrhError
+from prh.io import atomic_path
 
 Modality = Literal["image", "text"]
 
@@ -256,16 +256,10 @@ def save_dataset(ds: Dataset, path: str | os.PathLike) -> None:
         arrays["is_train"] = ds.is_train
     for key, values in ds.labels.items():
         arrays[f"labels/{key}"] = values
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # uncompressed: every extraction job reads it, and zlib decoding cost more than the forward
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_saved(path: str | os.PathLike) -> Dataset:

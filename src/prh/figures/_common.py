@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import textwrap
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from matplotlib.transforms import Bbox  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from prh.errors import PrhError  # noqa: E402
+from prh.io import atomic_path  # noqa: E402
 
 DPI = 150
 HEADLINE_METRIC = "mutual_knn"
@@ -245,15 +245,8 @@ def note(ax: plt.Axes, text: str) -> None:
 
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
     """Call write(tmp) for a temp file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(fig: plt.Figure, data: pd.DataFrame, out: str | os.PathLike, title: str, caption: str,
