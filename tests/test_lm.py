@@ -25,6 +25,7 @@ from prh.lm import (  # noqa: E402
     mc_accuracy,
     merge_published,
     text_bits,
+    token_logprobs,
     _windows,
 )
 from prh.models import LoadedModel  # noqa: E402
@@ -101,6 +102,18 @@ def test_chunked_head_equals_unchunked(toy: LoadedModel, monkeypatch: pytest.Mon
     whole = bits_per_byte(toy, TEXTS)
     monkeypatch.setattr(prh.lm, "LOGIT_BUDGET", 259 * 2)  # one position per head call
     np.testing.assert_allclose(bits_per_byte(toy, TEXTS, batch_size=2), whole, rtol=1e-10)
+
+
+def test_token_logprobs_scores_only_from_first(toy: LoadedModel) -> None:
+    seqs = [[1] + [b + 3 for b in t.encode()] for t in TEXTS]
+    full = token_logprobs(toy, seqs, batch_size=3)
+    first = [min(4, len(x) - 1) for x in seqs]
+    part = token_logprobs(toy, seqs, first=first, batch_size=2)
+    for x, f, a, b in zip(seqs, first, full, part):
+        assert len(a) == len(b) == len(x) - 1
+        assert np.isnan(b[: f - 1]).all()  # targets before `first` never reached the head
+        np.testing.assert_allclose(b[f - 1 :], a[f - 1 :], rtol=1e-12)
+        assert -a.sum() == pytest.approx(reference_bits(toy.module, x), rel=1e-9)
 
 
 def test_softcap_applied() -> None:

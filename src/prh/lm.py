@@ -23,9 +23,10 @@ import torch
 from tqdm.auto import tqdm
 
 from prh.errors import PrhError
+from prh.extract.language import length_order, pad_right, target_logprobs
 from prh.models import LoadedModel
 
-LOGIT_BUDGET = 1 << 24  # float32 logits per head call (64 MB)
+LOGIT_BUDGET = 1 << 24  # float32 logits per head call (64 MB); only scored positions reach the head
 NAMES = ["Tom", "Anna", "Ravi", "Mia", "Omar", "Lena", "Jin", "Sara", "Paul", "Zoe"]
 OBJECTS = ["apples", "books", "marbles", "pencils", "stamps", "cookies", "shells", "cards"]
 
@@ -80,21 +81,6 @@ def _prefix_id(tokenizer: Any) -> int | None:
     return None
 
 
-def _head_logprobs(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """log2 p(targets) from hidden states: (B, t, d) x (B, t) -> (B, t), at least float32, in position chunks."""
-    vocab = int(head.weight.shape[0])
-    step = max(1, LOGIT_BUDGET // max(1, hidden.shape[0] * vocab))
-    dtype = torch.promote_types(hidden.dtype, torch.float32)
-    out = torch.empty(targets.shape, dtype=dtype, device=hidden.device)
-    for s in range(0, hidden.shape[1], step):
-        logits = head(hidden[:, s : s + step]).to(dtype)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        logp = torch.log_softmax(logits, dim=-1)
-        out[:, s : s + step] = logp.gather(-1, targets[:, s : s + step, None])[..., 0]
-    return out / math.log(2.0)
-
-
 def _device_of(module: torch.nn.Module) -> torch.device:
     """Device of the module's first parameter (input embeddings for accelerate-placed models)."""
     emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
@@ -102,29 +88,35 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def token_logprobs(model: LoadedModel, sequences: list[list[int]], *, batch_size: int = 8) -> list[np.ndarray]:
-    """Per token-id sequence of length T, (T-1,) float64 log2 p(t_i | t_<i) for i = 1..T-1."""
+def token_logprobs(
+    model: LoadedModel, sequences: list[list[int]], *, first: list[int] | None = None, batch_size: int = 8
+) -> list[np.ndarray]:
+    """Per token-id sequence of length T, (T-1,) float64 log2 p(t_i | t_<i) for i = 1..T-1.
+
+    Only targets i >= ``first[j]`` (default 1: all) go through the LM head; earlier entries are NaN, so a caller
+    that sums an unscored position gets NaN rather than a silently wrong total.
+    """
     _require_causal(model)
     base, head, softcap = _base_and_head(model)
     device = _device_of(model.module)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    result: list[np.ndarray] = [np.zeros(0)] * len(sequences)
+    first = first if first is not None else [1] * len(sequences)
+    order = length_order(sequences)
+    result: list[np.ndarray] = [np.full(max(0, len(x) - 1), np.nan) for x in sequences]
     for b in tqdm(range(0, len(order), batch_size), desc=f"score {model.name}", unit="batch", mininterval=2):
         idx = [i for i in order[b : b + batch_size] if len(sequences[i]) > 1]
-        for i in order[b : b + batch_size]:
-            result[i] = np.zeros(max(0, len(sequences[i]) - 1))
         if not idx:
             continue
-        width = max(len(sequences[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # right padding: causal attention never lets real tokens see pads
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = pad_right([sequences[i] for i in idx], pad)  # right padding: real tokens never see pads
+        want = torch.zeros((len(idx), ids.shape[1] - 1), dtype=torch.bool)
+        for row, i in enumerate(idx):
+            want[row, max(1, first[i]) - 1 : len(sequences[i]) - 1] = True
+        ids, mask, want = ids.to(device), mask.to(device), want.to(device)
         hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
-        lp = _head_logprobs(head, hidden[:, :-1], ids[:, 1:], softcap).double().cpu().numpy()
+        lp = torch.full(want.shape, float("nan"), dtype=torch.float64, device=device)
+        budget = 4 * LOGIT_BUDGET
+        lp[want] = target_logprobs(head, hidden[:, :-1][want], ids[:, 1:][want], softcap, budget).double() / math.log(2.0)
+        lp = lp.cpu().numpy()
         for row, i in enumerate(idx):
             result[i] = lp[row, : len(sequences[i]) - 1]
     return result
@@ -197,7 +189,7 @@ def corpus_bits_per_byte(model: LoadedModel, text: str, *, window: int = 512, st
     prefix = _prefix_id(model.tokenizer)
     ids = ([prefix] if prefix is not None else []) + toks
     wins = _windows(len(ids), window, stride)
-    lps = token_logprobs(model, [ids[b:e] for b, e, _ in wins], batch_size=batch_size)
+    lps = token_logprobs(model, [ids[b:e] for b, e, _ in wins], first=[f - b for b, _, f in wins], batch_size=batch_size)
     bits = sum(-lp[first - begin - 1 :].sum() for (begin, _, first), lp in zip(wins, lps))
     n_bytes = len(text.encode("utf-8"))
     return float(bits / n_bytes) if n_bytes else float("nan")
@@ -227,7 +219,7 @@ def choice_loglik(model: LoadedModel, items: list[MCItem], *, batch_size: int = 
             ids, k = _choice_sequence(model.tokenizer, prefix, item.context, _continuation(choice))
             seqs.append(ids)
             n_cont.append(k)
-    lps = token_logprobs(model, seqs, batch_size=batch_size)
+    lps = token_logprobs(model, seqs, first=[len(x) - k for x, k in zip(seqs, n_cont)], batch_size=batch_size)
     flat = np.array([lp[len(lp) - k :].sum() if k else -np.inf for lp, k in zip(lps, n_cont)])
     bounds = np.cumsum([0] + [len(item.choices) for item in items])
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

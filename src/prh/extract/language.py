@@ -83,25 +83,43 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
     return (hidden.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
+def target_logprobs(
+    lm_head: torch.nn.Module, rows: torch.Tensor, targets: torch.Tensor, softcap: float | None = None,
+    budget_bytes: int = LOGIT_BUDGET_BYTES,
+) -> torch.Tensor:  # fmt: skip
+    """Natural-log p(target | row) for N (hidden row, target id) pairs: (N, D), (N,) -> (N,) at least float32.
+
+    Logits are built a few rows at a time (at most ``budget_bytes`` of float32 logits), so a 262k vocabulary never
+    materialises a batch's logits; only the rows passed in go through the head.
+    """
+    vocab = int(lm_head.weight.shape[0]) if hasattr(lm_head, "weight") else 1 << 17
+    step = max(1, budget_bytes // (4 * vocab))
+    dtype = torch.promote_types(rows.dtype, torch.float32)
+    out = torch.empty(rows.shape[0], dtype=dtype, device=rows.device)
+    for s in range(0, rows.shape[0], step):
+        logits = lm_head(rows[s : s + step]).to(dtype)  # (step, V)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        out[s : s + step] = torch.log_softmax(logits, dim=-1).gather(1, targets[s : s + step, None])[:, 0]
+    return out
+
+
 def token_bits(
     lm_head: torch.nn.Module, last_hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
     softcap: float | None = None, budget_bytes: int = LOGIT_BUDGET_BYTES,
-) -> torch.Tensor:
-    """Per-sample cross-entropy in bits (B,) float64 of tokens 1..T-1 given their prefix; logits built in row chunks."""
+) -> torch.Tensor:  # fmt: skip
+    """Per-sample cross-entropy in bits (B,) float64 of tokens 1..T-1 given their prefix (real tokens only)."""
     scored = (mask[:, 1:] * mask[:, :-1]).bool()  # (B, T-1): target and its context are real
     rows = last_hidden[:, :-1][scored]  # (N, D) positions that predict a real token
-    targets = input_ids[:, 1:][scored]  # (N,)
-    sample = torch.nonzero(scored, as_tuple=True)[0]  # (N,)
-    vocab = int(lm_head.weight.shape[0]) if hasattr(lm_head, "weight") else 1 << 17
-    step = max(1, budget_bytes // (4 * vocab))
+    nll = -target_logprobs(lm_head, rows, input_ids[:, 1:][scored], softcap, budget_bytes)
     nats = torch.zeros(input_ids.shape[0], dtype=torch.float64, device=last_hidden.device)
-    for s in range(0, rows.shape[0], step):
-        logits = lm_head(rows[s : s + step]).float()  # (step, V)
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        nll = -F.log_softmax(logits, dim=-1).gather(1, targets[s : s + step, None]).squeeze(1)
-        nats.index_add_(0, sample[s : s + step], nll.double())
+    nats.index_add_(0, torch.nonzero(scored, as_tuple=True)[0], nll.double())
     return nats / math.log(2.0)
+
+
+def length_order(ids: list[list[int]]) -> list[int]:
+    """Indices of ``ids`` from longest to shortest (stable), so each batch pads to nearly its own length."""
+    return sorted(range(len(ids)), key=lambda i: -len(ids[i]))
 
 
 def select_states(layers: str | list[int], n_states: int, model_name: str) -> list[int]:
@@ -133,11 +151,13 @@ def extract_language(
     n_states = 0
     bits = np.zeros(n, dtype=np.float64)
     t0 = time.perf_counter()
+    order = length_order(tok.ids)  # batches of similar length: little padding; rows go back to dataset order
     with torch.inference_mode(), autocast_context(device, params["dtype"]), tqdm(
         total=n, desc=desc, unit="text", disable=not progress
     ) as bar:
         for start in range(0, n, batch_size):
-            input_ids, mask = pad_right(tok.ids[start : start + batch_size], pad_id)
+            rows = order[start : start + batch_size]
+            input_ids, mask = pad_right([tok.ids[i] for i in rows], pad_id)
             input_ids, mask = input_ids.to(device), mask.to(device)
             out = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             states = getattr(out, "hidden_states", None)
@@ -154,9 +174,9 @@ def extract_language(
                     f"but {n_states} at batch 0 (or their widths changed); its layer count must be fixed"
                 )
             for dst, i in zip(outs, levels):
-                dst[start : start + len(input_ids)] = pool_hidden(states[i], mask, params["pooling"]).cpu().numpy()
+                dst[rows] = pool_hidden(states[i], mask, params["pooling"]).cpu().numpy()
             if want_bpb:
-                bits[start : start + len(input_ids)] = token_bits(lm_head, out.last_hidden_state, input_ids, mask, softcap).cpu().numpy()
+                bits[rows] = token_bits(lm_head, out.last_hidden_state, input_ids, mask, softcap).cpu().numpy()
             bar.update(len(input_ids))
     side: dict[str, np.ndarray] = {}
     if want_bpb:
