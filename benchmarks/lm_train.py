@@ -19,7 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from prh.data.text import corpus_text  # noqa: E402
-from prh.lm import arithmetic_task, corpus_bits_per_byte, gloss_task, mc_accuracy  # noqa: E402
+from prh.lm import arithmetic_task, corpus_bits_per_byte, gloss_task, mc_scores  # noqa: E402
 from prh.models.language import load_language_model  # noqa: E402
 from prh.zoo.language import DEFAULT_LANGUAGE_ZOO, ensure_trained_lm, zoo_tokenizer  # noqa: E402
 
@@ -30,7 +30,7 @@ def score(model, held: str, pydoc: str, tasks: dict, window: int, stride: int) -
     row = {"bpb_wordnet": corpus_bits_per_byte(model, held, window=window, stride=stride),
            "bpb_pydoc": corpus_bits_per_byte(model, pydoc, window=window, stride=stride)}
     for name, items in tasks.items():
-        row[f"acc_{name}"] = mc_accuracy(model, items)[0]
+        row.update(mc_scores(model, name, items))
     row["score_s"] = round(time.perf_counter() - t, 1)
     return row
 

@@ -69,6 +69,19 @@ def test_ci_contains_score_for_aligned_data() -> None:
         assert low < score < high, (metric, low, score, high)
 
 
+def test_ci_is_recentred_on_the_score_when_replicates_are_biased() -> None:
+    a = rand(200, 16, 21)
+    b = a + 1.5 * rand(200, 16, 22)
+    score = pairwise("mutual_knn", a, b, k=10)
+    reps = bootstrap_scores("mutual_knn", a, b, n_boot=40, seed=4, k=10)
+    raw_low, raw_high = np.quantile(reps, [0.025, 0.975])
+    assert abs(reps.mean() - score) > 0.003  # ~63% distinct inputs per resample: fixed-k replicates are biased
+    low, high = bootstrap_ci("mutual_knn", a, b, n_boot=40, seed=4, k=10)
+    assert low < score < high
+    assert high - low == pytest.approx(raw_high - raw_low, abs=1e-12)
+    assert low == pytest.approx(raw_low - (reps.mean() - score), abs=1e-12)
+
+
 def bf_bootstrap_mutual(a: np.ndarray, b: np.ndarray, idx: np.ndarray, k: int) -> float:
     """Mutual kNN on resampled rows where positions drawn from the same input are never neighbours (python sort)."""
     n = len(idx)
@@ -90,6 +103,24 @@ def test_bootstrap_duplicates_are_not_neighbours() -> None:
     naive = np.mean([pairwise("mutual_knn", a[i], b[i], k=5) for i in idxs])
     assert scores.mean() == pytest.approx(5 / 99, abs=0.02)
     assert naive > scores.mean() + 0.1  # counting duplicates as neighbours would inflate independent data
+
+
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_resampled_neighbours_equal_direct_masked_sort(k: int) -> None:
+    from prh.metrics.kernels import linear_kernel, neighbours, resampled_neighbours
+
+    x = rand(60, 4, 30)
+    x[7] = x[3]  # a duplicated input: exact kernel ties between distinct inputs too
+    x = np.round(x, 1)  # coarse values: more exact ties
+    kern = linear_kernel(x)
+    rng = np.random.default_rng(31)
+    for _ in range(5):
+        idx = np.sort(rng.integers(0, 60, size=60))
+        dup = idx[:, None] == idx[None, :]
+        np.fill_diagonal(dup, False)
+        want = neighbours(kern[np.ix_(idx, idx)], k, dup)
+        np.testing.assert_array_equal(resampled_neighbours(kern, idx, k), want)
+    assert resampled_neighbours(kern, np.sort(rng.integers(0, 3, size=60)), 5) is None  # too few distinct inputs
 
 
 def test_bootstrap_duplicates_do_not_inflate_kernel_metrics() -> None:

@@ -23,6 +23,7 @@ from prh.lm import (  # noqa: E402
     gloss_task,
     language_scores,
     mc_accuracy,
+    mc_scores,
     merge_published,
     text_bits,
     token_logprobs,
@@ -269,7 +270,18 @@ def test_language_scores_row(toy: LoadedModel) -> None:
     row = language_scores(toy, "toytext", "some held out text", items, window=64, stride=32)
     assert row["bpb"] == pytest.approx(bits_per_byte(toy, ["some held out text"])[0], rel=1e-9)
     assert row["lm_score"] == pytest.approx(1 - row["bpb"])
-    assert set(row) == {"model", "n_params", "bpb", "lm_score", "corpus", "acc_planted"}
+    assert set(row) == {"model", "n_params", "bpb", "lm_score", "corpus", "acc_planted", "planted_acc", "planted_acc_norm"}
+
+
+def test_mc_scores_primary_follows_the_task() -> None:
+    # raw loglik prefers the 1-byte wrong answer; per-byte normalisation prefers the right, longer one
+    model = loaded(PreferTokenModel(ord("q") + 3), CharTokenizer())
+    items = [MCItem("c", ["qqqqab", "a"], 0)]
+    lls = choice_loglik(model, items)[0]
+    assert lls[1] > lls[0] and lls[0] / 7 > lls[1] / 2
+    arith = mc_scores(model, "arith", items)
+    assert arith == {"acc_arith": 0.0, "arith_acc": 0.0, "arith_acc_norm": 1.0}
+    assert mc_scores(model, "gloss", items)["acc_gloss"] == 1.0
 
 
 def test_merge_published(tmp_path) -> None:  # noqa: ANN001

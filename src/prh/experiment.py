@@ -19,6 +19,7 @@ from prh.metrics import calibrate, chance_level, prepare_layers, score_caches
 from prh.store import FeatureStore, read_receipt
 
 ALIGN_VERSION = "prh-align-1"
+CI_METHOD = "percentile-recentred"  # in calibration memo keys: a changed interval recomputes only calibrations
 ASYMMETRIC = {"cycle_knn"}
 COLUMNS = [
     "model_x", "model_y", "dataset", "metric", "params", "n", "score", "layer_x", "layer_y",
@@ -86,7 +87,7 @@ def pair_calibration(
     store: FeatureStore, px: PreparedModel, py: PreparedModel, best: tuple[int, int], metric: dict, q: float, cal: dict
 ) -> np.ndarray:
     """[null_mean, null_std, p_value, ci_low, ci_high] at the best layer pair, memoised."""
-    key = memo_key("calibration", px.key, py.key, metric, q, {**cal, "best": list(best)})
+    key = memo_key("calibration", px.key, py.key, metric, q, {**cal, "best": list(best), "ci": CI_METHOD})
     cached = store.memo_get(key)
     if cached is not None:
         return cached

@@ -6,8 +6,9 @@ UTF-8 bytes of the scored text. A tokenizer with neither leaves the first token 
 Log-probabilities come from the base model's last hidden state pushed through the LM head a few positions at a
 time, so a 262k vocabulary never materialises logits for the whole batch.
 
-Multiple choice follows lm-evaluation-harness (Hellaswag ``acc_norm``): each continuation (with a leading
-space) is scored by its summed log-likelihood given the context, divided by its UTF-8 byte length; argmax wins.
+Multiple choice follows lm-evaluation-harness: each continuation (with a leading space) is scored by its summed
+log-likelihood given the context; ``acc`` takes the argmax of that, ``acc_norm`` (Hellaswag) of it divided by the
+continuation's UTF-8 byte length. Each task reports both and names one primary (``TASK_NORMALIZE``).
 """
 
 from __future__ import annotations
@@ -225,18 +226,31 @@ def choice_loglik(model: LoadedModel, items: list[MCItem], *, batch_size: int = 
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def mc_accuracy(model: LoadedModel, items: list[MCItem], *, normalize: bool = True, batch_size: int = 8) -> tuple[float, np.ndarray]:
-    """(accuracy, (n,) bool correct): argmax of log-likelihood, per continuation byte when ``normalize`` (acc_norm)."""
-    if not items:
-        raise PrhError(f"models.{model.name}: multiple-choice task has no items")
-    lls = choice_loglik(model, items, batch_size=batch_size)
+def _correct(items: list[MCItem], lls: list[np.ndarray], normalize: bool) -> np.ndarray:
+    """(n,) bool: argmax of each item's log-likelihoods (per continuation byte when ``normalize``) is its answer."""
     correct = []
     for item, ll in zip(items, lls):
         if normalize:
             ll = ll / np.array([len(_continuation(c).encode("utf-8")) for c in item.choices])
         correct.append(int(np.argmax(ll)) == item.answer)
-    ok = np.array(correct, dtype=bool)
+    return np.array(correct, dtype=bool)
+
+
+def mc_accuracy(model: LoadedModel, items: list[MCItem], *, normalize: bool = True, batch_size: int = 8) -> tuple[float, np.ndarray]:
+    """(accuracy, (n,) bool correct): argmax of log-likelihood, per continuation byte when ``normalize`` (acc_norm)."""
+    if not items:
+        raise PrhError(f"models.{model.name}: multiple-choice task has no items")
+    ok = _correct(items, choice_loglik(model, items, batch_size=batch_size), normalize)
     return float(ok.mean()), ok
+
+
+def mc_scores(model: LoadedModel, task: str, items: list[MCItem], *, batch_size: int = 8) -> dict[str, float]:
+    """``acc_<task>`` (the task's primary: ``TASK_NORMALIZE``) plus ``<task>_acc`` and ``<task>_acc_norm``, one scoring pass."""
+    if not items:
+        raise PrhError(f"models.{model.name}: multiple-choice task {task!r} has no items")
+    lls = choice_loglik(model, items, batch_size=batch_size)
+    raw, norm = float(_correct(items, lls, False).mean()), float(_correct(items, lls, True).mean())
+    return {f"acc_{task}": norm if TASK_NORMALIZE.get(task, True) else raw, f"{task}_acc": raw, f"{task}_acc_norm": norm}
 
 
 # -------------------------------------------------------------------------------------- task generators
@@ -302,6 +316,10 @@ def arithmetic_task(n: int, seed: int = 0, *, n_choices: int = 4) -> list[MCItem
 
 
 TASKS = {"gloss": gloss_task, "arith": arithmetic_task}
+# Primary accuracy per task, as lm-evaluation-harness reports it: per-byte normalised (acc_norm) for free-text
+# choices of different lengths, raw log-likelihood (acc) for short numeric answers, where dividing by 1-3 bytes
+# rewards long wrong numbers (SmolLM2 arith: acc_norm 0.165, below chance).
+TASK_NORMALIZE = {"gloss": True, "arith": False}
 
 
 def make_tasks(spec: dict[str, dict]) -> dict[str, list[MCItem]]:
@@ -317,11 +335,11 @@ def make_tasks(spec: dict[str, dict]) -> dict[str, list[MCItem]]:
 # ---------------------------------------------------------------------------------------------- tables
 def language_scores(model: LoadedModel, corpus: str, text: str, tasks: dict[str, list[MCItem]], *,
                     window: int = 512, stride: int = 256, batch_size: int = 8) -> dict[str, Any]:
-    """One row of results/lm/scores.csv: model, n_params, bpb, lm_score (1 - bpb), corpus, acc_<task> per task."""
+    """One row of results/lm/scores.csv: model, n_params, bpb, lm_score (1 - bpb), corpus, ``mc_scores`` per task."""
     bpb = corpus_bits_per_byte(model, text, window=window, stride=stride, batch_size=batch_size)
     row: dict[str, Any] = {"model": model.name, "n_params": model.n_params, "bpb": bpb, "lm_score": 1.0 - bpb, "corpus": corpus}
     for task, items in tasks.items():
-        row[f"acc_{task}"] = mc_accuracy(model, items, batch_size=batch_size)[0]
+        row.update(mc_scores(model, task, items, batch_size=batch_size))
     return row
 
 

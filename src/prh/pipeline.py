@@ -225,7 +225,7 @@ def score_language_model(
             bpb = lm.corpus_bits_per_byte(loaded, "\n".join(corpus.texts)[:max_chars])
             row.update(bpb=bpb, lm_score=1.0 - bpb, corpus=corpus.name)
         for task, items in lm.make_tasks({name: {"n": n} for name, n in downstream.items()}).items():
-            row[f"acc_{task}"] = lm.mc_accuracy(loaded, items)[0]
+            row.update(lm.mc_scores(loaded, task, items))
     write_json_atomic(out, row)
 
 

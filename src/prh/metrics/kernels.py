@@ -56,6 +56,27 @@ def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) ->
     return _topk_exact(neg, k)
 
 
+def resampled_neighbours(kernel: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray | None:
+    """``neighbours(K[idx][:, idx], k, exclude=copies)`` for a sorted resample ``idx`` without an n x n tie sort.
+
+    Copies of one input are tied in every row, which sends the exact top-k to a full sort; instead rank the distinct
+    inputs once (they carry no ties of their own) and expand each ranked input into its positions, in position order.
+    Equal to the direct computation, ties included (idx is sorted, so input order is position order).  None when
+    fewer than k + 1 distinct inputs were drawn.
+    """
+    uniq, first, inverse, counts = np.unique(idx, return_index=True, return_inverse=True, return_counts=True)
+    if uniq.size <= k:
+        return None
+    top = neighbours(kernel[np.ix_(uniq, uniq)], k)  # (U, k) distinct-input ranks; each yields >= 1 position
+    cnt = counts[top]  # (U, k)
+    before = np.cumsum(cnt, axis=1) - cnt  # positions contributed by better-ranked inputs
+    slot = np.arange(k)
+    which = np.count_nonzero(before[:, :, None] <= slot[None, None, :], axis=1) - 1  # (U, k) ranked input of each slot
+    rows = np.arange(uniq.size)[:, None]
+    pos = first[top[rows, which]] + slot[None, :] - before[rows, which]
+    return pos[inverse]
+
+
 def _candidates(neg: np.ndarray, k: int) -> np.ndarray:
     """(n, n) negated similarities -> (n, k) indices of some k smallest per row (torch.topk, else argpartition)."""
     try:
