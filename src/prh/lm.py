@@ -103,6 +103,7 @@ def token_logprobs(
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     first = first if first is not None else [1] * len(sequences)
     order = length_order(sequences)
+    budget = 4 * LOGIT_BUDGET  # bytes of float32 logits per head call
     result: list[np.ndarray] = [np.full(max(0, len(x) - 1), np.nan) for x in sequences]
     for b in tqdm(range(0, len(order), batch_size), desc=f"score {model.name}", unit="batch", mininterval=2):
         idx = [i for i in order[b : b + batch_size] if len(sequences[i]) > 1]
@@ -115,7 +116,6 @@ def token_logprobs(
         ids, mask, want = ids.to(device), mask.to(device), want.to(device)
         hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state
         lp = torch.full(want.shape, float("nan"), dtype=torch.float64, device=device)
-        budget = 4 * LOGIT_BUDGET
         lp[want] = target_logprobs(head, hidden[:, :-1][want], ids[:, 1:][want], softcap, budget).double() / math.log(2.0)
         lp = lp.cpu().numpy()
         for row, i in enumerate(idx):
