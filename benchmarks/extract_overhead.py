@@ -143,7 +143,7 @@ def case(cfg: dict, model: str, dataset: str, n: int, repeats: int, work: Path) 
     npz = work / f"{dataset}-{n}.npz"
     save_dataset(ds, npz)
     zoo = zoo_receipt(cfg, model, work)
-    spec = resolved_spec(model, cfg["models"][model], zoo)
+    spec = resolved_spec(model, cfg["models"][model], zoo, cfg["store"])
     loaded, load_s = timed_load(model, spec, repeats)
     if loaded.modality == "vision":
         bare = bare_vision(loaded, ds, batch_size)

@@ -17,6 +17,7 @@ rule score_language_model:
         spec=model_spec,
         max_chars=config["language"]["max_chars"],
         downstream=config["language"]["downstream"],
+        store=config["store"],
         device=config["device"],
     script:
         "../workflow/scripts/score_language_model.py"

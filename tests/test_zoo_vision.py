@@ -86,9 +86,12 @@ def test_self_supervised_loss_drops(trained: dict[str, Path], objective: str) ->
 
 
 def test_checkpoint_files_and_loss_csv(trained: dict[str, Path]) -> None:
-    """A checkpoint holds exactly model.safetensors, config.json and loss.csv with the promised columns."""
+    """A checkpoint holds exactly model.safetensors, config.json, loss.csv and a manifest that checks out."""
+    from prh.io import manifest_problems
+
     path = trained["supervised"]
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "loss.csv", "model.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "loss.csv", "manifest.json", "model.safetensors"]
+    assert manifest_problems(path) == []
     cfg = json.loads((path / "config.json").read_text())
     assert cfg["num_classes"] == 10 and cfg["family"] == "convnext" and cfg["objective"] == "supervised"
     assert cfg["data_config"]["input_size"] == [3, 32, 32]

@@ -51,7 +51,7 @@ def cmd_models_ls(args: argparse.Namespace) -> None:
         if receipts and not Path(receipts[0]).exists():
             digest = "(not trained yet: run snakemake)"
         else:
-            digest = weights_digest(name, resolved_spec(name, spec, receipts))[:16]
+            digest = weights_digest(name, resolved_spec(name, spec, receipts, cfg["store"]))[:16]
         rows.append({"model": name, "source": spec["source"], "modality": model_modality(name, spec), "digest": digest})
     print(_table(rows, ["model", "source", "modality", "digest"]))
 
@@ -86,14 +86,18 @@ def _full_key(store, prefix: str) -> str:
 
 
 def cmd_store_verify(args: argparse.Namespace) -> None:
-    """Re-checksum every entry; exit 1 naming each corrupt or partial one."""
+    """Re-checksum the whole store; one line per damaged item with its repair command, exit 1 if any."""
     store = _store(args)
-    problems = store.verify()
-    for line in problems:
-        print(line)
-    if problems:
+    damage = store.audit()
+    for item in damage:
+        print(item.line())
+    stale = store.stale_temps()
+    if stale:
+        print(f"{len(stale)} temp files or dirs of killed writes (harmless; `prh store gc` removes them)")
+    counts = {"entries": len(store.keys()), "memos": len(store.memo_keys())}
+    print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" and the zoo / model caches checked: {len(damage)} damaged")
+    if damage:
         sys.exit(1)
-    print(f"{len(store.keys())} entries verified, no problems")
 
 
 def referenced_keys(results: str) -> set[str]:
@@ -108,8 +112,9 @@ def referenced_keys(results: str) -> set[str]:
 
 
 def cmd_store_gc(args: argparse.Namespace) -> None:
-    """Remove temp dirs of killed writes and entries no receipt refers to."""
-    removed = _store(args).gc(referenced_keys(args.results), dry_run=args.dry_run)
+    """Remove temp dirs of killed writes and, with --unreferenced, entries no receipt under --results refers to."""
+    keep = referenced_keys(args.results) if args.unreferenced else None
+    removed = _store(args).gc(keep, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")
@@ -117,11 +122,27 @@ def cmd_store_gc(args: argparse.Namespace) -> None:
 
 
 def cmd_store_rm(args: argparse.Namespace) -> None:
-    """Delete one entry (it is recomputed by the next run that needs it)."""
+    """Delete an entry, memo, zoo checkpoint or model cache, and the receipts naming it, so the workflow remakes it."""
     store = _store(args)
-    key = _full_key(store, args.key)
-    store.rm(key)
-    print(f"removed {key}")
+    ident = args.key if "/" in args.key else _full_key(store, args.key)
+    for path in store.remove(ident):
+        print(f"removed {path}")
+    for receipt in receipts_naming(args.results, ident.rpartition("/")[2]):
+        receipt.unlink()
+        print(f"removed receipt {receipt} (the workflow reruns its job)")
+
+
+def receipts_naming(results: str, name: str) -> list[Path]:
+    """Extraction and zoo receipts under ``results`` that name a store key or checkpoint directory ``name``."""
+    out = []
+    for path in [*Path(results, "features").rglob("*.json"), *Path(results, "zoo").glob("*.json")]:
+        try:
+            receipt = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if receipt.get("key") == name or Path(str(receipt.get("checkpoint", ""))).name == name:
+            out.append(path)
+    return sorted(out)
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -154,12 +175,15 @@ def parser() -> argparse.ArgumentParser:
     show = store.add_parser("show", help="show one entry")
     show.add_argument("key", help="key or unique key prefix")
     show.set_defaults(func=cmd_store_show)
-    store.add_parser("verify", help="re-checksum every entry").set_defaults(func=cmd_store_verify)
-    gc = store.add_parser("gc", help="remove temp dirs and unreferenced entries")
+    verify = store.add_parser("verify", help="re-checksum entries, memos, zoo checkpoints and model caches")
+    verify.set_defaults(func=cmd_store_verify)
+    gc = store.add_parser("gc", help="remove temp dirs of killed writes (and, if asked, unreferenced entries)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--unreferenced", action="store_true",
+                    help="also remove entries no receipt under --results names (not on a store other runs share)")
     gc.set_defaults(func=cmd_store_gc)
-    rm = store.add_parser("rm", help="delete one entry")
-    rm.add_argument("key", help="key or unique key prefix")
+    rm = store.add_parser("rm", help="delete one entry, memo, zoo checkpoint or model cache (and receipts naming it)")
+    rm.add_argument("key", help="entry key or unique prefix, or memo/<key>, zoo/<dir>, hf-cache/<dir> as verify names it")
     rm.set_defaults(func=cmd_store_rm)
     score = sub.add_parser("score", help="score your features against stored models")
     score.add_argument("features", help=".npy array (layers, n, d) in the dataset's stored order")

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from prh.align import prepare
-from prh.io import write_csv_atomic
+from prh.io import atomic_dir, write_csv_atomic
 from prh.metrics import calibrate, chance_level, prepare_layers, score_caches
 from prh.store import FeatureStore, read_receipt
 
@@ -126,24 +123,11 @@ def write_matrices(path: str, matrices: dict[str, tuple[np.ndarray, list[str], l
     """Write every layer-pair matrix into a zarr group, atomically: temp dir, then swap it in for the old one."""
     import zarr
 
-    dest = Path(path)
-    tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.tmp"
-    old = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.old"
-    try:
-        group = zarr.open_group(str(tmp), mode="w")
+    with atomic_dir(path) as commit:
+        group = zarr.open_group(str(commit.path), mode="w")
         for name, (matrix, names_x, names_y) in matrices.items():
-            arr = group.create_array(name, shape=matrix.shape, dtype="float64")
+            arr = group.create_array(name, shape=matrix.shape, dtype="float64", attributes={"layers_x": names_x, "layers_y": names_y})
             arr[:] = matrix
-            arr.attrs.update({"layers_x": names_x, "layers_y": names_y})
-        if dest.exists():
-            dest.rename(old)
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not dest.exists():
-            old.rename(dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def align_experiment(

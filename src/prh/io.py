@@ -1,14 +1,18 @@
-"""Atomic file writes: a temp file in the destination's folder, fsync, then os.replace."""
+"""Atomic writes: files (temp file + fsync + os.replace) and directories (temp dir + optional manifest + rename)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from prh.errors import PrhError
 
@@ -33,7 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
         raise _write_failed(path, e) from None
@@ -56,6 +60,24 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
+def replace_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a pid-named temp file beside ``path``, fsync, ``os.replace``; OSError on failure, temp removed.
+
+    The low-level form of ``write_bytes_atomic`` for callers that word their own error (the store).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_failed(path: Path, e: OSError) -> PrhError:
     """One-line error for a failed write (disk full, read-only file system, permissions); the old file is intact."""
     code = errno.errorcode.get(e.errno, "") if e.errno else ""
@@ -71,3 +93,195 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
 def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> None:
     """Atomically write a table as CSV (no index)."""
     write_bytes_atomic(path, table.to_csv(index=False).encode())
+
+
+# --------------------------------------------------------------------------- checksummed directories
+
+MANIFEST = "manifest.json"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def tree_files(directory: str | os.PathLike) -> list[str]:
+    """Relative posix paths of every regular file under ``directory`` except the manifest, sorted."""
+    root = Path(directory)
+    out = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(directory: str | os.PathLike, **fields: object) -> None:
+    """Write ``manifest.json``: the sha256 and size of every file under ``directory``, plus ``fields``."""
+    root = Path(directory)
+    files = {rel: {"sha256": file_sha256(root / rel), "size": (root / rel).stat().st_size} for rel in tree_files(root)}
+    replace_file(root / MANIFEST, json.dumps({**fields, "files": files}, indent=1, sort_keys=True).encode())
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of ``directory``; ValueError when it is absent or unreadable."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ValueError("missing manifest.json (partial, foreign or pre-manifest directory)") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"unreadable manifest.json ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError("manifest.json lists no files")
+    return manifest
+
+
+def manifest_problems(directory: str | os.PathLike, deep: bool = True) -> list[str]:
+    """What differs between ``directory`` and its manifest (empty when sound); ``deep`` re-hashes, else sizes only."""
+    root = Path(directory)
+    try:
+        listed: dict[str, dict] = read_manifest(root)["files"]
+    except ValueError as e:
+        return [str(e)]
+    present = set(tree_files(root))
+    problems = []
+    for rel, meta in sorted(listed.items()):
+        if rel not in present:
+            problems.append(f"missing file {rel}")
+        elif deep and file_sha256(root / rel) != meta.get("sha256"):
+            problems.append(f"checksum mismatch in {rel}")
+        elif not deep and (root / rel).stat().st_size != meta.get("size"):
+            problems.append(f"size mismatch in {rel}")
+    return problems + [f"unlisted file {rel}" for rel in sorted(present - set(listed))]
+
+
+# --------------------------------------------------------------------------- writes that never outlive their call
+
+
+def settle_zarr_writes(timeout_s: float = 300.0) -> None:
+    """Wait until no task is left on zarr's IO event loop.
+
+    zarr writes chunks and metadata as concurrent tasks on its own IO thread; when one fails, the call that
+    started them raises at once while its siblings still run.  Cleaning up before this returns would race with
+    them (files re-created inside a removed temp dir).
+    """
+    import asyncio
+
+    from zarr.core import sync as zsync
+
+    loop = zsync.loop[0]
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+
+    async def drained() -> None:
+        me = asyncio.current_task()
+        while others := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(others)
+
+    asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout_s)
+
+
+def _tmp_prefix(name: str) -> str:
+    """Temp-dir prefix beside a target: hidden, names the target and this pid (so gc can tell a live writer)."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def tmp_owner(path: Path) -> int | None:
+    """The writer pid encoded in a temp dir made by ``atomic_dir`` (None when the name is not one)."""
+    head, sep, tail = path.name.rpartition(".tmp-")
+    pid = tail.split("-", 1)[0]
+    return int(pid) if sep and head.startswith(".") and pid.isdigit() else None
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a directory tree after every zarr write that might still target it has finished."""
+    settle_zarr_writes()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass
+class DirCommit:
+    """The temp dir an ``atomic_dir`` block writes into, and whether it became the visible ``target``."""
+
+    path: Path
+    target: Path
+    committed: bool = False
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    target: str | os.PathLike, *, keep_existing: Callable[[Path], bool] | None = None, manifest: bool = False
+) -> Iterator[DirCommit]:
+    """Yield a temp dir beside ``target``; on normal exit rename it into place (optionally with a checksum manifest).
+
+    If ``target`` exists and ``keep_existing(target)`` is true (a sound copy by another writer), ours is discarded
+    and ``committed`` stays False; otherwise the old directory is swapped out and removed.  On error every zarr write
+    is settled, the temp dir removed and the old ``target`` left untouched; OSErrors become a one-line PrhError.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        commit = DirCommit(Path(tempfile.mkdtemp(prefix=_tmp_prefix(target.name), dir=target.parent)), target)
+    except OSError as e:
+        raise _write_failed(target, e) from None
+    try:
+        yield commit
+        if manifest:
+            write_manifest(commit.path)
+        os.chmod(commit.path, 0o777 & ~_umask())
+        commit.committed = _swap_in(commit.path, target, keep_existing)
+    except BaseException as e:
+        remove_tree(commit.path)
+        if isinstance(e, OSError):
+            raise _write_failed(target, e) from None
+        raise
+    if not commit.committed:
+        shutil.rmtree(commit.path, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path, keep_existing: Callable[[Path], bool] | None) -> bool:
+    """Rename ``tmp`` to ``target``, moving an existing ``target`` aside first unless it is to be kept."""
+    for _ in range(100):  # concurrent writers: each loop sees the other's move finished
+        if target.exists():
+            if keep_existing is not None and keep_existing(target):
+                return False
+            aside = target.with_name(f"{_tmp_prefix(target.name)}old-{uuid.uuid4().hex}")
+            try:
+                os.rename(target, aside)
+            except FileNotFoundError:
+                continue
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.exists():
+                    os.rename(aside, target)
+                raise
+            shutil.rmtree(aside, ignore_errors=True)
+            return True
+        try:
+            os.rename(tmp, target)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise OSError(errno.EBUSY, f"{target} kept changing under concurrent writers")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path`` (created if absent) for the block: one builder per artefact at a time.
+
+    The kernel drops the lock when its holder dies, so a killed builder never blocks the next one.
+    """
+    import fcntl
+
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

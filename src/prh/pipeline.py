@@ -98,9 +98,11 @@ def train_zoo_model(name: str, spec: dict, cache_root: str, out: str) -> None:
     write_json_atomic(out, {"model": name, "checkpoint": str(path), "seconds": round(time.perf_counter() - start, 2)})
 
 
-def resolved_spec(name: str, spec: dict, zoo_receipts: list[str]) -> dict:
-    """A model spec with its zoo checkpoint path filled in from the training receipt."""
+def resolved_spec(name: str, spec: dict, zoo_receipts: list[str], store_root: str) -> dict:
+    """A model spec with its zoo checkpoint path filled in, and packaged models' converted cache in the store."""
     spec = dict(spec)
+    if spec["source"] == "packaged":
+        spec.setdefault("cache_root", store_root)
     if spec["source"] == "zoo":
         if not zoo_receipts:
             raise PrhError(f"models.{name}: zoo model has no training receipt")
@@ -120,7 +122,7 @@ def extract_features(
     from prh.models import load_model, weights_digest
     from prh.store import FeatureStore, write_receipt
 
-    spec = resolved_spec(model, spec, zoo_receipts)
+    spec = resolved_spec(model, spec, zoo_receipts, store_root)
     dataset = load_saved(dataset_npz)
     store = FeatureStore(store_root)
     slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
@@ -209,7 +211,7 @@ def model_table(models: dict, receipts: list[str], out: str) -> None:
 # -- language competence ---------------------------------------------------------------------------
 def score_language_model(
     model: str, spec: dict, zoo_receipts: list[str], corpus_npz: list[str], max_chars: int, downstream: dict,
-    out: str, device: str = "cpu",
+    out: str, store_root: str, device: str = "cpu",
 ) -> None:  # fmt: skip
     """Bits-per-byte on the held-out corpus (causal LMs) and downstream multiple-choice accuracy."""
     from prh import lm
@@ -217,7 +219,7 @@ def score_language_model(
     from prh.devices import resolve_device
     from prh.models import load_model
 
-    loaded = load_model(model, resolved_spec(model, spec, zoo_receipts), device=resolve_device(device))
+    loaded = load_model(model, resolved_spec(model, spec, zoo_receipts, store_root), device=resolve_device(device))
     row: dict = {"model": model, "n_params": loaded.n_params, "causal": loaded.is_causal}
     if loaded.is_causal:
         if corpus_npz:

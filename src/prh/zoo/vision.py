@@ -13,8 +13,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from prh.errors import PrhError
+from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models.vision import CHECKPOINT_FILE, CONFIG_FILE, create_timm_model, family_of, make_preprocess
 from prh.zoo.objectives import Objective, make_objective
 
@@ -244,13 +243,6 @@ def _save(tmp: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def _commit(tmp: Path, out_dir: Path) -> None:
-    """Move a finished temp dir into place (replacing an older `out_dir`)."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.rename(tmp, out_dir)
-
-
 def train_vision(recipe: dict[str, Any], out_dir: str | os.PathLike, name: str = "zoo") -> Path:
     """Train a recipe and write model.safetensors, config.json and loss.csv into `out_dir` atomically."""
     r = normalise_recipe(recipe, name)
@@ -284,20 +276,18 @@ def train_vision(recipe: dict[str, Any], out_dir: str | os.PathLike, name: str =
         "train_seconds": round(time.perf_counter() - t0, 3),
         "torch_threads": torch.get_num_threads(),
     }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _save(tmp, model, config)
-        _write_loss_csv(tmp / LOSS_FILE, rows, metric, before, after)
-        _commit(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_dir(out, keep_existing=lambda p: is_trained(p, rhash), manifest=True) as commit:
+        _save(commit.path, model, config)
+        _write_loss_csv(commit.path / LOSS_FILE, rows, metric, before, after)
     return out
 
 
 def is_trained(path: Path, rhash: str) -> bool:
-    """True when `path` holds a complete checkpoint written for recipe hash `rhash`."""
+    """True when `path` holds a complete checkpoint (files as its manifest lists them) for recipe hash `rhash`."""
     cfg = path / CONFIG_FILE
     if not (cfg.is_file() and (path / CHECKPOINT_FILE).is_file() and (path / LOSS_FILE).is_file()):
+        return False
+    if manifest_problems(path, deep=False):
         return False
     try:
         return json.loads(cfg.read_text()).get("recipe_hash") == rhash
@@ -309,6 +299,9 @@ def ensure_trained(recipe: dict[str, Any], cache_root: str | os.PathLike, name: 
     """`cache_root/<recipe_hash>`, trained first only if absent or incomplete."""
     rhash = recipe_hash(recipe, name)
     path = Path(cache_root) / rhash
-    if not is_trained(path, rhash):
-        train_vision(recipe, path, name)
+    if is_trained(path, rhash):
+        return path
+    with exclusive(Path(cache_root) / ".locks" / f"{rhash}.lock"):  # a concurrent run trains it once, not twice
+        if not is_trained(path, rhash):
+            train_vision(recipe, path, name)
     return path
