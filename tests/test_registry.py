@@ -3,9 +3,14 @@ parameter errors name the field; the config schema's metric entry is the registr
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
+from prh.config import ConfigError, load_schema, validate_config
 from prh.errors import PrhError
 from prh.metrics import METRICS, get_metric, layerwise, pairwise, permutation_null, prepare_layers
 from prh.metrics.registry import RECORDS, ParamError, resolve_params
@@ -131,3 +136,48 @@ def test_field_prefix_and_unknown_metric() -> None:
     with pytest.raises(PrhError, match="^metric: unknown metric 'nope'; valid metrics are mutual_knn, "):
         get_metric("nope")
     assert resolve_params(get_metric("cka"), {"k": 5}) == {"kernel": "linear", "sigma": 1.0}  # other metrics' params dropped
+
+
+# ----------------------------------------------------------------------------- the config's view of the registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_schema_metric_entry_is_generated_from_the_registry() -> None:
+    on_disk = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())["definitions"]["metric"]
+    assert set(on_disk) == {"description"}  # names and parameters are never repeated in the file
+    entry = load_schema()["definitions"]["metric"]
+    assert entry["properties"]["name"]["enum"] == list(METRICS)
+    configurable = {p.name for r in RECORDS for p in r.params if p.configurable}
+    assert set(entry["properties"]) == {"name"} | configurable
+    assert all(prop.get("description") for prop in entry["properties"].values())
+    assert entry["additionalProperties"] is False and entry["required"] == ["name"]
+
+
+@pytest.fixture(scope="module")
+def default_config() -> dict:
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"name": "mutual_kmm"}, "metrics.0.name: 'mutual_kmm' is not one of"),
+        ({"name": "mutual_knn", "kk": 3}, "metrics.0.kk: unknown key"),
+        ({"name": "cka", "k": 5}, "metrics.0.k: not a parameter of cka (its parameters: kernel, sigma)"),
+        ({"name": "unbiased_cka", "dim": 5}, "metrics.0.dim: not a parameter of unbiased_cka (its parameters: none)"),
+        ({"name": "svcca", "seed": 1}, "metrics.0.seed: unknown key"),
+        ({"name": "cka", "sigma": "wide"}, "metrics.0.sigma:"),
+        ({"name": "cka", "kernel": "poly"}, "metrics.0.kernel:"),
+        ({"name": "svcca", "dim": 2000}, "metrics.0.dim: svcca dim=2000 exceeds min(n, feature widths) = 1000 of dataset"),
+        ({"name": "cknna", "k": 1000}, "metrics.0.k: k = 1000 must be < n = 1000 of dataset"),
+    ],
+)
+def test_config_metric_errors_are_one_line_naming_the_field(default_config: dict, entry: dict, message: str) -> None:
+    cfg = copy.deepcopy(default_config)
+    cfg["alignment"]["experiments"]["vision-vision"]["metrics"] = [entry]
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    text = str(err.value)
+    assert text.startswith("config error: alignment.experiments.vision-vision.metrics.0.") and "\n" not in text
+    assert message in text
