@@ -47,11 +47,8 @@ class Calibration:
 
 
 def chance_level(metric: str, n: int, k: int = 10, **params: Any) -> float | None:
-    """Analytic expected score for unrelated inputs of n samples, where one is known (the metric's record); else None.
-
-    mutual_knn: k / (n - 1) (exact). cycle_knn: 1 - (1 - k / (n - 1))^k (treats the k events "i in N_A(j)" as
-    independent, each with probability k / (n - 1)). unbiased_cka: 0. ``k`` is ignored by metrics without it.
-    """
+    """Analytic expected score of unrelated inputs of n samples from the metric's record (e.g. k / (n - 1) for
+    mutual_knn), None where none is known. ``k`` is ignored by metrics that do not take it."""
     record = get_metric(metric)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
         raise PrhError(f"n: must be an integer >= 2, got {n!r}")
