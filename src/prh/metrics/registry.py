@@ -17,6 +17,7 @@ import numpy as np
 from prh.errors import PrhError
 from prh.metrics import cka as _cka
 from prh.metrics import knn as _knn
+from prh.metrics import rsa as _rsa
 from prh.metrics import svcca as _svcca
 from prh.metrics.shared import KernelCache
 
@@ -139,7 +140,7 @@ def no_chance(n: int, params: dict[str, Any]) -> None:
 
 
 def zero_chance(n: int, params: dict[str, Any]) -> float:
-    """0: an unbiased estimator (HSIC_1) has expectation 0 under independence."""
+    """0: an unbiased estimator (HSIC_1) or a rank correlation has expectation 0 under independence."""
     return 0.0
 
 
@@ -173,6 +174,8 @@ RECORDS: tuple[Metric, ...] = (
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
            _svcca.svcca_resampled_state, no_chance),
+    Metric("rsa", "Spearman correlation of the correlation-distance RDMs' upper triangles", (), _rsa.rsa_layer_state,
+           _rsa.rsa_pair, _rsa.rsa_all, _rsa.rsa_permuted, _rsa.rsa_resampled_state, zero_chance, min_n=3),
 )  # fmt: skip
 REGISTRY: dict[str, Metric] = {m.name: m for m in RECORDS}
 METRICS: tuple[str, ...] = tuple(REGISTRY)
