@@ -131,7 +131,7 @@ def test_bad_parameters_raise_one_line_naming_the_field(call, field: str) -> Non
 
 
 def test_field_prefix_and_unknown_metric() -> None:
-    with pytest.raises(ParamError, match=r"^alignment\.experiments\.e\.metrics\.0\.k: k = 10 must be < n = 10$"):
+    with pytest.raises(ParamError, match=r"^alignment\.experiments\.e\.metrics\.0\.k: must satisfy 1 <= k <= n - 1 = 9, got 10$"):
         resolve_params(get_metric("mutual_knn"), {"k": 10}, n=10, field="alignment.experiments.e.metrics.0.")
     with pytest.raises(PrhError, match="^metric: unknown metric 'nope'; valid metrics are mutual_knn, "):
         get_metric("nope")
@@ -169,8 +169,8 @@ def default_config() -> dict:
         ({"name": "svcca", "seed": 1}, "metrics.0.seed: unknown key"),
         ({"name": "cka", "sigma": "wide"}, "metrics.0.sigma:"),
         ({"name": "cka", "kernel": "poly"}, "metrics.0.kernel:"),
-        ({"name": "svcca", "dim": 2000}, "metrics.0.dim: svcca dim=2000 exceeds min(n, feature widths) = 1000 of dataset"),
-        ({"name": "cknna", "k": 1000}, "metrics.0.k: k = 1000 must be < n = 1000 of dataset"),
+        ({"name": "svcca", "dim": 2000}, "metrics.0.dim: svcca dim=2000 exceeds min(n, feature widths) = 1000 (dataset"),
+        ({"name": "cknna", "k": 1000}, "metrics.0.k: must satisfy 1 <= k <= n - 1 = 999, got 1000 (dataset"),
     ],
 )
 def test_config_metric_errors_are_one_line_naming_the_field(default_config: dict, entry: dict, message: str) -> None:

@@ -218,10 +218,11 @@ def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
     except ParamError as err:
         raise ConfigError(err.field, err.reason) from None
     for ds in experiment_datasets(exp):
+        n = dataset_size(cfg, ds)
         try:
-            resolve_params(record, params, dataset_size(cfg, ds), field=f"{field}.", strict=True)
+            resolve_params(record, params, n, field=f"{field}.", strict=True)
         except ParamError as err:
-            raise ConfigError(err.field, f"{err.reason} of dataset {ds!r}") from None
+            raise ConfigError(err.field, f"{err.reason} (dataset {ds!r} has n = {n})") from None
 
 
 def _check_sections(cfg: dict) -> None:

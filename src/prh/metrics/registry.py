@@ -88,10 +88,8 @@ def _check_k(k: Any, n: int | None, widths: tuple[int, ...]) -> int:
     """Neighbour count: an integer with 1 <= k <= n - 1."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ValueError(f"must be an integer, got {k!r}")
-    if k < 1:
-        raise ValueError(f"k = {k} must be >= 1")
-    if n is not None and k >= n:
-        raise ValueError(f"k = {k} must be < n = {n}")
+    if k < 1 or (n is not None and k >= n):
+        raise ValueError(f"must satisfy {'1 <= k' if n is None else f'1 <= k <= n - 1 = {n - 1}'}, got {k}")
     return int(k)
 
 
