@@ -91,7 +91,7 @@ CASES = {
     "wrong_type": "alignment.permutations:",
     "unknown_key": "extraction.poolingg: unknown key",
     "zero_k": "alignment.experiments.vision-vision.metrics.0.k:",
-    "k_too_large": "alignment.experiments.vision-vision.metrics.0.k: k = 1000 must be < n = 1000",
+    "k_too_large": "alignment.experiments.vision-vision.metrics.0.k: must satisfy 1 <= k <= n - 1 = 999, got 1000 (dataset",
     "unknown_metric": "alignment.experiments.vision-vision.metrics.0.name:",
     "slash_name": "models: 'vit/s' is not a valid name",
     "undefined_dataset": "alignment.experiments.vision-vision.dataset: dataset 'places365' is not defined",

@@ -9,7 +9,8 @@ import numpy as np
 
 from prh.errors import PrhError
 from prh.metrics import layerwise
-from prh.metrics._inputs import as_layers, check_metric
+from prh.metrics._inputs import as_layers
+from prh.metrics.registry import get_metric
 
 CONCAT = "concat"
 
@@ -81,7 +82,7 @@ def align(
     **params: Any,
 ) -> AlignmentResult:
     """Align model x (first, rows) with model y: prepare both, score all (Lx+1) x (Ly+1) layer pairs, take the max."""
-    check_metric(metric)
+    get_metric(metric)
     px, py = prepare(feats_x, q), prepare(feats_y, q)
     names_x = _names(layer_names_x, len(px) - 1, "x")
     names_y = _names(layer_names_y, len(py) - 1, "y")

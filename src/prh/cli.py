@@ -159,6 +159,16 @@ def cmd_score(args: argparse.Namespace) -> None:
     print(Scorer.table(scorer.score(feats)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+def cmd_metrics(args: argparse.Namespace) -> None:
+    """List the alignment metrics of the registry with their default parameters, symmetry and maximum."""
+    from prh.metrics.registry import RECORDS
+
+    rows = [{"metric": m.name, "params": " ".join(f"{k}={v}" for k, v in m.defaults().items()) or "-",
+             "symmetric": "yes" if m.symmetric else "no (A first)", "max": m.max_value, "what": m.description}
+            for m in RECORDS]  # fmt: skip
+    print(_table(rows, ["metric", "params", "symmetric", "max", "what"]))
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `prh`."""
     p = argparse.ArgumentParser(prog="prh", description=__doc__)
@@ -185,12 +195,13 @@ def parser() -> argparse.ArgumentParser:
     rm = store.add_parser("rm", help="delete one entry, memo, zoo checkpoint or model cache (and receipts naming it)")
     rm.add_argument("key", help="entry key or unique prefix, or memo/<key>, zoo/<dir>, hf-cache/<dir> as verify names it")
     rm.set_defaults(func=cmd_store_rm)
+    sub.add_parser("metrics", help="list the alignment metrics and their parameters").set_defaults(func=cmd_metrics)
     score = sub.add_parser("score", help="score your features against stored models")
     score.add_argument("features", help=".npy array (layers, n, d) in the dataset's stored order")
     score.add_argument("--dataset", required=True, help="dataset name the features were computed on")
     score.add_argument("--against", nargs="+", required=True, help="reference model names (or store keys)")
-    score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn)")
-    score.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn; `prh metrics` lists them)")
+    score.add_argument("--k", type=int, default=10, help="neighbours, for metrics that take k (default 10)")
     score.set_defaults(func=cmd_score)
     return p
 

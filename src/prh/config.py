@@ -58,8 +58,12 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_schema() -> dict:
-    """The config JSON schema (YAML on disk)."""
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config JSON schema (YAML on disk), its metric entry (names, parameters) generated from the metric registry."""
+    from prh.metrics.registry import config_schema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    schema["definitions"]["metric"] = {**schema["definitions"]["metric"], **config_schema()}
+    return schema
 
 
 def _fill_defaults(node: Any, schema: dict) -> None:
@@ -201,11 +205,24 @@ def _check_experiments(cfg: dict) -> None:
             if ident in seen:
                 raise ConfigError(f"{field}.metrics.{i}", "duplicates an earlier metric entry (same output twice)")
             seen.add(ident)
-            k = metric.get("k")
-            for ds in experiment_datasets(exp):
-                n = dataset_size(cfg, ds)
-                if k is not None and n is not None and k >= n:
-                    raise ConfigError(f"{field}.metrics.{i}.k", f"k = {k} must be < n = {n} of dataset {ds!r}")
+            _check_metric_entry(cfg, exp, metric, f"{field}.metrics.{i}")
+
+
+def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
+    """A metric entry's parameters against its registry record: only its own, valid, and valid for each dataset's n."""
+    from prh.metrics.registry import ParamError, entry_params, get_metric, resolve_params
+
+    record, params = get_metric(entry["name"]), entry_params(entry)
+    try:
+        resolve_params(record, params, field=f"{field}.", strict=True)
+    except ParamError as err:
+        raise ConfigError(err.field, err.reason) from None
+    for ds in experiment_datasets(exp):
+        n = dataset_size(cfg, ds)
+        try:
+            resolve_params(record, params, n, field=f"{field}.", strict=True)
+        except ParamError as err:
+            raise ConfigError(err.field, f"{err.reason} (dataset {ds!r} has n = {n})") from None
 
 
 def _check_sections(cfg: dict) -> None:

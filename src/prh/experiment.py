@@ -12,12 +12,12 @@ from tqdm.auto import tqdm
 
 from prh.align import prepare
 from prh.io import atomic_dir, write_csv_atomic
-from prh.metrics import calibrate, chance_level, prepare_layers, score_caches
+from prh.metrics import calibrate, calibrated, chance_level, get_metric, prepare_layers, score_caches
+from prh.metrics.registry import entry_params
 from prh.store import FeatureStore, read_receipt
 
 ALIGN_VERSION = "prh-align-1"
 CI_METHOD = "percentile-recentred"  # in calibration memo keys: a changed interval recomputes only calibrations
-ASYMMETRIC = {"cycle_knn"}
 COLUMNS = [
     "model_x", "model_y", "dataset", "metric", "params", "n", "score", "layer_x", "layer_y",
     "chance", "null_mean", "null_std", "p_value", "ci_low", "ci_high", "calibrated",
@@ -34,14 +34,9 @@ class PreparedModel:
     layer_names: list[str]
 
 
-def metric_params(metric: dict) -> dict:
-    """The parameters of a config metric entry (everything but its name)."""
-    return {k: v for k, v in metric.items() if k != "name"}
-
-
 def metric_id(metric: dict) -> str:
     """A readable name of a metric entry, e.g. ``mutual_knn_k10`` or ``cka_kernelrbf_sigma1.0``."""
-    return "_".join([metric["name"], *(f"{k}{v}" for k, v in sorted(metric_params(metric).items()))])
+    return "_".join([metric["name"], *(f"{k}{v}" for k, v in sorted(entry_params(metric).items()))])
 
 
 def memo_key(kind: str, key_x: str, key_y: str, metric: dict, q: float, extra: dict | None = None) -> str:
@@ -59,7 +54,7 @@ def load_prepared(store: FeatureStore, name: str, key: str, q: float) -> Prepare
 def model_pairs(xs: list[str], ys: list[str], metric: str) -> list[tuple[str, str]]:
     """Ordered (x, y) pairs to score; symmetric metrics on one model set score each unordered pair once."""
     pairs = [(x, y) for x in xs for y in ys if x != y]
-    if metric in ASYMMETRIC or set(xs) != set(ys):
+    if not get_metric(metric).symmetric or set(xs) != set(ys):
         return pairs
     order = {m: i for i, m in enumerate(xs)}
     return [(x, y) for x, y in pairs if order[x] < order[y]]
@@ -71,7 +66,7 @@ def pair_matrix(store: FeatureStore, px: PreparedModel, py: PreparedModel, metri
     cached = store.memo_get(key)
     if cached is not None:
         return cached
-    name, params = metric["name"], metric_params(metric)
+    name, params = metric["name"], entry_params(metric)
     for p in (px, py):
         if p.name not in caches:
             caches[p.name] = prepare_layers(name, p.layers, **params)
@@ -89,7 +84,7 @@ def pair_calibration(
     if cached is not None:
         return cached
     c = calibrate(metric["name"], px.layers[best[0]], py.layers[best[1]], n_perm=cal["permutations"],
-                  n_boot=cal["bootstrap"], seed=cal["seed"], **metric_params(metric))  # fmt: skip
+                  n_boot=cal["bootstrap"], seed=cal["seed"], **entry_params(metric))  # fmt: skip
     out = np.array([c.null_mean, c.null_std, c.p_value, c.ci_low, c.ci_high], dtype=np.float64)
     store.memo_put(key, out)
     return out
@@ -102,14 +97,14 @@ def result_row(
     i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
     score = float(matrix[i, j])
     n = px.layers[0].shape[0]
-    chance = chance_level(metric["name"], n, metric.get("k", 10)) if metric["name"] != "svcca" else None
+    chance = chance_level(metric["name"], n, **entry_params(metric))
     row = {"model_x": px.name, "model_y": py.name, "dataset": dataset, "metric": metric["name"],
-           "params": json.dumps(metric_params(metric), sort_keys=True), "n": n, "score": score,
+           "params": json.dumps(entry_params(metric), sort_keys=True), "n": n, "score": score,
            "layer_x": px.layer_names[i], "layer_y": py.layer_names[j], "chance": chance}  # fmt: skip
     if calib is not None:
         null_mean, null_std, p_value, lo, hi = (float(v) for v in calib)
-        calibrated = (score - null_mean) / (1.0 - null_mean) if null_mean != 1.0 else float("nan")
-        row.update(null_mean=null_mean, null_std=null_std, p_value=p_value, ci_low=lo, ci_high=hi, calibrated=calibrated)
+        row.update(null_mean=null_mean, null_std=null_std, p_value=p_value, ci_low=lo, ci_high=hi,
+                   calibrated=calibrated(score, null_mean, get_metric(metric["name"]).max_value))  # fmt: skip
     return row
 
 
@@ -144,7 +139,7 @@ def align_experiment(
         for metric in experiment["metrics"]:
             caches: dict = {}
             pairs = model_pairs(xs, ys, metric["name"])
-            label = f"{dataset} {metric['name']} {metric_params(metric)}"
+            label = f"{dataset} {metric['name']} {entry_params(metric)}"
             for x, y in tqdm(pairs, desc=label, mininterval=2):
                 px, py = prepared[x], prepared[y]
                 matrix = pair_matrix(store, px, py, metric, q, caches)
@@ -154,7 +149,7 @@ def align_experiment(
                 rows.append(row)
                 ident = f"{dataset}/{metric_id(metric)}/{x}__{y}"
                 matrices[ident] = (matrix, px.layer_names, py.layer_names)
-                if metric["name"] not in ASYMMETRIC and set(xs) == set(ys):
+                if get_metric(metric["name"]).symmetric and set(xs) == set(ys):
                     rows.append(mirrored(row))
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     write_matrices(out_matrices, matrices)

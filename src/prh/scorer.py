@@ -13,7 +13,7 @@ import pandas as pd
 
 from prh.align import prepare
 from prh.errors import PrhError
-from prh.metrics import LayerCache, chance_level, prepare_layers, score_caches
+from prh.metrics import LayerCache, chance_level, get_metric, prepare_layers, score_caches
 from prh.store import FeatureStore, read_receipt
 
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -66,7 +66,8 @@ class Scorer:
         metric: str = "mutual_knn", k: int = 10, q: float = 0.95, **params: Any,
     ) -> None:  # fmt: skip
         self.dataset, self.metric, self.q = dataset, metric, q
-        self.params = {**({"k": k} if metric in ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna") else {}), **params}
+        self.record = get_metric(metric)
+        self.params = {**({"k": k} if "k" in self.record.param_names else {}), **params}
         self.store = FeatureStore(store)
         self.results = Path(results)
         self.prepare_calls = 0  # reference preparations done (never grows after construction)
@@ -129,13 +130,13 @@ class Scorer:
         self._check(layers)
         mine = prepare_layers(self.metric, prepare(layers, q=self.q), **self.params)
         names = [f"layer{i}" for i in range(len(layers))] + ["concat"]
-        chance = chance_level(self.metric, self.n, self.params.get("k", 10)) if self.metric != "svcca" else None
+        chance = chance_level(self.metric, self.n, **self.params)
         out = []
         for ref in self.references:
             matrix = score_caches(self.metric, mine, ref.cache, **self.params)
             i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
             s = float(matrix[i, j])
-            cal = (s - chance) / (1 - chance) if chance is not None else float("nan")
+            cal = (s - chance) / (self.record.max_value - chance) if chance is not None else float("nan")
             out.append(RefScore(ref.name, s, names[i], ref.layer_names[j], cal, chance, matrix))
         return out
 

@@ -14,12 +14,9 @@ import numpy as np
 import pandas as pd
 
 from prh.figures._common import FigureResult
+from prh.metrics.registry import RECORDS
 
-METRIC_SETTINGS: list[tuple[str, dict]] = [
-    ("mutual_knn", {"k": 10}), ("cycle_knn", {"k": 10}), ("lcs_knn", {"k": 10}),
-    ("edit_distance_knn", {"k": 10}), ("cka", {"kernel": "linear"}), ("unbiased_cka", {}),
-    ("cknna", {"k": 10}), ("svcca", {"dim": 10}),
-]
+METRIC_SETTINGS: list[tuple[str, dict]] = [(m.name, m.defaults()) for m in RECORDS]  # every metric at its defaults
 OBJECTIVES = ("classification", "mae", "dino", "clip", "clip_ft")
 WIDTHS = {"tiny": 192, "small": 384, "base": 768}
 
@@ -78,8 +75,8 @@ def align_vv(meta: pd.DataFrame, n: int = 1000, seed: int = 0, metrics: bool = F
         for y in models[i + 1:]:
             base = q[x] * q[y]
             for m_i, (metric, params) in enumerate(METRIC_SETTINGS if metrics else METRIC_SETTINGS[:1]):
-                chance = params.get("k", 10) / (n - 1) if "knn" in metric else 0.0
-                gain = {"cka": 0.6, "svcca": 0.5, "unbiased_cka": 0.55}.get(metric, 0.5)
+                chance = RECORDS[m_i].chance(n, params) or 0.0
+                gain = 0.5 + 0.05 * (m_i % 3)
                 s = float(np.clip(chance + gain * base + rng.normal(0, 0.03 * (1 + m_i)), 0, 1))
                 rows.append(_row(x, y, "places", metric, params, n, s, chance, rng))
     return pd.DataFrame(rows)

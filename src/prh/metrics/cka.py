@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from prh.metrics.kernels import centred, flat_inner, indicator, neighbours, ratio_or_nan, sq_norm64, trace_prod64
+from prh.metrics.kernels import (
+    centred,
+    duplicate_pairs,
+    flat_inner,
+    indicator,
+    neighbours,
+    permuted_square,
+    ratio_or_nan,
+    relabelled_neighbours,
+    sq_norm64,
+    trace_prod64,
+)
+
+if TYPE_CHECKING:
+    from prh.metrics.shared import KernelCache
 
 
 def _drop(kernel: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
@@ -128,3 +144,68 @@ def cknna_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarra
     """(La, Lb) CKNNA, one A layer at a time against the stacked B layers (sparse mask sums)."""
     num = np.stack([_cknna_hsic({key: v[a] for key, v in sa.items()}, sb) for a in range(sa["nbrs"].shape[0])])
     return ratio_or_nan(num, np.outer(sa["self"], sb["self"]), "cknna")
+
+
+# ----------------------------------------------------------------------------- per-layer states from a KernelCache
+
+
+def _kernel(cache: KernelCache, i: int, params: dict[str, Any]) -> np.ndarray:
+    """Layer i's (n, n) kernel: RBF when ``params["kernel"] == "rbf"``, else the Gram matrix."""
+    if params.get("kernel", "linear") == "rbf":
+        return cache.rbf(i, params["sigma"])
+    return cache.gram(i)
+
+
+def _resampled(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Layer i's kernel on bootstrap resample ``idx`` -> (K[idx][:, idx], mask of pairs of copies or None)."""
+    return _kernel(cache, i, params)[np.ix_(idx, idx)], duplicate_pairs(idx)
+
+
+def cka_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's CKA state (centred linear or RBF kernel and its norm)."""
+    return cka_state(_kernel(cache, i, params))
+
+
+def cka_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's CKA state on resample ``idx``, kernel entries between copies of one input set to 0."""
+    return cka_state(*_resampled(cache, i, idx, params))
+
+
+def cka_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    """CKA state of inputs x[perm]: H P K P^T H = P (H K H) P^T, the norm unchanged ((..., n, n) stacks)."""
+    return {"kc": permuted_square(state["kc"], perm), "norm": state["norm"]}
+
+
+def unbiased_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's unbiased-CKA state from its Gram matrix."""
+    return unbiased_state(cache.gram(i))
+
+
+def unbiased_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's unbiased-CKA state on resample ``idx``, kernel entries between copies set to 0."""
+    return unbiased_state(*_resampled(cache, i, idx, params))
+
+
+def unbiased_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    """Unbiased-CKA state of inputs x[perm]: K~ permuted, row sums reordered, totals unchanged."""
+    return {"kt": permuted_square(state["kt"], perm), "rows": state["rows"][..., perm], "total": state["total"],
+            "self": state["self"]}  # fmt: skip
+
+
+def cknna_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's CKNNA state from the cache's shared Gram matrix, neighbour lists and indicator."""
+    k = params["k"]
+    return cknna_state(cache.gram(i), k, nbrs=cache.neighbours(i, k), ind=cache.indicator(i, k))
+
+
+def cknna_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's CKNNA state on resample ``idx``: copies never neighbours, their kernel entries 0."""
+    kernel, exclude = _resampled(cache, i, idx, params)
+    return cknna_state(kernel, params["k"], exclude)
+
+
+def cknna_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    """CKNNA state of inputs x[perm]: lists relabelled, indicator rebuilt, kernel permuted, S(K, K) unchanged."""
+    nbrs = relabelled_neighbours(state["nbrs"], perm)
+    return {"nbrs": nbrs, "ind": indicator(nbrs, perm.size), "kern": permuted_square(state["kern"], perm),
+            "kv": state["kv"][..., perm, :], "self": state["self"]}  # fmt: skip

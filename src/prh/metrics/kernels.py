@@ -102,10 +102,38 @@ def _topk_exact(neg: np.ndarray, k: int) -> np.ndarray:
 
 
 def indicator(nbrs: np.ndarray, n: int) -> np.ndarray:
-    """(n, k) neighbour lists -> (n, n) bool M with M[i, j] = j in N(i)."""
-    m = np.zeros((n, n), dtype=bool)
-    m[np.arange(n)[:, None], nbrs] = True
+    """(..., n, k) neighbour lists -> (..., n, n) bool M with M[i, j] = j in N(i)."""
+    m = np.zeros(nbrs.shape[:-1] + (n,), dtype=bool)
+    np.put_along_axis(m, nbrs, True, axis=-1)
     return m
+
+
+def duplicate_pairs(idx: np.ndarray) -> np.ndarray | None:
+    """(n,) resample indices -> (n, n) bool mask of position pairs i != j drawn from the same input; None if none."""
+    dup = idx[:, None] == idx[None, :]
+    np.fill_diagonal(dup, False)
+    return dup if dup.any() else None
+
+
+def inverse_permutation(perm: np.ndarray) -> np.ndarray:
+    """(n,) permutation -> (n,) its inverse: inv[perm[i]] = i."""
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(perm.size)
+    return inv
+
+
+def permuted_square(m: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """(..., n, n) matrices of the inputs -> the same for inputs reordered by ``perm``: M[..., perm][:, perm]."""
+    return m[..., perm[:, None], perm[None, :]]
+
+
+def relabelled_neighbours(nbrs: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """(..., n, k) neighbour lists of inputs x -> those of x[perm]: N'(i) = perm^-1(N(perm(i))), order kept.
+
+    O(n k); equal to a fresh top-k of the permuted kernel unless a row has exactly tied similarities, whose order
+    then follows the original labels.
+    """
+    return inverse_permutation(perm)[nbrs[..., perm, :]].astype(nbrs.dtype)
 
 
 def _row_blocks(n: int, width: int) -> range:

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
-from prh.metrics.kernels import flat_inner, indicator, neighbours
+from prh.metrics.kernels import (
+    duplicate_pairs,
+    flat_inner,
+    indicator,
+    neighbours,
+    relabelled_neighbours,
+    resampled_neighbours,
+)
+
+if TYPE_CHECKING:
+    from prh.metrics.shared import KernelCache
 
 _DP_ELEMENTS = 4_000_000
 
@@ -18,6 +30,37 @@ def knn_state(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> 
 def knn_state_from(nbrs: np.ndarray, ind: np.ndarray) -> dict[str, np.ndarray]:
     """Precomputed (n, k) neighbour lists and their (n, n) bool indicator -> kNN state."""
     return {"nbrs": nbrs.astype(np.int32), "ind": ind}
+
+
+def knn_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's kNN state from the cache's shared neighbour lists and indicator."""
+    k = params["k"]
+    return knn_state_from(cache.neighbours(i, k), cache.indicator(i, k))
+
+
+def knn_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """kNN state of layer i on the sorted bootstrap resample ``idx`` (copies of one input never neighbours)."""
+    k = params["k"]
+    nbrs = resampled_neighbours(cache.gram(i), idx, k)
+    if nbrs is None:  # fewer than k + 1 distinct inputs: the masked full sort
+        return knn_state(cache.gram(i)[np.ix_(idx, idx)], k, duplicate_pairs(idx))
+    return knn_state_from(nbrs, indicator(nbrs, idx.size))
+
+
+def knn_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    """kNN state of inputs x[perm] from that of x: lists relabelled, indicator rebuilt (O(n k), (..., n, .) stacks)."""
+    nbrs = relabelled_neighbours(state["nbrs"], perm)
+    return {"nbrs": nbrs, "ind": indicator(nbrs, perm.size)}
+
+
+def mutual_knn_chance(n: int, params: dict[str, Any]) -> float:
+    """Expected mutual kNN of unrelated kernels: k / (n - 1) (exact)."""
+    return params["k"] / (n - 1)
+
+
+def cycle_knn_chance(n: int, params: dict[str, Any]) -> float:
+    """Approximate cycle kNN of unrelated kernels: 1 - (1 - k / (n - 1))^k (the k events taken as independent)."""
+    return 1.0 - (1.0 - params["k"] / (n - 1)) ** params["k"]
 
 
 def mutual_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:

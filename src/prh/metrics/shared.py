@@ -29,8 +29,8 @@ class KernelCache:
         """Short description (layer count, samples, cached objects)."""
         return f"KernelCache(layers={len(self)}, n={self.n}, cached={len(self._memo)})"
 
-    def _get(self, key: tuple[Any, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
-        """Memoised per-layer object (read-only)."""
+    def memo(self, key: tuple[Any, ...], make: Callable[[], np.ndarray]) -> np.ndarray:
+        """The per-layer object named ``key``, made by ``make()`` on first use and kept read-only."""
         if key not in self._memo:
             value = make()
             value.flags.writeable = False
@@ -39,23 +39,23 @@ class KernelCache:
 
     def gram(self, i: int) -> np.ndarray:
         """(n, n) float32 Gram matrix of layer i."""
-        return self._get(("gram", i), lambda: linear_kernel(self.layers[i]))
+        return self.memo(("gram", i), lambda: linear_kernel(self.layers[i]))
 
     def rbf(self, i: int, sigma: float) -> np.ndarray:
         """(n, n) float32 RBF kernel of layer i (from its Gram matrix)."""
-        return self._get(("rbf", i, sigma), lambda: rbf_from_gram(self.gram(i), sigma))
+        return self.memo(("rbf", i, sigma), lambda: rbf_from_gram(self.gram(i), sigma))
 
     def neighbours(self, i: int, k: int) -> np.ndarray:
         """(n, k) int64 ordered neighbour lists of layer i (spec tie rule)."""
-        return self._get(("nbrs", i, k), lambda: neighbours(self.gram(i), k))
+        return self.memo(("nbrs", i, k), lambda: neighbours(self.gram(i), k))
 
     def indicator(self, i: int, k: int) -> np.ndarray:
         """(n, n) bool kNN indicator of layer i."""
-        return self._get(("ind", i, k), lambda: indicator(self.neighbours(i, k), self.n))
+        return self.memo(("ind", i, k), lambda: indicator(self.neighbours(i, k), self.n))
 
     def basis(self, i: int, dim: int) -> np.ndarray:
         """(n, dim) float64 top singular basis of layer i's standardised features (SVCCA)."""
-        return self._get(("basis", i, dim), lambda: svcca_state(self.layers[i], dim)["u"])
+        return self.memo(("basis", i, dim), lambda: svcca_state(self.layers[i], dim)["u"])
 
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""

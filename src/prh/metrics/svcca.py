@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg
+
+if TYPE_CHECKING:
+    from prh.metrics.shared import KernelCache
 
 try:
     from threadpoolctl import threadpool_limits
@@ -61,3 +65,18 @@ def svcca_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarra
     """(La, Lb) SVCCA from batched (dim x dim) products of cached subspace bases."""
     m = np.einsum("anp,bnq->abpq", sa["u"], sb["u"], optimize=True)
     return np.linalg.svd(m, compute_uv=False).mean(axis=-1)
+
+
+def svcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's SVCCA state from the cache's shared subspace basis."""
+    return {"u": cache.basis(i, params["dim"])}
+
+
+def svcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Layer i's SVCCA state on resample ``idx`` (rows resampled, subspace recomputed; copies carry double weight)."""
+    return svcca_state(cache.layers[i][idx], params["dim"])
+
+
+def svcca_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
+    """SVCCA state of inputs x[perm]: the basis rows reordered ((..., n, dim) stacks)."""
+    return {"u": state["u"][..., perm, :]}

@@ -1,0 +1,236 @@
+"""The metric registry: one frozen record per alignment metric, read by every other module (spec: METRICS.md).
+
+A record holds the metric's parameters (defaults, validation, config schema), how it builds one layer's state from a
+:class:`~prh.metrics.shared.KernelCache`, its single-pair and all-layer-pairs scorers, how a permutation or a
+bootstrap resample of the inputs acts on a state, its chance level, maximum and symmetry. The engine, calibration,
+experiments, the scorer, config validation (the schema's metric entry is generated here) and the CLI look metrics
+up here; adding a metric is one record below plus its kernel module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from prh.errors import PrhError
+from prh.metrics import cka as _cka
+from prh.metrics import knn as _knn
+from prh.metrics import rsa as _rsa
+from prh.metrics import svcca as _svcca
+from prh.metrics.shared import KernelCache
+
+State = dict[str, np.ndarray]
+KERNELS = ("linear", "rbf")
+
+
+class ParamError(PrhError):
+    """A bad metric parameter or metric entry: ``field`` names it, ``reason`` says what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        """Message 'field: reason' (one line)."""
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+@dataclass(frozen=True)
+class Param:
+    """One metric parameter: default, check ``(value, n, widths) -> value`` (ValueError(reason)), config schema."""
+
+    name: str
+    default: Any
+    description: str
+    schema: Mapping[str, Any]  # JSON-schema fragment of the config value (type and bounds)
+    check: Callable[[Any, int | None, tuple[int, ...]], Any]
+    configurable: bool = True  # offered in the config file
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Everything prh knows about one alignment metric.
+
+    ``state(cache, i, params)``: layer i of a model -> per-layer state (dict of arrays; stacked over layers on axis 0
+    they are what ``all_pairs`` reads). ``pair(sa, sb) -> float`` and ``all_pairs(SA, SB) -> (La, Lb)`` score model A
+    (first) against B. ``permute_state(state, perm)``: the state of the inputs reordered as x[perm], without
+    recomputing from features (leading layer axes allowed). ``resample_state(cache, i, idx, params)``: layer i's state
+    on the sorted bootstrap resample ``idx``, copies of one input never counting as each other's neighbours or pairs.
+    ``chance(n, params)``: expected score of unrelated inputs, None where unknown.
+    """
+
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    state: Callable[[KernelCache, int, dict[str, Any]], State]
+    pair: Callable[[State, State], float]
+    all_pairs: Callable[[State, State], np.ndarray]
+    permute_state: Callable[[State, np.ndarray], State]
+    resample_state: Callable[[KernelCache, int, np.ndarray, dict[str, Any]], State]
+    chance: Callable[[int, dict[str, Any]], float | None]
+    max_value: float = 1.0
+    symmetric: bool = True  # pair(a, b) == pair(b, a)
+    min_n: int = 2
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Names of the parameters this metric takes."""
+        return tuple(p.name for p in self.params)
+
+    def defaults(self) -> dict[str, Any]:
+        """Default values of the configurable parameters, e.g. {"k": 10}."""
+        return {p.name: p.default for p in self.params if p.configurable}
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _check_k(k: Any, n: int | None, widths: tuple[int, ...]) -> int:
+    """Neighbour count: an integer with 1 <= k <= n - 1."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"must be an integer, got {k!r}")
+    if k < 1 or (n is not None and k >= n):
+        raise ValueError(f"must satisfy {'1 <= k' if n is None else f'1 <= k <= n - 1 = {n - 1}'}, got {k}")
+    return int(k)
+
+
+def _check_kernel(kernel: Any, n: int | None, widths: tuple[int, ...]) -> str:
+    """Kernel name: one of KERNELS."""
+    if kernel not in KERNELS:
+        raise ValueError(f"must be {' or '.join(map(repr, KERNELS))}, got {kernel!r}")
+    return kernel
+
+
+def _check_sigma(sigma: Any, n: int | None, widths: tuple[int, ...]) -> float:
+    """RBF bandwidth: a positive finite number."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.integer, np.floating)):
+        raise ValueError(f"must be a positive finite number, got {sigma!r}")
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"must be a positive finite number, got {float(sigma)}")
+    return float(sigma)
+
+
+def _check_dim(dim: Any, n: int | None, widths: tuple[int, ...]) -> int:
+    """Subspace dimension: a positive integer at most min(n, feature widths)."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"must be a positive integer, got {dim!r}")
+    bound = min([*widths, *([n] if n is not None else [])], default=None)
+    if bound is not None and dim > bound:
+        raise ValueError(f"svcca dim={dim} exceeds min(n, feature widths) = {bound}")
+    return int(dim)
+
+
+def _accept(value: Any, n: int | None, widths: tuple[int, ...]) -> Any:
+    """Any value, unchanged."""
+    return value
+
+
+K = Param("k", 10, "neighbours per input (1 <= k <= n - 1)", {"type": "integer", "minimum": 1}, _check_k)
+KERNEL = Param("kernel", "linear", "kernel: linear (inner product) or rbf", {"type": "string", "enum": list(KERNELS)},
+               _check_kernel)  # fmt: skip
+SIGMA = Param("sigma", 1.0, "RBF bandwidth", {"type": "number", "exclusiveMinimum": 0}, _check_sigma)
+DIM = Param("dim", 10, "singular directions kept (<= min(n, feature widths))", {"type": "integer", "minimum": 1}, _check_dim)
+SEED = Param("seed", 0, "accepted and ignored (SVCCA is exact and deterministic)", {}, _accept, configurable=False)
+
+
+def no_chance(n: int, params: dict[str, Any]) -> None:
+    """No analytic chance level is known."""
+    return None
+
+
+def zero_chance(n: int, params: dict[str, Any]) -> float:
+    """0: an unbiased estimator (HSIC_1) or a rank correlation has expectation 0 under independence."""
+    return 0.0
+
+
+# ----------------------------------------------------------------------------- the records
+
+
+def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, chance: Callable = no_chance,
+                symmetric: bool = True) -> Metric:  # fmt: skip
+    """A neighbour-list metric: parameter k, states from the shared neighbour lists."""
+    return Metric(name, description, (K,), _knn.knn_layer_state, pair, all_pairs, _knn.knn_permuted,
+                  _knn.knn_resampled_state, chance, symmetric=symmetric)  # fmt: skip
+
+
+RECORDS: tuple[Metric, ...] = (
+    _knn_metric("mutual_knn", "mean fraction of shared k nearest neighbours", _knn.mutual_knn_pair,
+                _knn.mutual_knn_all, _knn.mutual_knn_chance),
+    _knn_metric("cycle_knn", "fraction of inputs whose B-neighbours have them as A-neighbours (A first)",
+                _knn.cycle_knn_pair, _knn.cycle_knn_all, _knn.cycle_knn_chance, symmetric=False),
+    _knn_metric("lcs_knn", "mean longest common subsequence of the ordered neighbour lists / k",
+                _knn.lcs_knn_pair, _knn.lcs_knn_all),
+    _knn_metric("edit_distance_knn", "1 - mean Levenshtein distance of the ordered neighbour lists / k",
+                _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all),
+    Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
+           _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance),
+    Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
+           _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
+           zero_chance, min_n=4),
+    Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
+           _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
+           no_chance, symmetric=False, min_n=4),
+    Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
+           _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
+           _svcca.svcca_resampled_state, no_chance),
+    Metric("rsa", "Spearman correlation of the correlation-distance RDMs' upper triangles", (), _rsa.rsa_layer_state,
+           _rsa.rsa_pair, _rsa.rsa_all, _rsa.rsa_permuted, _rsa.rsa_resampled_state, zero_chance, min_n=3),
+)  # fmt: skip
+REGISTRY: dict[str, Metric] = {m.name: m for m in RECORDS}
+METRICS: tuple[str, ...] = tuple(REGISTRY)
+KNOWN_PARAMS: frozenset[str] = frozenset(p.name for m in RECORDS for p in m.params)
+
+
+# ----------------------------------------------------------------------------- lookups
+
+
+def get_metric(name: Any) -> Metric:
+    """The record of metric ``name``, or a one-line PrhError naming the valid ones."""
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise PrhError(f"metric: unknown metric {name!r}; valid metrics are {', '.join(METRICS)}")
+    return REGISTRY[name]
+
+
+def resolve_params(
+    metric: Metric, params: Mapping[str, Any], n: int | None = None, widths: Sequence[int] = (), field: str = "",
+    strict: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """Validated parameters of ``metric`` with defaults filled -> {name: value} in the record's order.
+
+    ``n`` / ``widths``: sample count and feature widths to check against, when known. Parameters of other metrics
+    are dropped (an error when ``strict``); unknown names are an error. Errors are ParamError naming
+    ``field + parameter``.
+    """
+    for key in params:
+        if key not in metric.param_names and (strict or key not in KNOWN_PARAMS):
+            takes = ", ".join(metric.param_names) or "none"
+            raise ParamError(f"{field}{key}", f"not a parameter of {metric.name} (its parameters: {takes})")
+    if n is not None and n < metric.min_n:
+        raise ParamError(f"{field}n", f"{metric.name} needs at least {metric.min_n} samples, got {n}")
+    out = {}
+    for p in metric.params:
+        try:
+            out[p.name] = p.check(params.get(p.name, p.default), n, tuple(widths))
+        except ValueError as err:
+            raise ParamError(f"{field}{p.name}", str(err)) from None
+    return out
+
+
+def entry_params(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a config metric entry {name: ..., **params} (everything but its name)."""
+    return {k: v for k, v in entry.items() if k != "name"}
+
+
+def config_schema() -> dict[str, Any]:
+    """JSON schema of one config metric entry {name, **params}, generated from the records."""
+    props: dict[str, Any] = {"name": {"type": "string", "enum": list(METRICS), "description": _names_description()}}
+    for m in RECORDS:
+        for p in m.params:
+            if p.configurable and p.name not in props:
+                users = ", ".join(r.name for r in RECORDS if p in r.params)
+                props[p.name] = {**p.schema, "description": f"{p.description}; used by {users} (default {p.default})"}
+    return {"type": "object", "additionalProperties": False, "required": ["name"], "properties": props}
+
+
+def _names_description() -> str:
+    """One line per metric for the schema: name: description."""
+    return "alignment metric (see METRICS.md): " + "; ".join(f"{m.name}: {m.description}" for m in RECORDS)
