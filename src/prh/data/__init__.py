@@ -5,6 +5,7 @@
 - ``fashion-mnist``: Debian ``dataset-fashion-mnist`` IDX files (`prh.data.fashion_mnist`)
 - ``digits``: scikit-learn's 1,797 8x8 handwritten digits (`prh.data.digits`)
 - ``scenes``: image-caption pairs generated from real Fashion-MNIST items (`prh.data.scenes`)
+- ``emoji``: Noto Color Emoji glyphs paired with their CLDR names / keywords (`prh.data.emoji`; designed icons)
 - ``wordnet`` / ``pydoc``: English glosses / Python docs as text corpora (`prh.data.text`)
 - ``hf``: a Hugging Face dataset, hub id or local ``save_to_disk`` folder (`prh.data.hub`; paper config only)
 
@@ -35,6 +36,7 @@ SOURCES: dict[str, str] = {
     "fashion-mnist": "prh.data.fashion_mnist:load",
     "digits": "prh.data.digits:load",
     "scenes": "prh.data.scenes:load",
+    "emoji": "prh.data.emoji:load",
     "wordnet": "prh.data.text:load_wordnet",
     "pydoc": "prh.data.text:load_pydoc",
     "hf": "prh.data.hub:load",

@@ -141,8 +141,13 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
 
 
 def model_modality(spec: dict) -> str:
-    """A model's modality from its spec without loading it (the rule ``prh.models`` uses): timm, or zoo marked vision -> vision."""
+    """A model's modality from its spec without loading it (the rule ``prh.models`` uses): timm, packaged vision
+    weights, or zoo marked vision -> vision."""
+    from prh.config import PACKAGED_MODALITY
+
     if spec.get("source") == "timm":
+        return "vision"
+    if spec.get("source") == "packaged" and PACKAGED_MODALITY.get(str(spec.get("package"))) == "vision":
         return "vision"
     if spec.get("source") == "zoo" and "vision" in (spec.get("modality"), spec.get("kind")):
         return "vision"

