@@ -20,6 +20,7 @@ import prh.models.language as lang  # noqa: E402
 import prh.models.parts as parts  # noqa: E402
 from prh.data import make_dataset  # noqa: E402
 from prh.errors import PrhError  # noqa: E402
+from prh.io import manifest_problems, read_manifest, write_manifest  # noqa: E402
 from prh.extract import extract  # noqa: E402
 from prh.models import load_model, weights_digest  # noqa: E402
 
@@ -73,9 +74,10 @@ def test_mpnet_digest_is_the_assembled_zip_and_cache_is_stable(mpnet: dict) -> N
     assert expected == sp.sha256 == weights_digest("mpnet", MPNET) == mpnet["first"].digest == mpnet["second"].digest
     marker = json.loads((mpnet["cache"] / "prh-source.json").read_text())
     assert marker["source_sha256"] == expected
-    assert marker["files"]["model.safetensors"] == MPNET_SAFETENSORS_SHA256
-    for rel, sha in marker["files"].items():
-        assert hashlib.sha256((mpnet["cache"] / rel).read_bytes()).hexdigest() == sha
+    files = read_manifest(mpnet["cache"])["files"]
+    assert files["model.safetensors"]["sha256"] == MPNET_SAFETENSORS_SHA256
+    for rel, meta in files.items():
+        assert hashlib.sha256((mpnet["cache"] / rel).read_bytes()).hexdigest() == meta["sha256"]
     assert mpnet["reassembled"] == []  # the second load read the cache
 
 
@@ -86,14 +88,13 @@ def test_mpnet_cache_with_a_changed_file_is_not_trusted(mpnet: dict, tmp_path: P
     copy.mkdir()
     for f in ("prh-source.json", "tokenizer_config.json"):
         (copy / f).write_bytes((mpnet["cache"] / f).read_bytes())
-    marker = json.loads((copy / "prh-source.json").read_text())
-    marker["files"] = {"tokenizer_config.json": marker["files"]["tokenizer_config.json"]}
-    (copy / "prh-source.json").write_text(json.dumps(marker))
+    write_manifest(copy)
     digest = mpnet["first"].digest
-    assert lang._manifest_ok(copy, digest)
+    assert lang._cache_is_valid(copy, digest) and manifest_problems(copy) == []
     (copy / "tokenizer_config.json").write_text("{}")
-    assert not lang._manifest_ok(copy, digest)
-    assert not lang._manifest_ok(mpnet["cache"], "0" * 64)  # another source
+    assert not lang._cache_is_valid(copy, digest)  # the load-time check (sizes) rebuilds it
+    assert manifest_problems(copy) == ["checksum mismatch in tokenizer_config.json"]  # what `prh store verify` says
+    assert not lang._cache_is_valid(mpnet["cache"], "0" * 64)  # another source
 
 
 @needs_mpnet

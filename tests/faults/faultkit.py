@@ -204,8 +204,11 @@ def run_trial(ctx, store_root: Path, ckpt: Path, dataset, *, pause_at: str | Non
         elif not proc.is_alive() and not recv.poll():
             break
     if proc.is_alive():
-        os.kill(proc.pid, 9)
-        killed = True
+        try:
+            os.kill(proc.pid, 9)
+            killed = True
+        except ProcessLookupError:  # it ended by itself between the liveness check and the kill
+            pass
     proc.join(30)
     while recv.poll():
         try:

