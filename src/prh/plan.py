@@ -61,7 +61,8 @@ class Plan:
         ex = self.config["extraction"]
         spec = self.config["models"][model]
         if self.modality(model) == "vision":
-            return {"pooling": ex["vision_pooling"], "dtype": spec.get("dtype", ex["dtype"])}
+            params = {"pooling": ex["vision_pooling"], "dtype": spec.get("dtype", ex["dtype"])}
+            return {**params, "input_size": spec["input_size"]} if "input_size" in spec else params
         return {
             "pooling": ex["language_pooling"],
             "dtype": spec.get("dtype", ex["dtype"]),

@@ -57,7 +57,8 @@ def dataset_modality(model_modality: str) -> str:
 def normalize_params(params: dict, modality: str, where: str = "extraction") -> dict:
     """Fill defaults for ``vision`` or ``language`` params, drop non-key fields, reject unknown ones."""
     defaults = VISION_DEFAULTS if modality == "vision" else LANGUAGE_DEFAULTS
-    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY))
+    optional = {"input_size"} if modality == "vision" else set()  # in the key only when given (keys stay stable)
+    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY) - optional)
     if unknown:
         raise PrhError(f"{where}: unknown {modality} extraction parameter(s) {unknown} (known: {sorted(defaults)})")
     out = {**defaults, **{k: v for k, v in params.items() if k not in _NON_KEY}}

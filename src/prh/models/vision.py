@@ -351,6 +351,8 @@ def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtyp
         raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | packaged | timm)")
     module = module.eval().requires_grad_(False).to(device=device, dtype=tdtype)
     data_config = resolve_model_data_config(module)
+    if spec.get("input_size"):  # a fully convolutional net at another resolution (the size is in the store key)
+        data_config = {**data_config, "input_size": (3, int(spec["input_size"]), int(spec["input_size"]))}
     return LoadedModel(
         name=name,
         modality="vision",
