@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from prh.errors import PrhError
-from prh.metrics.calibration import _interval
+from prh.metrics.calibration import recentred_interval
 from prh.metrics.kernels import inverse_permutation
 from prh.metrics.registry import Metric, State, get_metric, resolve_params
 from prh.metrics.shared import KernelCache, prepare_kernels
@@ -171,7 +171,7 @@ def pair_calibration(
     mean = float(finite.mean()) if finite.size else float("nan")
     std = float(finite.std(ddof=1)) if finite.size > 1 else float("nan")
     tau = critical_value(score, null, alpha) if not np.isnan(score) else float("nan")
-    low, high = _interval(boot, 1.0 - alpha, center=score) if boot.size else (float("nan"), float("nan"))
+    low, high = recentred_interval(boot, 1.0 - alpha, center=score) if boot.size else (float("nan"), float("nan"))
     smax = record.max_value
     return LayerCalibration(
         record.name, params, score, best_position(matrix), matrix, null, mean, std, tau,
