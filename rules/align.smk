@@ -26,6 +26,7 @@ rule align:
         q=config["alignment"]["q"],
         permutations=config["alignment"]["permutations"],
         bootstrap=config["alignment"]["bootstrap"],
+        alpha=config["alignment"]["alpha"],
         seed=config["alignment"]["seed"],
         store=config["store"],
     script:

@@ -1,4 +1,5 @@
-"""Calibration: chance levels, permutation null from cached kernels, bootstrap with duplicate exclusion."""
+"""Calibration: chance levels, permutation null from cached kernels, bootstrap with duplicate exclusion; the null of
+the max over layer pairs (issue 17): equal to calibrated-similarity, type-I error at alpha, shared work across pairs."""
 
 from __future__ import annotations
 
@@ -6,15 +7,20 @@ import numpy as np
 import pytest
 from test_metrics import bf_mutual, gram64
 
+from prh.align import prepare
 from prh.errors import PrhError
 from prh.metrics import (
     METRICS,
     bootstrap_ci,
     bootstrap_scores,
     calibrate,
+    calibrate_layers,
+    calibrate_models,
     calibrated,
     chance_level,
+    layerwise,
     pairwise,
+    permutation_array,
     permutation_null,
 )
 
@@ -143,3 +149,116 @@ def test_calibrated_and_calibrate() -> None:
     assert calibrate("mutual_knn", a, b, n_perm=10, n_boot=10, seed=0, k=5) == cal
     with pytest.raises(PrhError, match="n_perm"):
         calibrate("cka", a, b, n_perm=0, n_boot=5)
+
+
+# ----------------------------------------------------------------------------- the null of the max over layer pairs
+
+PACKAGE_CASES = [("mutual_knn", {"k": 5}), ("cka", {}), ("unbiased_cka", {}), ("cknna", {"k": 8}), ("cycle_knn", {"k": 5}),
+                 ("rsa", {})]  # fmt: skip
+
+
+def stacks(n: int, dims_x: tuple[int, ...], dims_y: tuple[int, ...], seed: int, noise: float) -> tuple[list, list]:
+    """Two prepared layer stacks: noisy random views of one latent (noise = inf: independent stacks)."""
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((n, 6))
+    view = lambda d: (0.0 if np.isinf(noise) else h @ rng.standard_normal((6, d))) + min(noise, 1e3) * rng.standard_normal((n, d))
+    return prepare([view(d).astype(np.float32) for d in dims_x]), prepare([view(d).astype(np.float32) for d in dims_y])
+
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+@pytest.mark.parametrize("metric,params", PACKAGE_CASES, ids=[m for m, _ in PACKAGE_CASES])
+def test_calibrate_layers_equals_the_reference_package(metric: str, params: dict, aggregate: str) -> None:
+    torch = pytest.importorskip("torch")
+    package = pytest.importorskip("calibrated_similarity")
+    # x has fewer layers than y in one case and more in the other: prh permutes x by pi^-1 in the first
+    for dims_x, dims_y, seed in (((7, 9), (8, 6, 5), 40), ((7, 9, 5, 6), (8, 6), 41)):
+        xs, ys = stacks(60, dims_x, dims_y, seed, noise=2.5)
+        perms = permutation_array(60, 39, seed)
+        ours = calibrate_layers(xs, ys, metric, permutations=perms, bootstrap=0, aggregate=aggregate, **params)
+        draws = iter(perms)
+        cal, p, tau = package.calibrate_layers(
+            [torch.from_numpy(x) for x in xs], [torch.from_numpy(y) for y in ys],
+            lambda a, b: pairwise(metric, a, b, **params), agg=aggregate, K=39,
+            perm_fn=lambda n, device, draws=draws: torch.from_numpy(next(draws)),
+        )  # fmt: skip
+        assert np.float32(ours.p_value) == p.item()  # exact: the same count of null >= observed
+        assert ours.tau == pytest.approx(tau.item(), rel=1e-6, abs=1e-7)
+        assert ours.calibrated == pytest.approx(cal.item(), rel=1e-5, abs=1e-6)
+        assert ours.score == pytest.approx(layerwise(metric, xs, ys, **params).max() if aggregate == "max" else
+                                           layerwise(metric, xs, ys, **params).mean(), abs=1e-12)  # fmt: skip
+
+
+def test_independent_stacks_keep_the_type_one_error_at_alpha() -> None:
+    # 40 seeds of two independent 6-layer stacks (7 with concat), n = 200, K = 99. With the add-one p-value,
+    # P(p < 0.05) = 4/100 under the null; allow 0.05 * 40 = 2 plus 3 binomial sds (sqrt(40 * 0.05 * 0.95) = 1.38): <= 6.
+    ps, cals, single = [], [], []
+    for seed in range(40):
+        xs, ys = stacks(200, (24,) * 6, (24,) * 6, seed, noise=np.inf)
+        c = calibrate_layers(xs, ys, "mutual_knn", permutations=99, bootstrap=0, seed=seed, k=10)
+        ps.append(c.p_value)
+        cals.append(c.calibrated)
+        # the null taken at the single best pair (before issue 17)
+        single.append(calibrate("mutual_knn", xs[c.best[0]], ys[c.best[1]], n_perm=99, n_boot=1, seed=seed, k=10).p_value)
+    print(f"p < 0.05: {np.count_nonzero(np.array(ps) < 0.05)}/40 (null of the max), "
+          f"{np.count_nonzero(np.array(single) < 0.05)}/40 (null at the best pair)")
+    assert np.count_nonzero(np.array(ps) < 0.05) <= 6
+    assert np.count_nonzero(np.array(single) < 0.05) >= 20
+    assert np.median(cals) == 0.0 and np.mean(np.array(cals) > 0) <= 0.15
+
+
+def test_correlated_stacks_get_the_smallest_p_value() -> None:
+    xs, ys = stacks(200, (16, 24, 12), (20, 10), 3, noise=1.0)
+    c = calibrate_layers(xs, ys, "mutual_knn", permutations=99, bootstrap=20, k=10)
+    assert c.p_value == pytest.approx(1 / 100) and c.calibrated > 0.05 and c.score > c.tau > c.null_mean
+    assert c.ci_low < c.score < c.ci_high and c.bootstrap == 20 and c.permutations == 99
+    assert c.effect == pytest.approx((c.score - c.null_mean) / (1 - c.null_mean))
+    assert c.calibrated == pytest.approx((c.score - c.tau) / (1 - c.tau))
+    assert c.chance == pytest.approx(10 / 199) and c.alpha == 0.05 and c.aggregate == "max"
+    assert c.matrix.shape == (4, 3) and c.matrix[c.best] == c.score and c.null.shape == (99,)
+
+
+def test_joint_row_permutation_leaves_every_number_unchanged() -> None:
+    xs, ys = stacks(120, (16, 12), (10, 14, 8), 5, noise=2.0)
+    perms = permutation_array(120, 49, 6)
+    s = np.random.default_rng(7).permutation(120)
+    inv = np.argsort(s)
+    moved = inv[perms[:, s]]  # the same draws seen from the reordered inputs: s^-1 o pi o s
+    for metric, params in (("mutual_knn", {"k": 6}), ("cka", {})):
+        a = calibrate_layers(xs, ys, metric, permutations=perms, bootstrap=0, **params)
+        b = calibrate_layers([x[s] for x in xs], [y[s] for y in ys], metric, permutations=moved, bootstrap=0, **params)
+        # equal up to float32 Gram rounding (BLAS sums the reordered rows in another order)
+        np.testing.assert_allclose(b.matrix, a.matrix, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(b.null, a.null, rtol=0, atol=1e-8)
+        assert (b.p_value, b.best) == (a.p_value, a.best) and b.tau == pytest.approx(a.tau, abs=1e-8)
+
+
+def test_calibrate_models_shares_work_and_equals_one_pair_calls() -> None:
+    xs, ys = stacks(80, (10, 12), (9, 7, 11), 8, noise=2.0)
+    zs, _ = stacks(80, (6,), (6,), 9, noise=2.0)
+    models = {"x": xs, "y": ys, "z": zs}
+    pairs = [("x", "y"), ("y", "x"), ("z", "y"), ("x", "z")]
+    many = calibrate_models(models, pairs, "mutual_knn", permutations=29, bootstrap=7, seed=3, k=5)
+    for x, y in pairs:
+        one = calibrate_layers(models[x], models[y], "mutual_knn", permutations=29, bootstrap=7, seed=3, k=5)
+        assert np.array_equal(many[(x, y)].summary(), one.summary(), equal_nan=True), (x, y)
+        assert np.array_equal(many[(x, y)].null, one.null)
+    assert many[("x", "y")].score == many[("y", "x")].score  # symmetric metric, each row calibrated on its own y
+    assert many[("x", "y")].ci_high - many[("x", "y")].ci_low == pytest.approx(many[("y", "x")].ci_high - many[("y", "x")].ci_low)
+
+
+def test_calibrate_layers_arguments() -> None:
+    xs, ys = stacks(30, (5,), (6,), 1, noise=1.0)
+    assert np.array_equal(calibrate_layers(xs, ys, "cka", permutations=9, bootstrap=0, seed=4).null,
+                          calibrate_layers(xs, ys, "cka", permutations=permutation_array(30, 9, 4), bootstrap=0).null)  # fmt: skip
+    c = calibrate_layers(xs, ys, "cka", permutations=5, bootstrap=0)
+    assert np.isnan(c.ci_low) and np.isnan(c.ci_high) and c.bootstrap == 0
+    bad = permutation_array(30, 3, 0)
+    bad[1, :2] = 0
+    for kwargs, field in [({"permutations": 0}, "permutations"), ({"permutations": bad}, "permutations"),
+                          ({"permutations": np.zeros((3, 29), int)}, "permutations"), ({"bootstrap": -1}, "bootstrap"),
+                          ({"alpha": 1.5}, "alpha"), ({"aggregate": "median"}, "aggregate")]:  # fmt: skip
+        with pytest.raises(PrhError, match=f"^{field}: ") as err:
+            calibrate_layers(xs, ys, "cka", **{"bootstrap": 0, **kwargs})
+        assert "\n" not in str(err.value)
+    with pytest.raises(PrhError, match="^models: "):
+        calibrate_layers(xs, [ys[0][:20]], "cka")

@@ -78,3 +78,31 @@ def test_asymmetric_metrics_score_both_orders() -> None:
         pairs = model_pairs(list(MODELS), list(MODELS), name)
         assert len(pairs) == (6 if not get_metric(name).symmetric else 3), name
     assert not get_metric("cknna").symmetric and not get_metric("cycle_knn").symmetric
+
+
+def test_rows_are_calibrated_against_the_null_of_the_max_over_layer_pairs(fan_in: dict, tmp_path: Path) -> None:
+    from prh.align import prepare
+    from prh.metrics import calibrate_layers, permutation_array
+
+    calibration = {"permutations": 19, "bootstrap": 5, "alpha": 0.1, "seed": 3}
+    entry = {"name": "mutual_knn", "k": 4}
+
+    def run(cal: dict) -> pd.DataFrame:
+        return align_experiment({"dataset": "d", "metrics": [entry], "calibrate": True}, list(MODELS), list(MODELS),
+                                fan_in["receipts"], str(fan_in["tmp"] / "store"), 0.95, cal, str(tmp_path / "e.csv"),
+                                str(tmp_path / "e.zarr"))  # fmt: skip
+
+    table = run(calibration)
+    perms = permutation_array(N, 19, 3)  # one array per dataset, from the config seed
+    for row in table.itertuples():  # mirrored rows too: each row permutes its own y model
+        want = calibrate_layers(prepare(fan_in["feats"][row.model_x]), prepare(fan_in["feats"][row.model_y]),
+                                "mutual_knn", permutations=perms, bootstrap=5, alpha=0.1, seed=3, k=4)  # fmt: skip
+        got = [row.null_mean, row.null_std, row.tau, row.p_value, row.calibrated, row.effect, row.ci_low, row.ci_high]
+        np.testing.assert_allclose(got, want.summary()[:8], rtol=0, atol=1e-12)
+        assert row.score == want.score
+    memo = fan_in["tmp"] / "store" / "memo"
+    before = {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")}
+    assert run(calibration).equals(table)  # memoised: nothing recomputed
+    assert {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")} == before
+    other = run({**calibration, "permutations": 29})  # another K: a new calibration, same scores
+    assert (other["score"].to_numpy() == table["score"].to_numpy()).all() and len(set(memo.rglob("*.npy")) - set(before)) == 6

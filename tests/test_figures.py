@@ -272,3 +272,18 @@ def test_unknown_metric_is_named(tmp_path: Path) -> None:
     with pytest.raises(PrhError, match="metric 'cka'"):
         fig_convergence(_vv(["a", "b"], 0), pd.DataFrame({"model": ["a", "b"], "frac_solved": [0, 1]}),
                         tmp_path / "x", metric="cka")
+
+
+def test_locality_excludes_out_of_range_cknna_and_says_why(tmp_path: Path) -> None:
+    ls = {"l1": 0.1, "l2": 0.2, "l3": 0.3, "l4": 0.4}
+    rows = [{"k": k, "model_x": v, "model_y": lm, "score": 0.2 + s + (0.55 if k == 45 and v == "va" else 0.0),
+             "lm_score": s, "n": 50} for k in (5, 45) for v in ("va", "vb") for lm, s in ls.items()]  # fmt: skip
+    df = pd.DataFrame(rows)
+    res = fig_locality(df, tmp_path / "loc")
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index("k")
+    bad = (df["k"] == 45) & (df["score"] > 1)
+    assert csv.loc[45, "n_excluded"] == bad.sum() == 2 and csv.loc[5, "n_excluded"] == 0
+    assert csv.loc[45, "n_pairs"] == 6 and csv.loc[45, "mean_score"] == pytest.approx(df[(df["k"] == 45) & ~bad]["score"].mean())
+    assert "Excluded as out of range (CKNNA > 1): 2 model pairs (2 at k=45)" in res.caption
+    assert "Cauchy-Schwarz" in res.caption

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prh.align import align
+from prh.align import align, prepare
 from prh.errors import PrhError
 from prh.extract import Features
+from prh.metrics import calibrate_layers
 from prh.scorer import Scorer
 from prh.store import FeatureStore, make_request, write_receipt
 
@@ -38,7 +39,8 @@ def store(tmp_path):
 def test_scores_equal_align_and_reference_work_is_cached(store):
     root, refs, latent, rng = store
     mine = _layers(rng, latent, [10, 20], 1.0)
-    scorer = Scorer("toy", ["ref-a", "ref-b"], store=str(root / "features"), results=str(root / "results"), k=5)
+    scorer = Scorer("toy", ["ref-a", "ref-b"], store=str(root / "features"), results=str(root / "results"), k=5,
+                    permutations=49, bootstrap=10)  # fmt: skip
     assert scorer.prepare_calls == 2
     for _ in range(3):
         got = {s.reference: s for s in scorer.score(mine)}
@@ -48,15 +50,22 @@ def test_scores_equal_align_and_reference_work_is_cached(store):
         assert got[name].score == expected.score
         assert np.array_equal(got[name].matrix, expected.matrix)
         assert got[name].reference_layer == (["l0", "l1", "l2"][: len(layers)] + ["concat"])[expected.best[1]]
-        assert got[name].calibrated == pytest.approx((expected.score - 5 / (N - 1)) / (1 - 5 / (N - 1)))
+        # calibrated against the null of the max over layer pairs, the reference's rows permuted (as the tables)
+        want = calibrate_layers(prepare(mine), prepare(layers), "mutual_knn", permutations=49, bootstrap=10, k=5)
+        assert np.array_equal(got[name].matrix, want.matrix) and got[name].calibrated == want.calibrated
+        assert (got[name].p_value, got[name].tau, got[name].ci_low, got[name].ci_high) == (
+            want.p_value, want.tau, want.ci_low, want.ci_high)
+        assert got[name].p_value == pytest.approx(1 / 50) and got[name].calibrated > 0
+        assert got[name].chance == pytest.approx(5 / (N - 1))
 
 
 def test_shuffled_rows_score_near_chance(store):
     root, refs, _, rng = store
     shuffled = [a[rng.permutation(N)] for a in refs["ref-a"]]
-    scorer = Scorer("toy", ["ref-a"], store=str(root / "features"), results=str(root / "results"), k=5)
+    scorer = Scorer("toy", ["ref-a"], store=str(root / "features"), results=str(root / "results"), k=5,
+                    permutations=49, bootstrap=0)  # fmt: skip
     (s,) = scorer.score(shuffled)
-    assert s.score < 5 / (N - 1) + 0.05
+    assert s.score < 5 / (N - 1) + 0.05 and s.p_value > 0.05 and s.calibrated == 0.0
     (same,) = scorer.score(refs["ref-a"])
     assert same.score == 1.0
 

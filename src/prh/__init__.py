@@ -7,13 +7,17 @@ from typing import Any
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
-__all__ = ["Scorer", "__version__"]
+__all__ = ["Scorer", "__version__", "calibrate_layers"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import heavy public objects on first use (``prh.Scorer``)."""
+    """Import heavy public objects on first use (``prh.Scorer``, ``prh.calibrate_layers``)."""
     if name == "Scorer":
         from prh.scorer import Scorer
 
         return Scorer
+    if name == "calibrate_layers":
+        from prh.metrics.layer_calibration import calibrate_layers
+
+        return calibrate_layers
     raise AttributeError(f"module 'prh' has no attribute {name!r}")

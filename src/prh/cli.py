@@ -155,7 +155,8 @@ def cmd_score(args: argparse.Namespace) -> None:
     if not path.is_file():
         raise PrhError(f"{path}: no such features file")
     feats = np.load(path)
-    scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k)
+    scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k,
+                    permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
     print(Scorer.table(scorer.score(feats)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
@@ -202,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--against", nargs="+", required=True, help="reference model names (or store keys)")
     score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn; `prh metrics` lists them)")
     score.add_argument("--k", type=int, default=10, help="neighbours, for metrics that take k (default 10)")
+    score.add_argument("--permutations", type=int, default=200,
+                       help="permutation-null draws of the max over layer pairs (default 200, as the config)")
+    score.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the interval (default 200)")
+    score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")
     score.set_defaults(func=cmd_score)
     return p
 

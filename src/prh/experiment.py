@@ -12,15 +12,30 @@ from tqdm.auto import tqdm
 
 from prh.align import prepare
 from prh.io import atomic_dir, write_csv_atomic
-from prh.metrics import calibrate, calibrated, chance_level, get_metric, prepare_layers, score_caches
+from prh.metrics import (
+    KernelCache,
+    chance_level,
+    get_metric,
+    prepare_kernels,
+    prepare_layers,
+    score_caches,
+)
+from prh.metrics.layer_calibration import (
+    CI_METHOD,
+    SUMMARY_FIELDS,
+    calibrate_models,
+    permutation_array,
+)
 from prh.metrics.registry import entry_params
 from prh.store import FeatureStore, read_receipt
 
 ALIGN_VERSION = "prh-align-1"
-CI_METHOD = "percentile-recentred"  # in calibration memo keys: a changed interval recomputes only calibrations
+# In calibration memo keys: the null of the max over all layer pairs (issue 17), so single-pair calibrations made
+# before it are never reused; a changed interval method recomputes only calibrations.
+CALIBRATION_VERSION = "max-over-layer-pairs-1"
 COLUMNS = [
     "model_x", "model_y", "dataset", "metric", "params", "n", "score", "layer_x", "layer_y",
-    "chance", "null_mean", "null_std", "p_value", "ci_low", "ci_high", "calibrated",
+    "chance", "null_mean", "null_std", "tau", "p_value", "calibrated", "effect", "ci_low", "ci_high",
 ]  # fmt: skip
 
 
@@ -60,8 +75,14 @@ def model_pairs(xs: list[str], ys: list[str], metric: str) -> list[tuple[str, st
     return [(x, y) for x, y in pairs if order[x] < order[y]]
 
 
-def pair_matrix(store: FeatureStore, px: PreparedModel, py: PreparedModel, metric: dict, q: float, caches: dict) -> np.ndarray:
-    """All layer-pair scores of one model pair, from the memo or computed from per-model caches."""
+def pair_matrix(
+    store: FeatureStore, px: PreparedModel, py: PreparedModel, metric: dict, q: float, caches: dict,
+    kernels: dict[str, KernelCache] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """All layer-pair scores of one model pair, from the memo or computed from per-model caches.
+
+    ``kernels``: per-model KernelCaches whose Grams and neighbour lists are shared across metrics.
+    """
     key = memo_key("matrix", px.key, py.key, metric, q)
     cached = store.memo_get(key)
     if cached is not None:
@@ -69,31 +90,47 @@ def pair_matrix(store: FeatureStore, px: PreparedModel, py: PreparedModel, metri
     name, params = metric["name"], entry_params(metric)
     for p in (px, py):
         if p.name not in caches:
-            caches[p.name] = prepare_layers(name, p.layers, **params)
+            caches[p.name] = prepare_layers(name, (kernels or {}).get(p.name, p.layers), **params)
     matrix = score_caches(name, caches[px.name], caches[py.name], **params)
     store.memo_put(key, matrix)
     return matrix
 
 
-def pair_calibration(
-    store: FeatureStore, px: PreparedModel, py: PreparedModel, best: tuple[int, int], metric: dict, q: float, cal: dict
-) -> np.ndarray:
-    """[null_mean, null_std, p_value, ci_low, ci_high] at the best layer pair, memoised."""
-    key = memo_key("calibration", px.key, py.key, metric, q, {**cal, "best": list(best), "ci": CI_METHOD})
-    cached = store.memo_get(key)
-    if cached is not None:
-        return cached
-    c = calibrate(metric["name"], px.layers[best[0]], py.layers[best[1]], n_perm=cal["permutations"],
-                  n_boot=cal["bootstrap"], seed=cal["seed"], **entry_params(metric))  # fmt: skip
-    out = np.array([c.null_mean, c.null_std, c.p_value, c.ci_low, c.ci_high], dtype=np.float64)
-    store.memo_put(key, out)
+def calibration_settings(calibration: dict) -> dict:
+    """The settings that determine a calibration (memo-key part): counts, alpha, aggregate, seed and method version."""
+    return {"permutations": int(calibration["permutations"]), "bootstrap": int(calibration["bootstrap"]),
+            "alpha": float(calibration.get("alpha", 0.05)), "aggregate": "max", "seed": int(calibration["seed"]),
+            "method": CALIBRATION_VERSION, "ci": CI_METHOD}  # fmt: skip
+
+
+def pair_calibrations(
+    store: FeatureStore, prepared: dict[str, PreparedModel], kernels: dict[str, KernelCache],
+    pairs: list[tuple[str, str]], metric: dict, q: float, calibration: dict, perms: np.ndarray,
+) -> dict[tuple[str, str], np.ndarray]:  # fmt: skip
+    """Calibration summaries (``LayerCalibration.summary()``) of ordered model pairs, memoised per pair.
+
+    Pairs missing from the memo are calibrated together (:func:`calibrate_models`): each model's states once, each
+    permuted / resampled model once per draw. ``perms``: the dataset's (K, n) permutation array, shared by its metrics.
+    """
+    settings = calibration_settings(calibration)
+    keys = {(x, y): memo_key("calibration", prepared[x].key, prepared[y].key, metric, q, settings) for x, y in pairs}
+    out = {pair: store.memo_get(key) for pair, key in keys.items()}
+    todo = [pair for pair, value in out.items() if value is None]
+    if todo:
+        models = {m: kernels[m] for pair in todo for m in pair}
+        done = calibrate_models(models, todo, metric["name"], permutations=perms, bootstrap=settings["bootstrap"],
+                                alpha=settings["alpha"], aggregate=settings["aggregate"], seed=settings["seed"],
+                                progress=f"calibrate {metric_id(metric)}", **entry_params(metric))  # fmt: skip
+        for pair, c in done.items():
+            out[pair] = c.summary()
+            store.memo_put(keys[pair], out[pair])
     return out
 
 
 def result_row(
     px: PreparedModel, py: PreparedModel, dataset: str, metric: dict, matrix: np.ndarray, calib: np.ndarray | None
 ) -> dict:
-    """One tidy alignment row: best score over layer pairs, its layers, chance and calibration."""
+    """One tidy alignment row: best score over layer pairs, its layers, chance and calibration of the maximum."""
     i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
     score = float(matrix[i, j])
     n = px.layers[0].shape[0]
@@ -102,14 +139,12 @@ def result_row(
            "params": json.dumps(entry_params(metric), sort_keys=True), "n": n, "score": score,
            "layer_x": px.layer_names[i], "layer_y": py.layer_names[j], "chance": chance}  # fmt: skip
     if calib is not None:
-        null_mean, null_std, p_value, lo, hi = (float(v) for v in calib)
-        row.update(null_mean=null_mean, null_std=null_std, p_value=p_value, ci_low=lo, ci_high=hi,
-                   calibrated=calibrated(score, null_mean, get_metric(metric["name"]).max_value))  # fmt: skip
+        row.update({f: float(v) for f, v in zip(SUMMARY_FIELDS, calib) if f != "score"})
     return row
 
 
 def mirrored(row: dict) -> dict:
-    """The same result seen from the other model (symmetric metrics)."""
+    """The same score seen from the other model (symmetric metrics); its calibration is filled in separately."""
     out = dict(row, model_x=row["model_y"], model_y=row["model_x"], layer_x=row["layer_y"], layer_y=row["layer_x"])
     return out
 
@@ -125,6 +160,40 @@ def write_matrices(path: str, matrices: dict[str, tuple[np.ndarray, list[str], l
             arr[:] = matrix
 
 
+def metric_rows(
+    store: FeatureStore, prepared: dict[str, PreparedModel], kernels: dict[str, KernelCache], xs: list[str],
+    ys: list[str], dataset: str, metric: dict, q: float, calibration: dict, perms: np.ndarray, experiment: dict,
+    matrices: dict,
+) -> list[dict]:  # fmt: skip
+    """Rows of one metric on one dataset: every model pair's best layer pair and, if asked, its calibration.
+
+    A symmetric metric on one model set scores each unordered pair once and mirrors the row; each row is still
+    calibrated by permuting its own y model (the null of (y, x) uses other draws than that of (x, y)).
+    """
+    caches: dict = {}
+    pairs = model_pairs(xs, ys, metric["name"])
+    mirror = get_metric(metric["name"]).symmetric and set(xs) == set(ys)
+    label = f"{dataset} {metric['name']} {entry_params(metric)}"
+    scored = {}
+    for x, y in tqdm(pairs, desc=label, mininterval=2):
+        scored[(x, y)] = pair_matrix(store, prepared[x], prepared[y], metric, q, caches, kernels)
+        matrices[f"{dataset}/{metric_id(metric)}/{x}__{y}"] = (scored[(x, y)], prepared[x].layer_names, prepared[y].layer_names)
+    ordered = pairs + ([(y, x) for x, y in pairs] if mirror else [])
+    calibs: dict = {}
+    if experiment.get("calibrate", True):
+        calibs = pair_calibrations(store, prepared, kernels, ordered, metric, q, calibration, perms)
+    rows = []
+    for x, y in pairs:
+        row = result_row(prepared[x], prepared[y], dataset, metric, scored[(x, y)], calibs.get((x, y)))
+        rows.append(row)
+        if mirror:
+            back = mirrored(row)
+            if (y, x) in calibs:
+                back.update({f: float(v) for f, v in zip(SUMMARY_FIELDS, calibs[(y, x)]) if f != "score"})
+            rows.append(back)
+    return rows
+
+
 def align_experiment(
     experiment: dict, xs: list[str], ys: list[str], receipts: dict[str, str], store_root: str, q: float,
     calibration: dict, out_csv: str, out_matrices: str,
@@ -136,21 +205,12 @@ def align_experiment(
     rows, matrices = [], {}
     for dataset in datasets:
         prepared = {m: load_prepared(store, m, keys[(dataset, m)], q) for m in dict.fromkeys(xs + ys)}
+        kernels = {m: prepare_kernels(p.layers) for m, p in prepared.items()}  # Grams / neighbours shared by metrics
+        n = next(iter(prepared.values())).layers[0].shape[0]
+        perms = permutation_array(n, int(calibration["permutations"]), int(calibration["seed"]))  # one per dataset
         for metric in experiment["metrics"]:
-            caches: dict = {}
-            pairs = model_pairs(xs, ys, metric["name"])
-            label = f"{dataset} {metric['name']} {entry_params(metric)}"
-            for x, y in tqdm(pairs, desc=label, mininterval=2):
-                px, py = prepared[x], prepared[y]
-                matrix = pair_matrix(store, px, py, metric, q, caches)
-                best = tuple(int(v) for v in np.unravel_index(int(np.nanargmax(matrix)), matrix.shape))
-                calib = pair_calibration(store, px, py, best, metric, q, calibration) if experiment.get("calibrate", True) else None
-                row = result_row(px, py, dataset, metric, matrix, calib)
-                rows.append(row)
-                ident = f"{dataset}/{metric_id(metric)}/{x}__{y}"
-                matrices[ident] = (matrix, px.layer_names, py.layer_names)
-                if get_metric(metric["name"]).symmetric and set(xs) == set(ys):
-                    rows.append(mirrored(row))
+            rows += metric_rows(store, prepared, kernels, xs, ys, dataset, metric, q, calibration, perms, experiment,
+                                matrices)  # fmt: skip
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     write_matrices(out_matrices, matrices)
     write_csv_atomic(out_csv, table)

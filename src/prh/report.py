@@ -121,9 +121,9 @@ def _table(df: pd.DataFrame, table_id: str, cell_title: pd.DataFrame | None = No
 
 
 def _hover(r: pd.Series) -> str:
-    """Hover text of one alignment cell: calibrated score, CI, p-value, chance, layers."""
+    """Hover text of one alignment cell: calibrated score, its tau, CI, p-value, chance, layers."""
     parts = []
-    for col, label in (("calibrated", "calibrated"), ("chance", "chance"), ("p_value", "p")):
+    for col, label in (("calibrated", "calibrated"), ("tau", "tau"), ("chance", "chance"), ("p_value", "p")):
         if col in r and pd.notna(r[col]):
             parts.append(f"{label} {float(r[col]):.3f}")
     if "ci_low" in r and pd.notna(r.get("ci_low")):
@@ -160,13 +160,16 @@ def alignment_html(align: pd.DataFrame, name: str, metric: str | None = None) ->
     best, setting = best_pairs(align, metric)
     mat, hover = _square(best)
     mat.index.name = "model"
-    cols = [c for c in ("model_x", "model_y", "score", "calibrated", "chance", "null_mean", "ci_low", "ci_high",
-                        "p_value", "layer_x", "layer_y", "n") if c in best.columns]
+    cols = [c for c in ("model_x", "model_y", "score", "calibrated", "tau", "p_value", "effect", "null_mean", "chance",
+                        "ci_low", "ci_high", "layer_x", "layer_y", "n") if c in best.columns]
     long = best[cols].set_index("model_x")
     tid = re.sub(r"[^a-z0-9]+", "-", name.lower())
     return (f"<h3>{_esc(name)}: {_esc(setting)}</h3>"
             f"<p class=note>Best score over layer pairs; hover a cell for the calibrated score, 95% CI, "
-            f"permutation p-value and chance. Click a header to sort.</p>"
+            f"permutation p-value and chance. The null is that of the maximum over all layer pairs (every layer of "
+            f"model_y permuted alike): calibrated = clamp((score - tau) / (1 - tau), 0, 1), tau its 95% point, so 0 "
+            f"means not distinguishable from shuffled pairs; effect = (score - null mean) / (1 - null mean); chance "
+            f"is that of one layer pair. Click a header to sort.</p>"
             f"<div class=scroll>{_table(mat, f'mat-{tid}', cell_title=hover)}</div>"
             f"<details><summary>All {len(best)} pairs with calibration</summary>"
             f"<div class=scroll>{_table(long, f'pairs-{tid}')}</div></details>")

@@ -1,4 +1,10 @@
-"""Score your own model's features against stored reference models, offline, reusing the references' work."""
+"""Score your own model's features against stored reference models, offline, reusing the references' work.
+
+Each score is the max over all layer pairs, calibrated like the workflow's tables (``prh.experiment``): the
+permutation null of that max with the reference's rows permuted by the same (K, n) permutation array
+(``permutation_array(n, permutations, seed)``), so with the config's ``permutations`` / ``alpha`` / ``seed`` the
+calibrated numbers equal the tables' row (your model as model_x, the reference as model_y).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,19 @@ import pandas as pd
 
 from prh.align import prepare
 from prh.errors import PrhError
-from prh.metrics import LayerCache, chance_level, get_metric, prepare_layers, score_caches
+from prh.metrics import (
+    KernelCache,
+    LayerCache,
+    get_metric,
+    prepare_kernels,
+    prepare_layers,
+    score_caches,
+)
+from prh.metrics.layer_calibration import calibrate_models, permutation_array
 from prh.store import FeatureStore, read_receipt
 
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+MINE = "\0features"  # the user's features among the models handed to calibrate_models (no model has this name)
 
 
 @dataclass
@@ -26,6 +41,7 @@ class Reference:
     name: str
     key: str
     layer_names: list[str]
+    kernels: KernelCache  # its prepared layers, Grams and neighbour lists (bootstrap resamples start here)
     cache: LayerCache
 
 
@@ -34,11 +50,17 @@ class RefScore:
     """Alignment of the user's features to one reference model."""
 
     reference: str
-    score: float
+    score: float  # max over all layer pairs
     layer: str  # the user's best layer ("concat" = all layers)
     reference_layer: str
-    calibrated: float
-    chance: float | None
+    calibrated: float  # clamp((score - tau) / (max - tau), 0, 1), tau from the permutation null of the max
+    p_value: float
+    tau: float
+    null_mean: float
+    effect: float  # (score - null_mean) / (max - null_mean)
+    ci_low: float
+    ci_high: float
+    chance: float | None  # of one layer pair
     matrix: np.ndarray = field(repr=False)  # (user layers + 1, reference layers + 1)
 
 
@@ -63,9 +85,12 @@ class Scorer:
 
     def __init__(
         self, dataset: str, against: Sequence[str], store: str = "features", results: str = "results",
-        metric: str = "mutual_knn", k: int = 10, q: float = 0.95, **params: Any,
+        metric: str = "mutual_knn", k: int = 10, q: float = 0.95, permutations: int = 200, bootstrap: int = 200,
+        alpha: float = 0.05, seed: int = 0, **params: Any,
     ) -> None:  # fmt: skip
+        """References' work done once; ``permutations`` / ``bootstrap`` / ``alpha`` / ``seed`` as in the config."""
         self.dataset, self.metric, self.q = dataset, metric, q
+        self.calibration = {"permutations": permutations, "bootstrap": bootstrap, "alpha": alpha, "seed": seed}
         self.record = get_metric(metric)
         self.params = {**({"k": k} if "k" in self.record.param_names else {}), **params}
         self.store = FeatureStore(store)
@@ -95,9 +120,10 @@ class Scorer:
         if not self.store.has(key):
             raise PrhError(f"reference {name!r}: store entry {key[:12]} is missing (rerun the workflow to compute it)")
         entry = self.store.open(key)
-        cache = prepare_layers(self.metric, prepare(entry.layers(), q=self.q), **self.params)
+        kernels = prepare_kernels(prepare(entry.layers(), q=self.q))
+        cache = prepare_layers(self.metric, kernels, **self.params)
         self.prepare_calls += 1
-        return Reference(name, key, [*entry.layer_names, "concat"], cache)
+        return Reference(name, key, [*entry.layer_names, "concat"], kernels, cache)
 
     def inputs(self, modality: str = "image", transform: Callable[[np.ndarray], Any] | None = None) -> Any:
         """The dataset's images (uint8 (n, H, W, 3), or ``transform(images)``) or captions, in the stored order."""
@@ -125,19 +151,24 @@ class Scorer:
                 raise PrhError(f"features layer {i}: contains NaN or Inf")
 
     def score(self, features: Any) -> list[RefScore]:
-        """Best alignment over all layer pairs to every reference, with the calibrated score."""
+        """Best alignment over all layer pairs to every reference, calibrated against the null of that maximum."""
         layers = _as_layers(features)
         self._check(layers)
-        mine = prepare_layers(self.metric, prepare(layers, q=self.q), **self.params)
+        kernels = prepare_kernels(prepare(layers, q=self.q))
+        mine = prepare_layers(self.metric, kernels, **self.params)
         names = [f"layer{i}" for i in range(len(layers))] + ["concat"]
-        chance = chance_level(self.metric, self.n, **self.params)
+        perms = permutation_array(self.n, self.calibration["permutations"], self.calibration["seed"])
+        models = {MINE: kernels, **{ref.name: ref.kernels for ref in self.references}}
+        calib = calibrate_models(models, [(MINE, ref.name) for ref in self.references], self.metric, permutations=perms,
+                                 bootstrap=self.calibration["bootstrap"], alpha=self.calibration["alpha"],
+                                 seed=self.calibration["seed"], **self.params)  # fmt: skip
         out = []
         for ref in self.references:
             matrix = score_caches(self.metric, mine, ref.cache, **self.params)
+            c = calib[(MINE, ref.name)]
             i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
-            s = float(matrix[i, j])
-            cal = (s - chance) / (self.record.max_value - chance) if chance is not None else float("nan")
-            out.append(RefScore(ref.name, s, names[i], ref.layer_names[j], cal, chance, matrix))
+            out.append(RefScore(ref.name, float(matrix[i, j]), names[i], ref.layer_names[j], c.calibrated, c.p_value,
+                                c.tau, c.null_mean, c.effect, c.ci_low, c.ci_high, c.chance, matrix))  # fmt: skip
         return out
 
     @staticmethod

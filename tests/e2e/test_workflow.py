@@ -61,6 +61,8 @@ def test_alignment_tables_are_sane(run):
     assert vv["score"].between(0, 1).all() and (vv["score"] > vv["chance"]).all()
     assert np.allclose(vv["chance"], 5 / 199)
     assert (vv["ci_low"] <= vv["ci_high"]).all() and vv["p_value"].between(0, 1).all()
+    assert vv["calibrated"].between(0, 1).all() and (vv["tau"] >= vv["null_mean"]).all()
+    assert (vv["null_mean"] > vv["chance"]).all()  # the null of a max over layer pairs lies above one pair's chance
     agree = pd.read_csv(run / "results" / "alignment" / "agreement.csv")
     assert agree["metric"].nunique() == 8 and len(agree) == 9 * 3 * 2  # 9 metric entries x 3 vision x 2 LMs
 
@@ -90,13 +92,17 @@ def test_scorer_reproduces_the_alignment_table(run):
 
     store = FeatureStore(run / "features")
     mine = store.open(read_receipt(run / "results" / "features" / "fmnist" / "vit-sup.json")["key"]).layers()
-    scorer = Scorer("fmnist", ["resnet-sup", "vit-random"], store=str(run / "features"), results=str(run / "results"), k=5)
+    cal = yaml.safe_load((run / "config.yaml").read_text())["alignment"]
+    scorer = Scorer("fmnist", ["resnet-sup", "vit-random"], store=str(run / "features"), results=str(run / "results"), k=5,
+                    permutations=cal["permutations"], bootstrap=cal["bootstrap"])  # fmt: skip
     got = {s.reference: s for s in scorer.score(mine)}
     vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv").set_index(["model_x", "model_y"])
     for ref in ("resnet-sup", "vit-random"):
         row = vv.loc[("vit-sup", ref)]
         assert got[ref].score == pytest.approx(row["score"], abs=1e-12)
         assert got[ref].reference_layer == row["layer_y"]
+        for col in ("calibrated", "tau", "p_value", "null_mean", "effect", "ci_low", "ci_high"):  # same null, same numbers
+            assert getattr(got[ref], col) == pytest.approx(row[col], abs=1e-12), col
     shuffled = [f[np.random.default_rng(0).permutation(len(f))] for f in mine]
     chance = 5 / 199
     assert all(s.score < chance + 0.03 for s in scorer.score(shuffled))
@@ -142,10 +148,11 @@ def test_adding_a_model_reruns_only_its_jobs(run, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     after = {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")}
     assert all(after[p] == t for p, t in before.items())  # no old pair was recomputed
-    # new pairs only: vision-vision 3 x (matrix + calibration), vision-language 2 x 2, agreement 9 metrics x 2 LMs,
-    # plus what no other experiment already computed: caption density on scenes-w5 (2 LMs) and cknna k=63 (2 LMs);
-    # density on scenes-w30 and cknna k=5 are the agreement experiment's own pairs, shared through the memo
-    assert len(after) - len(before) == 6 + 4 + 18 + 2 + 2
+    # new pairs only: vision-vision 3 x (matrix + a calibration per order: each row permutes its own y),
+    # vision-language 2 x (matrix + calibration), agreement 9 metrics x 2 LMs, plus what no other experiment already
+    # computed: caption density on scenes-w5 (2 LMs) and cknna k=63 (2 LMs); density on scenes-w30 and cknna k=5
+    # are the agreement experiment's own pairs, shared through the memo
+    assert len(after) - len(before) == 9 + 4 + 18 + 2 + 2
     vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv")
     assert "mixer-sup" in set(vv["model_x"])
     assert planned_jobs(run) == {}

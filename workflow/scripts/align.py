@@ -11,7 +11,8 @@ with logged(snakemake.log[0]):
         snakemake.params.receipt_map,
         snakemake.params.store,
         snakemake.params.q,
-        dict(permutations=snakemake.params.permutations, bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed),
+        dict(permutations=snakemake.params.permutations, bootstrap=snakemake.params.bootstrap,
+             alpha=snakemake.params.alpha, seed=snakemake.params.seed),
         snakemake.output.table,
         snakemake.output.matrices,
     )

@@ -35,6 +35,31 @@ def _k_column(df: pd.DataFrame) -> pd.Series:
     return df["params"].map(lambda p: int(_params_dict(p).get("k", -1)))
 
 
+CKNNA_MAX = 1.0  # the cknna record's max_value
+OUT_OF_RANGE_REASON = (
+    "CKNNA's numerator masks both kernels with the mutual-neighbour mask M_K o M_L while each denominator term masks "
+    "its own kernel with M_K or M_L alone, so Cauchy-Schwarz does not bound the ratio by 1; at large k on "
+    "anisotropic features (large mean cosine) the nearly all-ones M_K flattens its masked kernel, whose HSIC_1 "
+    "then falls below that of the sparser mutual-masked one (see prh.metrics.cka.cknna_pair)"
+)
+
+
+def in_range(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows with score <= CKNNA_MAX (+1e-9), per-k count of the rows above it: columns k, n_excluded)."""
+    bad = df["score"] > CKNNA_MAX + 1e-9
+    counts = df[bad].groupby("k").size().rename("n_excluded").reset_index()
+    return df[~bad], counts.astype({"n_excluded": int})
+
+
+def _excluded_text(excluded: pd.DataFrame) -> str:
+    """Caption sentence naming the excluded out-of-range rows per k and why ('' if none)."""
+    if excluded.empty:
+        return ""
+    per_k = ", ".join(f"{int(r.n_excluded)} at k={int(r.k)}" for r in excluded.itertuples())
+    return (f" Excluded as out of range (CKNNA > {CKNNA_MAX:g}): {int(excluded['n_excluded'].sum())} model pairs "
+            f"({per_k}). Why: {OUT_OF_RANGE_REASON}.")
+
+
 def locality_table(df: pd.DataFrame, score_col: str | None) -> pd.DataFrame:
     """Per k: pairs, mean alignment, and Spearman / Pearson correlation of alignment with `score_col`."""
     rows = []
@@ -59,8 +84,12 @@ def fig_locality(
     df = df[df["k"] > 0]
     if df.empty:
         raise PrhError("locality table has no rows with a positive k")
+    df, excluded = in_range(df)
+    if df.empty:
+        raise PrhError(f"locality table: every row is out of range (CKNNA > {CKNNA_MAX}); nothing to plot")
     score_col = next((c for c in COMPETENCE_COLUMNS if c in df.columns and df[c].notna().any()), None)
-    table = locality_table(df, score_col)
+    table = locality_table(df, score_col).merge(excluded, on="k", how="left").fillna({"n_excluded": 0})
+    table["n_excluded"] = table["n_excluded"].astype(int)
     set_style()
     fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.4))
     lines = _locality_lines(ax_l, df, score_col)
@@ -73,7 +102,8 @@ def fig_locality(
     ctx = context_text(df.drop(columns=["n"], errors="ignore"), "cknna", context)
     caption = (f"CKNNA with k from {ks[0]} to {ks[-1]} ({n}k = n - 1 is unbiased CKA). Left: mean alignment per "
                f"language model vs its {score_col or 'score'}, one line per k. Right: rank (Spearman) and linear "
-               f"(Pearson) correlation of alignment with {score_col or 'score'} at each k. {ctx}.")
+               f"(Pearson) correlation of alignment with {score_col or 'score'} at each k. {ctx}."
+               f"{_excluded_text(excluded)}")
     return save(fig, table, out, title, caption, _locality_reading(table, score_col), extra={"lines": lines})
 
 

@@ -135,7 +135,7 @@ def bootstrap_scores(metric: str, a: Any, b: Any, n_boot: int = 200, seed: int =
     return _boot_scores(pair, _check_count(n_boot, "n_boot"), seed)
 
 
-def _interval(samples: np.ndarray, level: float, center: float | None = None) -> tuple[float, float]:
+def recentred_interval(samples: np.ndarray, level: float, center: float | None = None) -> tuple[float, float]:
     """Percentile interval of the finite samples at ``level``; with ``center``, shifted so their mean sits there."""
     if not 0 < level < 1:
         raise PrhError(f"level: must be in (0, 1), got {level}")
@@ -152,19 +152,24 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Bias-corrected bootstrap interval (low, high) of ``pairwise(metric, a, b)`` at ``level`` (see module doc)."""
     pair = _prepared_pair(metric, a, b, params)
-    return _interval(_boot_scores(pair, _check_count(n_boot, "n_boot"), seed), level, center=pair.score())
+    return recentred_interval(_boot_scores(pair, _check_count(n_boot, "n_boot"), seed), level, center=pair.score())
 
 
 def calibrate(
     metric: str, a: Any, b: Any, *, n_perm: int = 200, n_boot: int = 200, seed: int = 0, level: float = 0.95, **params: Any
 ) -> Calibration:
-    """Score one layer pair and calibrate it (chance, permutation null, bootstrap CI), sharing the per-side kernels."""
+    """Score ONE layer pair and calibrate it (chance, permutation null, bootstrap CI), sharing the per-side kernels.
+
+    ``calibrated`` here is that pair's effect size (score - null mean) / (max - null mean). A model-level score (the
+    max over layer pairs) needs the null of that max: use :func:`prh.metrics.calibrate_layers`, whose clamped
+    tau-based ``calibrated`` is what the tables report.
+    """
     pair = _prepared_pair(metric, a, b, params)
     n_perm, n_boot = _check_count(n_perm, "n_perm"), _check_count(n_boot, "n_boot")
     score = pair.score()
     null = _null_scores(pair, n_perm, seed)
     mean, std, p_value = _null_summary(score, null)
-    low, high = _interval(_boot_scores(pair, n_boot, seed + 1), level, center=score)
+    low, high = recentred_interval(_boot_scores(pair, n_boot, seed + 1), level, center=score)
     record, p = pair.record, pair.params
     return Calibration(metric, p, score, record.chance(pair.n, p), mean, std, p_value, low, high,
                        calibrated(score, mean, record.max_value), n_perm, n_boot)  # fmt: skip

@@ -173,16 +173,23 @@ def _dot64(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", x.astype(np.float64), y.astype(np.float64)))
 
 
-def flat_inner(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
-    """(La, n, m), (Lb, n, m) -> (La, Lb) float64 inner products of flattened layers, accumulated in float64."""
-    la, n, m = xa.shape
+def flat_inner_symmetric(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
+    """(La, n, n), (Lb, n, n) symmetric matrices -> (La, Lb) float64 inner products, from upper triangles only.
+
+    Per row block [i0, i1): the diagonal block once plus twice the block right of it (the part left of it mirrors
+    an earlier block's), so half the reads and products of a full flattened product; accumulated in float64.
+    """
+    la, n, _ = xa.shape
     lb = xb.shape[0]
-    rows = max(1, _BLOCK_BYTES // (8 * m * (la + lb)))
+    rows = max(1, _BLOCK_BYTES // (8 * n * (la + lb)))
     out = np.zeros((la, lb), dtype=np.float64)
     for i0 in range(0, n, rows):
-        a = xa[:, i0 : i0 + rows].reshape(la, -1).astype(np.float64)
-        b = xb[:, i0 : i0 + rows].reshape(lb, -1).astype(np.float64)
-        out += a @ b.T
+        i1 = min(i0 + rows, n)
+        for c0, c1, weight in ((i0, i1, 1.0), (i1, n, 2.0)):
+            if c1 > c0:
+                a = xa[:, i0:i1, c0:c1].reshape(la, -1).astype(np.float64)
+                b = xb[:, i0:i1, c0:c1].reshape(lb, -1).astype(np.float64)
+                out += weight * (a @ b.T)
     return out
 
 
