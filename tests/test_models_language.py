@@ -153,7 +153,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_zoo_checkpoint_loads(tiny_ckpt: Path) -> None:
     from transformers import LlamaForCausalLM
 
-    model = load_language_model("lm-x", {"source": "zoo", "kind": "language", "checkpoint": str(tiny_ckpt)})
+    model = load_language_model("lm-x", {"source": "zoo", "modality": "language", "checkpoint": str(tiny_ckpt)})
     ref = LlamaForCausalLM.from_pretrained(tiny_ckpt).eval()
     ids = torch.tensor([[1, 3, 4, 5, 6, 3, 7]])
     with torch.no_grad():

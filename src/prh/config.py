@@ -26,7 +26,10 @@ PACKAGED_MODALITY = {
     "efficientnet-lite1": "vision",
     "efficientnet-lite2": "vision",
 }
-TEXT_SOURCES = {"wordnet", "pydoc"}
+# Model sources that imply a modality (zoo models say theirs, packaged ones are routed by PACKAGED_MODALITY)
+SOURCE_MODALITY = {"timm": "vision", "hf": "language"}
+# Compute dtypes a model may run in, and the bytes one parameter takes in each (job memory)
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 DEFAULT_N = {"fashion-mnist": 10000, "digits": 1797, "scenes": 1024}
 
 
@@ -127,16 +130,23 @@ def _schema_check(cfg: dict, schema: dict) -> None:
 
 
 def model_modality(name: str, spec: dict) -> str:
-    """'vision' or 'language' for a model spec (explicit, or implied by its source)."""
+    """'vision' or 'language' for a model spec: explicit, else implied by its source (timm, hf) or package.
+
+    The one modality rule: config checks, the plan, the loaders and extraction all ask it.
+    """
     if "modality" in spec:
         return spec["modality"]
-    if spec["source"] == "packaged":
-        return PACKAGED_MODALITY[spec["package"]]
-    if spec["source"] == "timm":
-        return "vision"
-    if spec["source"] == "hf":
-        return "language"
-    raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
+    source = spec.get("source")
+    if source == "packaged":
+        package = spec.get("package")
+        if package not in PACKAGED_MODALITY:
+            raise ConfigError(f"models.{name}.package", f"{package!r} is not one of {sorted(PACKAGED_MODALITY)}")
+        return PACKAGED_MODALITY[package]
+    if source in SOURCE_MODALITY:
+        return SOURCE_MODALITY[source]
+    if source == "zoo":
+        raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
+    raise ConfigError(f"models.{name}.source", f"{source!r} is not one of zoo, timm, packaged, hf")
 
 
 def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
@@ -176,12 +186,11 @@ def experiment_datasets(exp: dict) -> list[str]:
 def _check_models(cfg: dict) -> None:
     for name, spec in cfg["models"].items():
         field = f"models.{name}"
-        modality = model_modality(name, spec)
         if spec["source"] == "packaged" and "package" not in spec:
             raise ConfigError(f"{field}.package", "is required for packaged models")
         if spec["source"] in ("timm", "hf") and "id" not in spec:
             raise ConfigError(f"{field}.id", f"is required for {spec['source']} models")
-        if spec["source"] == "zoo" and modality == "vision":
+        if spec["source"] == "zoo" and model_modality(name, spec) == "vision":
             if "arch" not in spec or "objective" not in spec:
                 raise ConfigError(f"{field}.arch" if "arch" not in spec else f"{field}.objective", "is required for zoo vision models")
             _check_timm_arch(spec["arch"], f"{field}.arch")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from prh.config import experiment_datasets, model_modality, select_models
+from prh.config import DTYPE_BYTES, experiment_datasets, model_modality, select_models
 
 FIGURES_FOR = {
     "vision_vision": ("convergence", "umap"),
@@ -14,7 +14,6 @@ FIGURES_FOR = {
     "locality": ("locality",),
     "agreement": ("agreement",),
 }
-BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Plan:
     def mem_mb(self, model: str) -> int:
         """Job memory: weights at their dtype, three times over, plus 4 GB of headroom."""
         dtype = self.extraction_params(model)["dtype"]
-        return int(self.n_params(model) * BYTES_PER_PARAM[dtype] * 3 / 1e6) + 4000
+        return int(self.n_params(model) * DTYPE_BYTES[dtype] * 3 / 1e6) + 4000
 
     def runtime_min(self, model: str) -> int:
         """Job wall-time limit in minutes: 30 plus 10 per billion parameters."""

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from prh.config import DTYPE_BYTES, model_modality
 from prh.errors import PrhError
 
 VISION_DEFAULTS: dict[str, Any] = {"pooling": "auto", "layers": "all", "dtype": "float32", "store_dtype": "float32"}
@@ -30,7 +31,6 @@ LANGUAGE_DEFAULTS: dict[str, Any] = {
     "pooling": "mean", "layers": "all", "dtype": "float32", "store_dtype": "float32",
     "max_tokens": 512, "prompt_template": None, "bpb": True,
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _NON_KEY = ("batch_size", "device", "progress")
 
 
@@ -49,9 +49,9 @@ class Features:
         return int(self.layers[0].shape[0]) if self.layers else 0
 
 
-def dataset_modality(model_modality: str) -> str:
+def dataset_modality(modality: str) -> str:
     """Which part of a dataset a model reads: vision -> image, language -> text."""
-    return {"vision": "image", "language": "text"}[model_modality]
+    return {"vision": "image", "language": "text"}[modality]
 
 
 def normalize_params(params: dict, modality: str, where: str = "extraction") -> dict:
@@ -67,7 +67,7 @@ def normalize_params(params: dict, modality: str, where: str = "extraction") -> 
     if out["pooling"] not in allowed:
         raise PrhError(f"{where}: pooling {out['pooling']!r} is not one of {allowed} for {modality} models")
     for name in ("dtype", "store_dtype"):
-        if out[name] not in (DTYPES if name == "dtype" else ("float32", "float16")):
+        if out[name] not in (DTYPE_BYTES if name == "dtype" else ("float32", "float16")):
             raise PrhError(f"{where}: {name} {out[name]!r} is not supported")
     if modality == "language" and (not isinstance(out["max_tokens"], int) or out["max_tokens"] < 2):
         raise PrhError(f"{where}: max_tokens {out['max_tokens']!r} must be an int >= 2")
@@ -80,7 +80,9 @@ def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManag
     """Autocast to ``dtype`` on ``device`` (no-op for float32)."""
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[dtype])
+    from prh.models import torch_dtype
+
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch_dtype(dtype))
 
 
 def _place(model, device: str) -> None:
@@ -140,20 +142,6 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
     return Features(layers=layers, layer_names=names, side=side, attrs=attrs)
 
 
-def model_modality(spec: dict) -> str:
-    """A model's modality from its spec without loading it (the rule ``prh.models`` uses): timm, packaged vision
-    weights, or zoo marked vision -> vision."""
-    from prh.config import PACKAGED_MODALITY
-
-    if spec.get("source") == "timm":
-        return "vision"
-    if spec.get("source") == "packaged" and PACKAGED_MODALITY.get(str(spec.get("package"))) == "vision":
-        return "vision"
-    if spec.get("source") == "zoo" and "vision" in (spec.get("modality"), spec.get("kind")):
-        return "vision"
-    return str(spec.get("modality") or "language")
-
-
 def extract_to_store(
     store, model_name: str, model_spec: dict, dataset, params: dict, *, weights_digest: str,
     load_model_fn: Callable[..., Any], device: str = "cpu", batch_size: int = 64, progress: bool = True,
@@ -161,7 +149,7 @@ def extract_to_store(
     """Extract ``model_name`` on ``dataset`` into ``store`` unless its key is already committed -> (key, created)."""
     from prh.store import make_request
 
-    modality = model_modality(model_spec)
+    modality = model_modality(model_name, model_spec)
     p = normalize_params(params, modality, where=f"model {model_name!r}")
     ds_modality = dataset_modality(modality)
     request = make_request(model_name, weights_digest, dataset.name, ds_modality, dataset.digest(ds_modality), p)
