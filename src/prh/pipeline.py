@@ -220,15 +220,10 @@ def score_language_model(
     from prh.models import load_model
 
     loaded = load_model(model, resolved_spec(model, spec, zoo_receipts, store_root), device=resolve_device(device))
-    row: dict = {"model": model, "n_params": loaded.n_params, "causal": loaded.is_causal}
-    if loaded.is_causal:
-        if corpus_npz:
-            corpus = load_saved(corpus_npz[0])
-            bpb = lm.corpus_bits_per_byte(loaded, "\n".join(corpus.texts)[:max_chars])
-            row.update(bpb=bpb, lm_score=1.0 - bpb, corpus=corpus.name)
-        for task, items in lm.make_tasks({name: {"n": n} for name, n in downstream.items()}).items():
-            row.update(lm.mc_scores(loaded, task, items))
-    write_json_atomic(out, row)
+    corpus = load_saved(corpus_npz[0]) if corpus_npz and loaded.is_causal else None
+    text = "\n".join(corpus.texts)[:max_chars] if corpus is not None else None
+    tasks = lm.make_tasks({name: {"n": n} for name, n in downstream.items()}) if loaded.is_causal else {}
+    write_json_atomic(out, lm.language_scores(loaded, tasks, corpus.name if corpus is not None else None, text))
 
 
 def language_table(scores: list[str], published: str | None, out: str) -> None:

@@ -8,7 +8,6 @@ Parameters (``normalize_params`` fills defaults; all of them enter the store key
   store_dtype  ``float32`` (default) | ``float16`` on disk
   max_tokens   language: truncation length in tokens, special tokens included (default 512)
   prompt_template  language: ``None`` or a string with ``{text}``
-  bpb          language: record bits-per-byte side arrays for causal LMs (default True)
 ``batch_size``, ``device`` and ``progress`` may appear in params too; they never enter the key.
 """
 
@@ -29,7 +28,7 @@ from prh.errors import PrhError
 VISION_DEFAULTS: dict[str, Any] = {"pooling": "auto", "layers": "all", "dtype": "float32", "store_dtype": "float32"}
 LANGUAGE_DEFAULTS: dict[str, Any] = {
     "pooling": "mean", "layers": "all", "dtype": "float32", "store_dtype": "float32",
-    "max_tokens": 512, "prompt_template": None, "bpb": True,
+    "max_tokens": 512, "prompt_template": None,
 }
 _NON_KEY = ("batch_size", "device", "progress")
 
@@ -40,7 +39,7 @@ class Features:
 
     layers: list[np.ndarray]  # per layer (n, d_l) float32, in block order
     layer_names: list[str]
-    side: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. bpb (n,), n_tokens (n,), n_bytes (n,)
+    side: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample (n, ...) arrays stored beside the layers
     attrs: dict = field(default_factory=dict)  # pooling, n_params, wall_s, ...
 
     @property
@@ -118,7 +117,7 @@ def check_inputs(model, dataset) -> None:
 
 
 def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int = 64, progress: bool = True) -> Features:
-    """Pooled features of every layer of ``model`` on ``dataset``: per layer (n, d_l) float32, plus side arrays."""
+    """Pooled features of every layer of ``model`` on ``dataset``: per layer (n, d_l) float32."""
     p = normalize_params(params, model.modality, where=f"model {model.name!r}")
     if batch_size < 1:
         raise PrhError(f"batch_size {batch_size} must be >= 1")
@@ -126,7 +125,6 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
     check_inputs(model, dataset)
     _place(model, device)
     t0 = time.perf_counter()
-    side: dict[str, np.ndarray] = {}
     if model.modality == "vision":
         from prh.extract.vision import extract_vision
 
@@ -134,12 +132,12 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
     else:
         from prh.extract.language import extract_language
 
-        layers, names, side, attrs = extract_language(model, list(dataset.texts), p, device, batch_size, progress, desc)
+        layers, names, attrs = extract_language(model, list(dataset.texts), p, device, batch_size, progress, desc)
     attrs.update(
         model=model.name, dataset=dataset.name, family=model.family, n_params=int(model.n_params), n=dataset.n,
         dtype=p["dtype"], device=str(device), batch_size=int(batch_size), total_wall_s=time.perf_counter() - t0,
     )
-    return Features(layers=layers, layer_names=names, side=side, attrs=attrs)
+    return Features(layers=layers, layer_names=names, attrs=attrs)
 
 
 def extract_to_store(
