@@ -221,6 +221,7 @@ def test_language_batch_size_independent(model_name, request, texts):
 def test_params_validation():
     assert normalize_params({"batch_size": 3}, "language")["max_tokens"] == 512
     assert normalize_params({"pooling": "auto"}, "language")["pooling"] == "mean"
+    assert normalize_params({"bpb": False}, "language") == normalize_params({}, "language")  # retired, not in keys
     with pytest.raises(PrhError, match="unknown vision extraction parameter.*'poolng'"):
         normalize_params({"poolng": "cls"}, "vision")
     with pytest.raises(PrhError, match="pooling 'cls' is not one of"):

@@ -249,7 +249,9 @@ def _check_sections(cfg: dict) -> None:
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
-    for key in ("vision_vision", "vision_language", "caption_density", "locality", "agreement"):
+    from prh.plan import FIGURES  # the figure registry names the report keys that pick an experiment
+
+    for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
         exp = cfg["report"][key]
         if exp is not None and exp not in cfg["alignment"]["experiments"]:
             raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")

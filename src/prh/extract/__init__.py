@@ -31,6 +31,7 @@ LANGUAGE_DEFAULTS: dict[str, Any] = {
     "max_tokens": 512, "prompt_template": None,
 }
 _NON_KEY = ("batch_size", "device", "progress")
+_RETIRED = ("bpb",)  # per-caption bits-per-byte, no longer computed (nothing read it): accepted and ignored
 
 
 @dataclass
@@ -56,10 +57,10 @@ def dataset_modality(modality: str) -> str:
 def normalize_params(params: dict, modality: str, where: str = "extraction") -> dict:
     """Fill defaults for ``vision`` or ``language`` params, drop non-key fields, reject unknown ones."""
     defaults = VISION_DEFAULTS if modality == "vision" else LANGUAGE_DEFAULTS
-    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY))
+    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY) - set(_RETIRED))
     if unknown:
         raise PrhError(f"{where}: unknown {modality} extraction parameter(s) {unknown} (known: {sorted(defaults)})")
-    out = {**defaults, **{k: v for k, v in params.items() if k not in _NON_KEY}}
+    out = {**defaults, **{k: v for k, v in params.items() if k not in _NON_KEY + _RETIRED}}
     if modality == "language" and out["pooling"] == "auto":
         out["pooling"] = "mean"
     allowed = ("auto", "cls", "mean") if modality == "vision" else ("mean", "last")
