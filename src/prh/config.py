@@ -26,6 +26,7 @@ PACKAGED_MODALITY = {
     "efficientnet-lite1": "vision",
     "efficientnet-lite2": "vision",
 }
+MODEL_SOURCES = ("zoo", "packaged", "timm", "hf")
 # Model sources that imply a modality (zoo models say theirs, packaged ones are routed by PACKAGED_MODALITY)
 SOURCE_MODALITY = {"timm": "vision", "hf": "language"}
 # Compute dtypes a model may run in, and the bytes one parameter takes in each (job memory)
@@ -72,11 +73,19 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_schema() -> dict:
-    """The config JSON schema (YAML on disk), its metric entry (names, parameters) generated from the metric registry."""
+    """The config JSON schema (YAML on disk) with the names it shares with the code filled in from their one
+    declaration: metric entries (the metric registry), dataset sources, model sources, packages and dtypes."""
+    from prh.data import SOURCES
     from prh.metrics.registry import config_schema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     schema["definitions"]["metric"] = {**schema["definitions"]["metric"], **config_schema()}
+    props = schema["properties"]
+    props["datasets"]["additionalProperties"]["properties"]["source"]["enum"] = list(SOURCES)
+    model = props["models"]["additionalProperties"]["properties"]
+    model["source"]["enum"] = list(MODEL_SOURCES)
+    model["package"]["enum"] = list(PACKAGED_MODALITY)
+    model["dtype"]["enum"] = props["extraction"]["properties"]["dtype"]["enum"] = list(DTYPE_BYTES)
     return schema
 
 
@@ -149,7 +158,7 @@ def model_modality(name: str, spec: dict) -> str:
         return SOURCE_MODALITY[source]
     if source == "zoo":
         raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
-    raise ConfigError(f"models.{name}.source", f"{source!r} is not one of zoo, timm, packaged, hf")
+    raise ConfigError(f"models.{name}.source", f"{source!r} is not one of {', '.join(MODEL_SOURCES)}")
 
 
 def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
