@@ -34,7 +34,7 @@ rule align:
 
 rule model_table:
     input:
-        receipts=PLAN.extraction_receipts(),
+        receipts=PLAN.model_receipts(),
     output:
         table=PATHS.models_table(),
     log:

@@ -96,3 +96,11 @@ def test_report_reads_declared_inputs_only(tmp_path: Path, config: dict) -> None
     html = out.read_text()
     assert "now: " in html and "stale-experiment" not in html and "zzz-stale-model" not in html
     assert "f" * 12 in html
+
+
+def test_model_table_reads_one_receipt_per_model(config: dict) -> None:
+    plan = Plan(config)
+    receipts = plan.model_receipts()
+    models = [Path(p).stem for p in receipts]
+    assert len(models) == len(set(models)) and set(receipts) <= set(plan.extraction_receipts())
+    assert set(models) == {m for _, m in plan.extractions()}

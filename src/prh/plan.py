@@ -212,6 +212,14 @@ class Plan:
     def extraction_receipts(self) -> list[str]:
         return [self.paths.receipt(d, m) for d, m in self.extractions()]
 
+    def model_receipts(self) -> list[str]:
+        """One receipt per model with features: the model table reads each model's parameter count from it, so a
+        change to another dataset does not rebuild the table (and every figure reading it)."""
+        first: dict[str, str] = {}
+        for d, m in self.extractions():
+            first.setdefault(m, self.paths.receipt(d, m))
+        return list(first.values())
+
     # -- tables, figures and the report ---------------------------------------------------------
     def probe_tables(self) -> list[str]:
         return [self.paths.probe_table(t) for t in PROBE_TABLES] if self.probe_models() else []
