@@ -63,7 +63,7 @@ def main() -> None:
         ckpt = ensure_trained_lm(recipe, root, name=name)
         train_s = time.perf_counter() - t
         zoo_total += train_s
-        model = load_language_model(name, {"source": "zoo", "kind": "language", "checkpoint": str(ckpt)})
+        model = load_language_model(name, {"source": "zoo", "modality": "language", "checkpoint": str(ckpt)})
         row = score(model, held, pydoc, tasks, args.window, args.window // 2)
         print(f"{name}: train {train_s:.1f} s, params {model.n_params / 1e6:.2f} M, {row}", flush=True)
     print(f"zoo total train+io: {zoo_total:.1f} s", flush=True)

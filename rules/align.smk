@@ -7,12 +7,12 @@ rule align:
         receipts=experiment_receipts,
     output:
         table=report(
-            f"{R}/alignment/{{experiment}}.csv",
+            PATHS.alignment("{experiment}"),
             caption="../workflow/report/alignment.rst",
             category="Alignment",
             labels={"experiment": "{experiment}"},
         ),
-        matrices=directory(f"{R}/alignment/{{experiment}}.zarr"),
+        matrices=directory(PATHS.matrices("{experiment}")),
     log:
         "logs/align/{experiment}.log",
     conda:
@@ -35,9 +35,9 @@ rule align:
 
 rule model_table:
     input:
-        receipts=[PLAN.receipt_path(d, m) for d, m in PLAN.extractions()],
+        receipts=PLAN.model_receipts(),
     output:
-        table=f"{R}/models.csv",
+        table=PATHS.models_table(),
     log:
         "logs/align/models.log",
     conda:

@@ -13,8 +13,9 @@ except ConfigError as _err:
 config.clear()
 config.update(_validated)
 
-R = config["results"]
 PLAN = plan.Plan(config)
+# Every result path, declared once in prh.plan.Paths ("{wildcard}" as a name gives the rule's pattern).
+PATHS = PLAN.paths
 
 
 def all_targets():
@@ -61,7 +62,7 @@ def lm_inputs(wildcards):
 
 
 def probe_inputs(wildcards):
-    return PLAN.probe_receipts(wildcards.model)
+    return PLAN.probe_inputs(wildcards.model)
 
 
 def experiment_spec(wildcards):
@@ -85,4 +86,15 @@ def experiment_receipts(wildcards):
 
 
 def figure_inputs(wildcards):
-    return PLAN.figure_inputs(wildcards.figure)
+    """The files one figure reads (prh.plan.FIGURES)."""
+    return PLAN.figures[wildcards.figure].inputs
+
+
+def figure_params(wildcards):
+    """The config values one figure reads, and nothing else: an unrelated change does not redraw it."""
+    return PLAN.figures[wildcards.figure].params
+
+
+def report_inputs(wildcards):
+    """The declared files the report reads or needs built (prh.plan.Plan.report_inputs)."""
+    return PLAN.report_inputs()

@@ -3,7 +3,7 @@
 
 rule dataset:
     output:
-        npz=f"{R}/data/{{dataset}}.npz",
+        npz=PATHS.data("{dataset}"),
     log:
         "logs/data/{dataset}.log",
     conda:

@@ -4,10 +4,10 @@
 
 rule extract:
     input:
-        data=f"{R}/data/{{dataset}}.npz",
+        data=PATHS.data("{dataset}"),
         zoo=zoo_receipt,
     output:
-        receipt=f"{R}/features/{{dataset}}/{{model}}.json",
+        receipt=PATHS.receipt("{dataset}", "{model}"),
     log:
         "logs/extract/{dataset}/{model}.log",
     conda:

@@ -5,7 +5,7 @@ rule score_language_model:
     input:
         unpack(lm_inputs),
     output:
-        scores=f"{R}/lm/{{model}}.json",
+        scores=PATHS.lm("{model}"),
     log:
         "logs/lm/{model}.log",
     conda:
@@ -25,10 +25,10 @@ rule score_language_model:
 
 rule language_table:
     input:
-        scores=expand(f"{R}/lm/{{model}}.json", model=PLAN.language_models()),
+        scores=[PATHS.lm(m) for m in PLAN.language_models()],
     output:
         table=report(
-            f"{R}/lm/scores.csv",
+            PATHS.lm_table(),
             caption="../workflow/report/lm_scores.rst",
             category="Competence",
         ),

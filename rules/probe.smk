@@ -3,9 +3,9 @@
 
 rule probe:
     input:
-        receipts=probe_inputs,
+        unpack(probe_inputs),
     output:
-        table=f"{R}/probes/models/{{model}}.csv",
+        table=PATHS.probe("{model}"),
     log:
         "logs/probe/{model}.log",
     conda:
@@ -16,22 +16,21 @@ rule probe:
         layer=config["probes"]["layer"],
         max_train=config["probes"]["max_train"],
         store=config["store"],
-        data=f"{R}/data",
     script:
         "../workflow/scripts/probe.py"
 
 
 rule probe_summary:
     input:
-        tables=expand(f"{R}/probes/models/{{model}}.csv", model=PLAN.probe_models()),
+        tables=[PATHS.probe(m) for m in PLAN.probe_models()],
     output:
-        accuracy=f"{R}/probes/accuracy.csv",
+        accuracy=PATHS.probe_table("accuracy"),
         solved=report(
-            f"{R}/probes/solved.csv",
+            PATHS.probe_table("solved"),
             caption="../workflow/report/solved.rst",
             category="Competence",
         ),
-        tasks_solved=f"{R}/probes/tasks_solved.csv",
+        tasks_solved=PATHS.probe_table("tasks_solved"),
     log:
         "logs/probe/summary.log",
     conda:

@@ -1,4 +1,5 @@
 # The paper's figures, one job each so only stale figures redraw, and one self-contained HTML report.
+# prh.plan.FIGURES declares each figure's inputs and the config values it reads; the report reads declared files only.
 
 
 rule figure:
@@ -6,33 +7,30 @@ rule figure:
         unpack(figure_inputs),
     output:
         png=report(
-            f"{R}/figures/{{figure}}.png",
+            PATHS.figure("{figure}", "png"),
             caption="../workflow/report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}"},
         ),
-        svg=f"{R}/figures/{{figure}}.svg",
-        csv=f"{R}/figures/{{figure}}.csv",
-        reading=f"{R}/figures/{{figure}}.json",
+        svg=PATHS.figure("{figure}", "svg"),
+        csv=PATHS.figure("{figure}", "csv"),
+        reading=PATHS.figure("{figure}", "json"),
     log:
         "logs/report/{figure}.log",
     conda:
         "../envs/prh.yaml"
     params:
-        report=config["report"],
-        alignment=config["alignment"],
-        datasets=config["datasets"],
+        figure=figure_params,
     script:
         "../workflow/scripts/figure.py"
 
 
 rule report:
     input:
-        figures=expand(f"{R}/figures/{{figure}}.png", figure=PLAN.figures()),
-        tables=PLAN.tables(),
+        unpack(report_inputs),
     output:
         html=report(
-            f"{R}/report.html",
+            PATHS.report(),
             caption="../workflow/report/report.rst",
             category="Report",
         ),
@@ -42,6 +40,5 @@ rule report:
         "../envs/prh.yaml"
     params:
         config=config,
-        figures=PLAN.figures(),
     script:
         "../workflow/scripts/report.py"

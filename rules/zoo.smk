@@ -3,7 +3,7 @@
 
 rule train_zoo_model:
     output:
-        receipt=f"{R}/zoo/{{model}}.json",
+        receipt=PATHS.zoo("{model}"),
     log:
         "logs/zoo/{model}.log",
     conda:
@@ -13,7 +13,7 @@ rule train_zoo_model:
         gpu=gpu_count,
     params:
         spec=model_spec,
-        cache=f"{config['store']}/zoo",
+        cache=PLAN.zoo_cache(),
         device=config["device"],
         gpus=config["gpus"],
     script:

@@ -1,13 +1,14 @@
-"""prepare() vs an independent exact-quantile computation; align() best pair, orientation, ties and names."""
+"""prepare() vs an independent exact-quantile computation; the best layer pair of the pipeline's scoring path
+(prepare -> prepare_layers -> score_caches -> best_pair): orientation, ties, NaN."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from prh.align import align, prepare
+from prh.align import best_pair, prepare
 from prh.errors import PrhError
-from prh.metrics import layerwise
+from prh.metrics import get_metric, layerwise, prepare_layers, score_caches
 
 
 def heavy_tailed_layers(seed: int) -> list[np.ndarray]:
@@ -72,34 +73,46 @@ def paired_models(seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [v.astype(np.float32) for v in x], [v.astype(np.float32) for v in y]
 
 
+def layer_pair_scores(x: list[np.ndarray], y: list[np.ndarray], metric: str, k: int = 5) -> np.ndarray:
+    """Every layer-pair score, model x first, computed as the experiment and the scorer do."""
+    params = {"k": k} if "k" in get_metric(metric).param_names else {}
+    cx, cy = (prepare_layers(metric, prepare(f, q=1.0), **params) for f in (x, y))
+    return score_caches(metric, cx, cy, **params)
+
+
 @pytest.mark.parametrize("metric", ["mutual_knn", "cka", "cycle_knn"])
-def test_align_finds_best_pair_with_x_first(metric: str) -> None:
+def test_best_pair_finds_the_shared_layers_with_x_first(metric: str) -> None:
     x, y = paired_models()
-    res = align(x, y, metric, layer_names_x=["a", "b", "c"], layer_names_y=["p", "q", "r", "s"], q=1.0, k=5)
-    assert res.matrix.shape == (4, 5)
-    assert res.best == (1, 2) and (res.layer_x, res.layer_y) == ("b", "r")
-    assert res.score == res.matrix[1, 2] == res.matrix.max()
-    np.testing.assert_array_equal(res.matrix, layerwise(metric, prepare(x, 1.0), prepare(y, 1.0), k=5))
-    swapped = align(y, x, metric, q=1.0, k=5)
-    assert swapped.best == (2, 1) and swapped.layer_x == "2"
+    matrix = layer_pair_scores(x, y, metric)
+    assert matrix.shape == (4, 5)  # 3 + concat rows, 4 + concat columns
+    score, best = best_pair(matrix)
+    assert best == (1, 2) and score == matrix[1, 2] == matrix.max()
+    params = {"k": 5} if "k" in get_metric(metric).param_names else {}
+    np.testing.assert_allclose(matrix, layerwise(metric, prepare(x, 1.0), prepare(y, 1.0), **params), atol=1e-12)
+    swapped = layer_pair_scores(y, x, metric)
+    assert best_pair(swapped)[1] == (2, 1)
     if metric != "cycle_knn":
-        np.testing.assert_allclose(swapped.matrix, res.matrix.T, atol=1e-12)
+        np.testing.assert_allclose(swapped, matrix.T, atol=1e-12)
 
 
-def test_align_ties_pick_first_in_row_major_order_and_concat_name() -> None:
+def test_best_pair_ties_pick_first_in_row_major_order() -> None:
     rng = np.random.default_rng(4)
     base = rng.standard_normal((40, 6)).astype(np.float32)
-    res = align([rng.standard_normal((40, 3)).astype(np.float32), base], [base], "mutual_knn", q=1.0, k=4)
-    assert res.matrix[1, 0] == 1.0 and res.matrix[1, 1] == 1.0  # x layer 1 vs y layer 0 and vs y concat: a tie
-    assert res.best == (1, 0)
-    res2 = align([base, base], [base * 2], "mutual_knn", q=1.0, k=4)
-    assert res2.best == (0, 0) and (res2.matrix == 1.0).all()
-    assert res2.names_x[-1] == "concat"
+    matrix = layer_pair_scores([rng.standard_normal((40, 3)).astype(np.float32), base], [base], "mutual_knn", k=4)
+    assert matrix[1, 0] == 1.0 and matrix[1, 1] == 1.0  # x layer 1 vs y layer 0 and vs y concat: a tie
+    assert best_pair(matrix)[1] == (1, 0)
+    same = layer_pair_scores([base, base], [base * 2], "mutual_knn", k=4)
+    assert best_pair(same) == (1.0, (0, 0)) and (same == 1.0).all()
 
 
-def test_align_errors() -> None:
-    x, y = paired_models()
-    with pytest.raises(PrhError, match="layer_names_x"):
-        align(x, y, "cka", layer_names_x=["a"])
+def test_best_pair_ignores_nan() -> None:
+    m = np.array([[np.nan, 0.2], [0.7, np.nan]])
+    assert best_pair(m) == (0.7, (1, 0))
+    score, where = best_pair(np.full((2, 3), np.nan))
+    assert np.isnan(score) and where == (0, 0)
+
+
+def test_unknown_metric_is_named() -> None:
+    x, _ = paired_models()
     with pytest.raises(PrhError, match="metric"):
-        align(x, y, "mutual")
+        prepare_layers("mutual", prepare(x))

@@ -30,6 +30,13 @@ def test_default_config_validates_and_gets_defaults(default):
     assert default.get("extraction", {}).get("store_dtype") is None  # input not mutated
 
 
+def test_defaults_are_copies(default):
+    """Filling defaults never shares the schema's default objects between configs."""
+    first = validate_config({k: v for k, v in default.items() if k != "probes"})
+    first["probes"]["tasks"]["t"] = {"dataset": "fmnist", "label": "class", "group": "natural"}
+    assert validate_config({k: v for k, v in default.items() if k != "probes"})["probes"]["tasks"] == {}
+
+
 def test_every_schema_field_has_a_description():
     schema = yaml.safe_load((ROOT / "schemas" / "config.schema.yaml").read_text())
     missing = []
@@ -83,6 +90,12 @@ def _mutate(cfg: dict, case: str) -> dict:
         cfg["datasets"]["fmnist"]["path"] = "/nonexistent/fashion-mnist"
     elif case == "unknown_arch":
         cfg["models"]["resnet-s-sup"]["arch"] = "resnet999"
+    elif case == "no_package":
+        del cfg["models"]["minilm"]["package"]
+    elif case == "zoo_no_modality":
+        del cfg["models"]["lm-tiny"]["modality"]
+    elif case == "zoo_vision_no_arch":
+        del cfg["models"]["vit-s-sup"]["arch"]
     return cfg
 
 
@@ -99,6 +112,9 @@ CASES = {
     "empty_models": "alignment.experiments.vision-vision.x:",
     "unreadable_path": "datasets.fmnist.path: /nonexistent/fashion-mnist is not readable",
     "unknown_arch": "models.resnet-s-sup.arch: 'resnet999' is not a known timm architecture",
+    "no_package": "models.minilm.package: is required for packaged models",
+    "zoo_no_modality": "models.lm-tiny.modality: is required for zoo models (vision or language)",
+    "zoo_vision_no_arch": "models.vit-s-sup.arch: is required for zoo vision models",
 }
 
 

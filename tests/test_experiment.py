@@ -1,5 +1,5 @@
 """align_experiment over every registered metric: the config entry validates, every ordered model pair's row equals
-align() on the same features (asymmetric metrics scored both ways, symmetric ones mirrored), chance from the registry."""
+the best of layerwise() on the same prepared features (asymmetric metrics scored both ways, symmetric ones mirrored), chance from the registry."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from prh.align import align
+from prh.align import best_pair, prepare
 from prh.config import validate_config
 from prh.experiment import align_experiment, model_pairs
 from prh.extract import Features
-from prh.metrics import METRICS, chance_level, get_metric
+from prh.metrics import METRICS, chance_level, get_metric, layerwise
 from prh.store import FeatureStore, make_request, write_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,8 +66,9 @@ def test_every_metric_entry_validates_and_runs_through_align_experiment(fan_in: 
     assert sorted(zip(table["model_x"], table["model_y"])) == sorted((x, y) for x in MODELS for y in MODELS if x != y)
     params = {k: v for k, v in entry.items() if k != "name"}
     for row in table.itertuples():
-        want = align(fan_in["feats"][row.model_x], fan_in["feats"][row.model_y], name, q=0.95, **params)
-        assert row.score == pytest.approx(want.score, abs=1e-9), (row.model_x, row.model_y)
+        fx, fy = (prepare(fan_in["feats"][m], q=0.95) for m in (row.model_x, row.model_y))
+        want, _ = best_pair(layerwise(name, fx, fy, **params))
+        assert row.score == pytest.approx(want, abs=1e-9), (row.model_x, row.model_y)
         expected_chance = chance_level(name, N, **params)
         assert (pd.isna(row.chance) if expected_chance is None else row.chance == pytest.approx(expected_chance))
         assert np.isfinite(row.null_mean) and row.ci_low <= row.ci_high

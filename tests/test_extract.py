@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -193,48 +192,21 @@ def test_prompt_template_equals_pretemplated_text(minilm, texts):
         extract(minilm, texts, {"prompt_template": "no slot"}, progress=False)
 
 
-def _reference_bits(model: LoadedModel, ids: list[int]) -> float:
-    """Cross-entropy of tokens 1.. in bits from full logits, summed in a Python loop."""
-    with torch.no_grad():
-        logits = model.module(input_ids=torch.tensor([ids])).logits[0].double()
-    total = 0.0
-    for t in range(len(ids) - 1):
-        row = logits[t]
-        log_z = float(torch.logsumexp(row, 0))
-        total += -(float(row[ids[t + 1]]) - log_z) / math.log(2)
-    return total
-
-
-def test_bits_per_byte_matches_full_logit_reference(llama, texts):
+def test_causal_lm_features_are_unpadded_hidden_state_means(llama, texts):
     f = extract(llama, texts, {}, batch_size=4, progress=False)
-    assert len(f.layers) == 3 and set(f.side) == {"bpb", "n_tokens", "n_bytes", "bits"}
+    assert len(f.layers) == 3 and f.side == {}  # embeddings + 2 blocks; nothing but features
     for i, text in enumerate(texts.texts):
-        ids = llama.tokenizer(text)["input_ids"]
-        bits = _reference_bits(llama, ids)
-        assert f.side["n_tokens"][i] == len(ids) - 1
-        assert f.side["n_bytes"][i] == len(text.encode("utf-8"))
-        assert f.side["bpb"][i] == pytest.approx(bits / len(text.encode("utf-8")), rel=1e-5)
-    assert 14 < np.mean(f.side["bits"] / f.side["n_tokens"]) < 15.5  # random init: ~log2(vocab) bits per token
+        states, _ = _manual_states(llama, text)
+        for layer, h in zip(f.layers, states):
+            np.testing.assert_allclose(layer[i], h.mean(0).numpy(), atol=2e-5, rtol=1e-4)
 
 
-def test_bpb_chunking_and_truncation(llama):
-    from prh.extract.language import pad_right, token_bits
-
+def test_causal_lm_truncation(llama):
     text = "alpha beta gamma delta epsilon"
-    ds = Dataset("one", None, [text], text_digest="o" * 64)
-    f = extract(llama, ds, {"max_tokens": 5}, progress=False)
-    ids = llama.tokenizer(text, truncation=True, max_length=5)["input_ids"]
-    assert len(ids) == 5 and f.side["n_tokens"][0] == 4
-    assert f.side["n_bytes"][0] == len("alpha beta gamma")  # [CLS] alpha beta gamma [SEP]
-    assert f.side["bpb"][0] == pytest.approx(_reference_bits(llama, ids) / 16, rel=1e-5)
-    # one logit row per chunk gives the same bits as one big chunk
-    input_ids, mask = pad_right([ids, ids[:3]], 0)
-    with torch.no_grad():
-        h = llama.module.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        big = token_bits(llama.module.lm_head, h, input_ids, mask)
-        tiny = token_bits(llama.module.lm_head, h, input_ids, mask, budget_bytes=1)
-    np.testing.assert_allclose(big.numpy(), tiny.numpy(), rtol=1e-12)
-    assert big[1] == pytest.approx(_reference_bits(llama, ids[:3]), rel=1e-5)
+    f = extract(llama, Dataset("one", None, [text], text_digest="o" * 64), {"max_tokens": 5, "layers": [-1]}, progress=False)
+    states, ids = _manual_states(llama, text, max_tokens=5)
+    assert len(ids) == 5 and f.attrs["n_tokens_total"] == 5
+    np.testing.assert_allclose(f.layers[0][0], states[-1].mean(0).numpy(), atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("model_name", ["minilm", "llama"])
@@ -244,13 +216,12 @@ def test_language_batch_size_independent(model_name, request, texts):
     b = extract(model, texts, {}, batch_size=7, progress=False)
     for x, y in zip(a.layers, b.layers):
         np.testing.assert_allclose(x, y, atol=1e-5, rtol=0)
-    for k in a.side:
-        np.testing.assert_allclose(a.side[k], b.side[k], rtol=1e-6)
 
 
 def test_params_validation():
     assert normalize_params({"batch_size": 3}, "language")["max_tokens"] == 512
     assert normalize_params({"pooling": "auto"}, "language")["pooling"] == "mean"
+    assert normalize_params({"bpb": False}, "language") == normalize_params({}, "language")  # retired, not in keys
     with pytest.raises(PrhError, match="unknown vision extraction parameter.*'poolng'"):
         normalize_params({"poolng": "cls"}, "vision")
     with pytest.raises(PrhError, match="pooling 'cls' is not one of"):
@@ -283,16 +254,17 @@ def test_extract_to_store_is_a_noop_when_committed(tmp_path, vit, images):
     assert store.keys() == [key]
     both = Dataset("both", images.images, ["x"] * images.n, image_digest="i" * 64, text_digest="t" * 64)
     with pytest.raises(PrhError, match="model 'vit' loaded as vision but its spec implies language"):
-        extract_to_store(store, "vit", {"source": "zoo"}, both, {}, **kw)
+        extract_to_store(store, "vit", {"source": "zoo", "modality": "language"}, both, {}, **kw)
 
 
-def test_store_round_trip_keeps_side_arrays(tmp_path, llama, texts):
+def test_store_round_trip_of_a_language_model(tmp_path, llama, texts):
     store = FeatureStore(tmp_path)
     load = lambda name, spec, device="cpu", dtype="float32": llama  # noqa: E731
-    key, _ = extract_to_store(store, "llama", {"source": "packaged"}, texts, {"max_tokens": 32},
+    key, _ = extract_to_store(store, "llama", {"source": "hf", "id": "llama"}, texts, {"max_tokens": 32},
                               weights_digest=llama.digest, load_model_fn=load, progress=False)
     e = store.open(key)
     direct = extract(llama, texts, {"max_tokens": 32}, progress=False)
     assert isinstance(direct, Features) and e.layer_names == direct.layer_names
-    np.testing.assert_allclose(e.side("bpb"), direct.side["bpb"], rtol=1e-12)
+    for got, want in zip(e.layers(), direct.layers):
+        np.testing.assert_allclose(got, want, atol=1e-6)
     assert e.request["dataset"] == {"id": "caps", "modality": "text", "content_digest": "t" * 64}

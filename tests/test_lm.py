@@ -17,15 +17,12 @@ from prh.errors import PrhError  # noqa: E402
 from prh.lm import (  # noqa: E402
     MCItem,
     arithmetic_task,
-    bits_per_byte,
     choice_loglik,
     corpus_bits_per_byte,
     gloss_task,
     language_scores,
-    mc_accuracy,
     mc_scores,
     merge_published,
-    text_bits,
     token_logprobs,
     _windows,
 )
@@ -91,18 +88,19 @@ def toy() -> LoadedModel:
 
 
 def test_bits_per_byte_matches_token_loop(toy: LoadedModel) -> None:
-    got = bits_per_byte(toy, TEXTS, batch_size=3)
+    got = [corpus_bits_per_byte(toy, t, batch_size=3) for t in TEXTS]  # each text fits one window
     want = [reference_bits(toy.module, [1] + [b + 3 for b in t.encode()]) / len(t.encode()) for t in TEXTS]
     np.testing.assert_allclose(got, want, rtol=1e-9)
-    assert np.all(got > 0.5)  # scaled head: far from a trivial model
+    assert np.all(np.array(got) > 0.5)  # scaled head: far from a trivial model
 
 
 def test_chunked_head_equals_unchunked(toy: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
     import prh.lm
 
-    whole = bits_per_byte(toy, TEXTS)
+    text = " ".join(TEXTS)
+    whole = corpus_bits_per_byte(toy, text, window=16, stride=8)
     monkeypatch.setattr(prh.lm, "LOGIT_BUDGET", 259 * 2)  # one position per head call
-    np.testing.assert_allclose(bits_per_byte(toy, TEXTS, batch_size=2), whole, rtol=1e-10)
+    assert corpus_bits_per_byte(toy, text, window=16, stride=8, batch_size=2) == pytest.approx(whole, rel=1e-10)
 
 
 def test_token_logprobs_scores_only_from_first(toy: LoadedModel) -> None:
@@ -125,20 +123,14 @@ def test_softcap_applied() -> None:
     with torch.no_grad():
         logits = torch.tanh(module(input_ids=torch.tensor([ids])).logits[0] / 3.0) * 3.0
     want = -sum(torch.log_softmax(logits[i - 1], -1)[ids[i]].item() for i in range(1, len(ids))) / math.log(2)
-    assert text_bits(model, ["soft cap"]).bits[0] == pytest.approx(want, rel=1e-9)
-
-
-def test_truncation_counts_only_scored_bytes(toy: LoadedModel) -> None:
-    tb = text_bits(toy, [TEXTS[2]], max_tokens=10)
-    assert tb.n_tokens[0] == 9 and tb.n_bytes[0] == 9
-    assert tb.bits[0] == pytest.approx(reference_bits(toy.module, [1] + [b + 3 for b in TEXTS[2][:9].encode()]), rel=1e-9)
+    assert corpus_bits_per_byte(model, "soft cap") * len("soft cap") == pytest.approx(want, rel=1e-9)
 
 
 def test_without_bos_uses_eos_prefix() -> None:
     module = tiny_llama()
     model = loaded(module, CharTokenizer(bos=False))
     want = reference_bits(module, [2] + [b + 3 for b in b"hello"]) / 5
-    assert bits_per_byte(model, ["hello"])[0] == pytest.approx(want, rel=1e-9)
+    assert corpus_bits_per_byte(model, "hello") == pytest.approx(want, rel=1e-9)
 
 
 def test_windows_cover_every_target_once() -> None:
@@ -146,11 +138,6 @@ def test_windows_cover_every_target_once() -> None:
         covered = [t for _, end, first in _windows(n, window, stride) for t in range(first, end)]
         assert covered == list(range(1, n))
         assert all(end - begin <= window for begin, end, _ in _windows(n, window, stride))
-
-
-def test_corpus_bpb_full_window_equals_per_text(toy: LoadedModel) -> None:
-    text = "one long document about cats and mats and hats"
-    assert corpus_bits_per_byte(toy, text, window=200, stride=100) == pytest.approx(bits_per_byte(toy, [text])[0], rel=1e-9)
 
 
 def test_corpus_bpb_sliding_matches_reference(toy: LoadedModel) -> None:
@@ -165,13 +152,13 @@ def test_corpus_bpb_sliding_matches_reference(toy: LoadedModel) -> None:
             bits -= math.log2(torch.softmax(logits, -1)[ids[t]].item())
     got = corpus_bits_per_byte(toy, text, window=window, stride=stride, batch_size=3)
     assert got == pytest.approx(bits / len(text), rel=1e-9)
-    assert got != pytest.approx(bits_per_byte(toy, [text])[0], rel=1e-6)  # context cut does change the answer
+    assert got != pytest.approx(corpus_bits_per_byte(toy, text), rel=1e-6)  # context cut does change the answer
 
 
 def test_not_causal_raises(toy: LoadedModel) -> None:
     enc = loaded(toy.module, toy.tokenizer, causal=False)
     with pytest.raises(PrhError, match="toy"):
-        bits_per_byte(enc, ["x"])
+        corpus_bits_per_byte(enc, "x")
     with pytest.raises(PrhError, match="stride"):
         corpus_bits_per_byte(toy, "abc", window=4, stride=4)
 
@@ -224,15 +211,15 @@ def test_mc_picks_planted_answer() -> None:
     # the stub makes the byte "q" near-certain, so the continuation " qqq"... is the planted winner
     model = loaded(PreferTokenModel(ord("q") + 3), CharTokenizer())
     items = [MCItem("ctx", ["abc", "qqqq", "zz"], 1), MCItem("more", ["qq", "xyz", "w"], 0), MCItem("x", ["a", "b"], 1)]
-    acc, ok = mc_accuracy(model, items)
-    assert ok.tolist() == [True, True, False] and acc == pytest.approx(2 / 3)
+    ok = [mc_scores(model, "gloss", [item])["gloss_acc_norm"] for item in items]
+    assert ok == [1.0, 1.0, 0.0] and mc_scores(model, "gloss", items)["acc_gloss"] == pytest.approx(2 / 3)
 
 
 def test_acc_norm_differs_from_raw() -> None:
     # every non-favourite byte costs the same, so raw loglik prefers the shortest choice, acc_norm ties -> first
     model = loaded(PreferTokenModel(ord("q") + 3), CharTokenizer())
     items = [MCItem("c", ["abcdef", "a"], 0)]
-    assert mc_accuracy(model, items, normalize=False)[0] == 0.0
+    assert mc_scores(model, "arith", items)["arith_acc"] == 0.0
     lls = choice_loglik(model, items)[0]
     assert lls[0] / 7 == pytest.approx(lls[1] / 2, rel=1e-6)
 
@@ -267,10 +254,14 @@ def test_arithmetic_task_answers_are_correct() -> None:
 
 def test_language_scores_row(toy: LoadedModel) -> None:
     items = {"planted": [MCItem("ctx", ["abc", "abd"], 0)]}
-    row = language_scores(toy, "toytext", "some held out text", items, window=64, stride=32)
-    assert row["bpb"] == pytest.approx(bits_per_byte(toy, ["some held out text"])[0], rel=1e-9)
-    assert row["lm_score"] == pytest.approx(1 - row["bpb"])
-    assert set(row) == {"model", "n_params", "bpb", "lm_score", "corpus", "acc_planted", "planted_acc", "planted_acc_norm"}
+    row = language_scores(toy, items, "toytext", "some held out text", window=64, stride=32)
+    assert row["bpb"] == pytest.approx(reference_bits(toy.module, [1] + [b + 3 for b in b"some held out text"]) / 18, rel=1e-9)
+    assert row["lm_score"] == pytest.approx(1 - row["bpb"]) and row["corpus"] == "toytext" and row["causal"]
+    assert set(row) == {"model", "n_params", "causal", "bpb", "lm_score", "corpus", "acc_planted", "planted_acc",
+                        "planted_acc_norm"}  # fmt: skip
+    assert set(language_scores(toy, items)) == set(row) - {"bpb", "lm_score", "corpus"}  # no corpus: accuracy only
+    encoder = loaded(toy.module, toy.tokenizer, causal=False)
+    assert language_scores(encoder, items, "toytext", "text") == {"model": "toy", "n_params": 1, "causal": False}
 
 
 def test_mc_scores_primary_follows_the_task() -> None:

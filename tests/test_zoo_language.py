@@ -94,7 +94,7 @@ def test_trained_lm_beats_untrained_on_heldout(trained: Path) -> None:
     from prh.models.language import load_language_model
 
     held = corpus_text({"source": "wordnet", "split": "heldout", "max_chars": 3000, "seed": 0})
-    model = load_language_model("lm-t", {"source": "zoo", "kind": "language", "checkpoint": str(trained)})
+    model = load_language_model("lm-t", {"source": "zoo", "modality": "language", "checkpoint": str(trained)})
     fresh = zl.build_model(TINY, model.tokenizer).eval()
     untrained = dataclasses.replace(model, module=fresh)
     bpb, bpb0 = (corpus_bits_per_byte(m, held, window=32, stride=16) for m in (model, untrained))

@@ -38,7 +38,6 @@ def cmd_data_ls(args: argparse.Namespace) -> None:
 
 def cmd_models_ls(args: argparse.Namespace) -> None:
     """List every model of the config with its source, modality and weights digest."""
-    from prh.config import model_modality
     from prh.models import weights_digest
     from prh.pipeline import resolved_spec
     from prh.plan import Plan
@@ -52,7 +51,7 @@ def cmd_models_ls(args: argparse.Namespace) -> None:
             digest = "(not trained yet: run snakemake)"
         else:
             digest = weights_digest(name, resolved_spec(name, spec, receipts, cfg["store"]))[:16]
-        rows.append({"model": name, "source": spec["source"], "modality": model_modality(name, spec), "digest": digest})
+        rows.append({"model": name, "source": spec["source"], "modality": plan.modality(name), "digest": digest})
     print(_table(rows, ["model", "source", "modality", "digest"]))
 
 
@@ -101,12 +100,14 @@ def cmd_store_verify(args: argparse.Namespace) -> None:
 
 
 def referenced_keys(results: str) -> set[str]:
-    """Store keys named by the extraction receipts under ``results/features``."""
+    """Store keys named by the receipts under ``results`` (prh.plan.Paths)."""
+    from prh.plan import Paths
+
     keys = set()
-    for path in Path(results, "features").rglob("*.json"):
+    for path in Paths(results).existing_receipts():
         try:
             keys.add(json.loads(path.read_text())["key"])
-        except (ValueError, KeyError):
+        except (OSError, ValueError, KeyError):
             continue
     return keys
 
@@ -134,8 +135,10 @@ def cmd_store_rm(args: argparse.Namespace) -> None:
 
 def receipts_naming(results: str, name: str) -> list[Path]:
     """Extraction and zoo receipts under ``results`` that name a store key or checkpoint directory ``name``."""
+    from prh.plan import Paths
+
     out = []
-    for path in [*Path(results, "features").rglob("*.json"), *Path(results, "zoo").glob("*.json")]:
+    for path in Paths(results).existing_receipts():
         try:
             receipt = json.loads(path.read_text())
         except (OSError, ValueError):

@@ -26,8 +26,12 @@ PACKAGED_MODALITY = {
     "efficientnet-lite1": "vision",
     "efficientnet-lite2": "vision",
 }
-TEXT_SOURCES = {"wordnet", "pydoc"}
-DEFAULT_N = {"fashion-mnist": 10000, "digits": 1797, "scenes": 1024}
+MODEL_SOURCES = ("zoo", "packaged", "timm", "hf")
+# Model sources that imply a modality (zoo models say theirs, packaged ones are routed by PACKAGED_MODALITY)
+SOURCE_MODALITY = {"timm": "vision", "hf": "language"}
+# Compute dtypes a model may run in, and the bytes one parameter takes in each (job memory)
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DEFAULT_N = {"digits": 1797, "scenes": 1024}  # sizes of sources whose n defaults to all (fashion-mnist: by split)
 
 
 class ConfigError(PrhError):
@@ -69,28 +73,38 @@ def read_yaml(path: str | os.PathLike) -> dict:
 
 
 def load_schema() -> dict:
-    """The config JSON schema (YAML on disk), its metric entry (names, parameters) generated from the metric registry."""
+    """The config JSON schema (YAML on disk) with the names it shares with the code filled in from their one
+    declaration: metric entries (the metric registry), dataset sources, model sources, packages and dtypes."""
+    from prh.data import SOURCES
     from prh.metrics.registry import config_schema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     schema["definitions"]["metric"] = {**schema["definitions"]["metric"], **config_schema()}
+    props = schema["properties"]
+    props["datasets"]["additionalProperties"]["properties"]["source"]["enum"] = list(SOURCES)
+    model = props["models"]["additionalProperties"]["properties"]
+    model["source"]["enum"] = list(MODEL_SOURCES)
+    model["package"]["enum"] = list(PACKAGED_MODALITY)
+    model["dtype"]["enum"] = props["extraction"]["properties"]["dtype"]["enum"] = list(DTYPE_BYTES)
     return schema
 
 
-def _fill_defaults(node: Any, schema: dict) -> None:
-    """Set schema defaults in place, recursing into objects."""
-    if not isinstance(node, dict) or schema.get("type") not in (None, "object"):
-        return
-    for key, sub in schema.get("properties", {}).items():
-        if key not in node and "default" in sub:
-            node[key] = copy.deepcopy(sub["default"])
-        if key in node:
-            _fill_defaults(node[key], sub)
-    extra = schema.get("additionalProperties")
-    if isinstance(extra, dict):
-        for key, value in node.items():
-            if key not in schema.get("properties", {}):
-                _fill_defaults(value, extra)
+def _with_defaults(validator_class: type) -> type:
+    """The validator class, extended so that validating an object first sets each absent property's schema default
+    (a copy): jsonschema's default-filling recipe, the one ``snakemake.utils.validate(set_default=True)`` uses."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if validator.is_type(instance, "object"):
+            for key, sub in properties.items():
+                if key not in instance and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _field(path: Any) -> str:
@@ -109,8 +123,8 @@ def _message(err: jsonschema.ValidationError) -> str:
 
 
 def _schema_check(cfg: dict, schema: dict) -> None:
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    """Fill the schema's defaults into ``cfg`` in place while validating it; the best-matching error as one line."""
+    errors = sorted(DefaultFillingValidator(schema).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if not errors:
         return
     err = jsonschema.exceptions.best_match(errors)
@@ -120,23 +134,31 @@ def _schema_check(cfg: dict, schema: dict) -> None:
         raise ConfigError(_field(path + extra[:1]), "unknown key (not in schemas/config.schema.yaml)")
     if err.validator == "required":
         missing = [k for k in err.validator_value if k not in err.instance]
-        raise ConfigError(_field(path + missing[:1]), "is required")
+        condition = f" {err.schema['description']}" if "then" in err.schema_path else ""
+        raise ConfigError(_field(path + missing[:1]), f"is required{condition}")
     if err.validator == "pattern" and err.schema_path and "propertyNames" in err.schema_path:
         raise ConfigError(_field(path), f"{err.instance!r} is not a valid name (letters, digits, '_', '.', '+', '-'; no slash)")
     raise ConfigError(_field(path), _message(err))
 
 
 def model_modality(name: str, spec: dict) -> str:
-    """'vision' or 'language' for a model spec (explicit, or implied by its source)."""
+    """'vision' or 'language' for a model spec: explicit, else implied by its source (timm, hf) or package.
+
+    The one modality rule: config checks, the plan, the loaders and extraction all ask it.
+    """
     if "modality" in spec:
         return spec["modality"]
-    if spec["source"] == "packaged":
-        return PACKAGED_MODALITY[spec["package"]]
-    if spec["source"] == "timm":
-        return "vision"
-    if spec["source"] == "hf":
-        return "language"
-    raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
+    source = spec.get("source")
+    if source == "packaged":
+        package = spec.get("package")
+        if package not in PACKAGED_MODALITY:
+            raise ConfigError(f"models.{name}.package", f"{package!r} is not one of {sorted(PACKAGED_MODALITY)}")
+        return PACKAGED_MODALITY[package]
+    if source in SOURCE_MODALITY:
+        return SOURCE_MODALITY[source]
+    if source == "zoo":
+        raise ConfigError(f"models.{name}.modality", "is required for zoo models (vision or language)")
+    raise ConfigError(f"models.{name}.source", f"{source!r} is not one of {', '.join(MODEL_SOURCES)}")
 
 
 def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
@@ -175,16 +197,8 @@ def experiment_datasets(exp: dict) -> list[str]:
 
 def _check_models(cfg: dict) -> None:
     for name, spec in cfg["models"].items():
-        field = f"models.{name}"
-        modality = model_modality(name, spec)
-        if spec["source"] == "packaged" and "package" not in spec:
-            raise ConfigError(f"{field}.package", "is required for packaged models")
-        if spec["source"] in ("timm", "hf") and "id" not in spec:
-            raise ConfigError(f"{field}.id", f"is required for {spec['source']} models")
-        if spec["source"] == "zoo" and modality == "vision":
-            if "arch" not in spec or "objective" not in spec:
-                raise ConfigError(f"{field}.arch" if "arch" not in spec else f"{field}.objective", "is required for zoo vision models")
-            _check_timm_arch(spec["arch"], f"{field}.arch")
+        if spec["source"] == "zoo" and spec["modality"] == "vision":
+            _check_timm_arch(spec["arch"], f"models.{name}.arch")
 
 
 def _check_timm_arch(arch: str, field: str) -> None:
@@ -244,7 +258,9 @@ def _check_sections(cfg: dict) -> None:
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
-    for key in ("vision_vision", "vision_language", "caption_density", "locality", "agreement"):
+    from prh.plan import FIGURES  # the figure registry names the report keys that pick an experiment
+
+    for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
         exp = cfg["report"][key]
         if exp is not None and exp not in cfg["alignment"]["experiments"]:
             raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
@@ -259,9 +275,7 @@ def _check_sections(cfg: dict) -> None:
 def validate_config(cfg: dict) -> dict:
     """Return a copy of ``cfg`` with defaults filled, or raise ConfigError naming the first bad field."""
     cfg = copy.deepcopy(cfg)
-    schema = load_schema()
-    _fill_defaults(cfg, schema)
-    _schema_check(cfg, schema)
+    _schema_check(cfg, load_schema())
     _check_datasets(cfg)
     _check_models(cfg)
     _check_experiments(cfg)

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from prh.errors import PrhError
-from prh.extract.language import length_order, pad_right, target_logprobs
+from prh.extract.language import length_order, pad_right
 from prh.models import LoadedModel
 
 LOGIT_BUDGET = 1 << 24  # float32 logits per head call (64 MB); only scored positions reach the head
@@ -41,22 +41,27 @@ class MCItem:
     answer: int
 
 
-@dataclass(frozen=True)
-class TextBits:
-    """Per-text totals: bits (sum of -log2 p over scored tokens), scored UTF-8 bytes, scored tokens; each (n,)."""
-
-    bits: np.ndarray
-    n_bytes: np.ndarray
-    n_tokens: np.ndarray
-
-    @property
-    def bpb(self) -> np.ndarray:
-        """Bits per byte, (n,); NaN for texts with no scored bytes."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.n_bytes > 0, self.bits / np.maximum(self.n_bytes, 1), np.nan)
-
-
 # ---------------------------------------------------------------------------------------- token scoring
+def target_logprobs(
+    lm_head: torch.nn.Module, rows: torch.Tensor, targets: torch.Tensor, softcap: float | None, budget_bytes: int
+) -> torch.Tensor:
+    """Natural-log p(target | row) for N (hidden row, target id) pairs: (N, D), (N,) -> (N,) at least float32.
+
+    Logits are built a few rows at a time (at most ``budget_bytes`` of float32 logits), so a 262k vocabulary never
+    materialises a batch's logits; only the rows passed in go through the head.
+    """
+    vocab = int(lm_head.weight.shape[0]) if hasattr(lm_head, "weight") else 1 << 17
+    step = max(1, budget_bytes // (4 * vocab))
+    dtype = torch.promote_types(rows.dtype, torch.float32)
+    out = torch.empty(rows.shape[0], dtype=dtype, device=rows.device)
+    for s in range(0, rows.shape[0], step):
+        logits = lm_head(rows[s : s + step]).to(dtype)  # (step, V)
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        out[s : s + step] = torch.log_softmax(logits, dim=-1).gather(1, targets[s : s + step, None])[:, 0]
+    return out
+
+
 def _require_causal(model: LoadedModel) -> None:
     """Raise unless the model can predict tokens."""
     if not model.is_causal or model.tokenizer is None:
@@ -124,48 +129,9 @@ def token_logprobs(
 
 
 # --------------------------------------------------------------------------------------- bits per byte
-def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
-    """Token ids without special tokens, plus character offsets when the tokenizer is fast."""
-    try:
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    except (NotImplementedError, ValueError, TypeError):
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"]), None
-
-
-def _scored_bytes(text: str, offsets: list[tuple[int, int]] | None, first: int, last: int, n_tok: int) -> int:
-    """UTF-8 bytes covered by text tokens first..last-1 (all bytes when they span the whole text)."""
-    if first == 0 and last == n_tok or offsets is None:
-        return len(text.encode("utf-8"))
-    start = offsets[first][0] if first < last else 0
-    end = offsets[last - 1][1] if first < last else 0
-    return len(text[start:end].encode("utf-8"))
-
-
-def text_bits(model: LoadedModel, texts: list[str], *, max_tokens: int = 512, batch_size: int = 8) -> TextBits:
-    """Bits, scored bytes and scored tokens per text (first max_tokens tokens incl. the prefix token)."""
-    _require_causal(model)
-    prefix = _prefix_id(model.tokenizer)
-    seqs, n_bytes, n_tokens = [], [], []
-    for text in texts:
-        toks, offsets = _encode(model.tokenizer, text)
-        if prefix is not None:
-            keep = toks[: max_tokens - 1]
-            seqs.append([prefix] + keep)
-            n_bytes.append(_scored_bytes(text, offsets, 0, len(keep), len(toks)))
-        else:
-            keep = toks[:max_tokens]
-            seqs.append(keep)
-            n_bytes.append(_scored_bytes(text, offsets, min(1, len(keep)), len(keep), len(toks)) if keep else 0)
-        n_tokens.append(max(0, len(seqs[-1]) - 1))
-    lps = token_logprobs(model, seqs, batch_size=batch_size)
-    bits = np.array([-lp.sum() for lp in lps], dtype=np.float64)
-    return TextBits(bits=bits, n_bytes=np.array(n_bytes, dtype=np.int64), n_tokens=np.array(n_tokens, dtype=np.int64))
-
-
-def bits_per_byte(model: LoadedModel, texts: list[str], *, max_tokens: int = 512, batch_size: int = 8) -> np.ndarray:
-    """Per text, (n,) bits per UTF-8 byte: sum of -log2 p over its scored tokens / its scored bytes."""
-    return text_bits(model, texts, max_tokens=max_tokens, batch_size=batch_size).bpb
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a text without special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -186,7 +152,7 @@ def corpus_bits_per_byte(model: LoadedModel, text: str, *, window: int = 512, st
     _require_causal(model)
     if not 0 < stride <= window - 1:
         raise PrhError(f"language.stride: {stride} must be in 1..window-1 (window={window})")
-    toks, _ = _encode(model.tokenizer, text)
+    toks = _encode(model.tokenizer, text)
     prefix = _prefix_id(model.tokenizer)
     ids = ([prefix] if prefix is not None else []) + toks
     wins = _windows(len(ids), window, stride)
@@ -234,14 +200,6 @@ def _correct(items: list[MCItem], lls: list[np.ndarray], normalize: bool) -> np.
             ll = ll / np.array([len(_continuation(c).encode("utf-8")) for c in item.choices])
         correct.append(int(np.argmax(ll)) == item.answer)
     return np.array(correct, dtype=bool)
-
-
-def mc_accuracy(model: LoadedModel, items: list[MCItem], *, normalize: bool = True, batch_size: int = 8) -> tuple[float, np.ndarray]:
-    """(accuracy, (n,) bool correct): argmax of log-likelihood, per continuation byte when ``normalize`` (acc_norm)."""
-    if not items:
-        raise PrhError(f"models.{model.name}: multiple-choice task has no items")
-    ok = _correct(items, choice_loglik(model, items, batch_size=batch_size), normalize)
-    return float(ok.mean()), ok
 
 
 def mc_scores(model: LoadedModel, task: str, items: list[MCItem], *, batch_size: int = 8) -> dict[str, float]:
@@ -333,11 +291,18 @@ def make_tasks(spec: dict[str, dict]) -> dict[str, list[MCItem]]:
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def language_scores(model: LoadedModel, corpus: str, text: str, tasks: dict[str, list[MCItem]], *,
-                    window: int = 512, stride: int = 256, batch_size: int = 8) -> dict[str, Any]:
-    """One row of results/lm/scores.csv: model, n_params, bpb, lm_score (1 - bpb), corpus, ``mc_scores`` per task."""
-    bpb = corpus_bits_per_byte(model, text, window=window, stride=stride, batch_size=batch_size)
-    row: dict[str, Any] = {"model": model.name, "n_params": model.n_params, "bpb": bpb, "lm_score": 1.0 - bpb, "corpus": corpus}
+def language_scores(
+    model: LoadedModel, tasks: dict[str, list[MCItem]], corpus: str | None = None, text: str | None = None, *,
+    window: int = 512, stride: int = 256, batch_size: int = 8,
+) -> dict[str, Any]:  # fmt: skip
+    """One row of results/lm/scores.csv: model, n_params, causal; for causal LMs bpb and lm_score (1 - bpb) on
+    ``text`` (named ``corpus``) when one is given, and ``mc_scores`` of every task."""
+    row: dict[str, Any] = {"model": model.name, "n_params": model.n_params, "causal": model.is_causal}
+    if not model.is_causal:
+        return row
+    if text is not None:
+        bpb = corpus_bits_per_byte(model, text, window=window, stride=stride, batch_size=batch_size)
+        row.update(bpb=bpb, lm_score=1.0 - bpb, corpus=corpus)
     for task, items in tasks.items():
         row.update(mc_scores(model, task, items, batch_size=batch_size))
     return row

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -146,20 +146,21 @@ def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str 
 
 # -- probes ----------------------------------------------------------------------------------------
 def probe_model(
-    model: str, receipts: list[str], tasks: dict, layer: str | int, max_train: int, store_root: str,
-    data_dir: str, out: str,
+    model: str, receipts: list[str], data: list[str], tasks: dict, layer: str | int, max_train: int, store_root: str,
+    out: str,
 ) -> None:  # fmt: skip
-    """Fit every probe task on one model's stored features; write its accuracy rows."""
+    """Fit every probe task on one model's stored features (``receipts``, with their datasets' ``data`` in the same
+    order); write its accuracy rows."""
     from prh import probe
     from prh.data import load_saved
     from prh.store import FeatureStore, read_receipt
 
     store = FeatureStore(store_root)
     tables = []
-    for path in receipts:
-        receipt = read_receipt(path)
+    for receipt_path, data_path in zip(receipts, data, strict=True):
+        receipt = read_receipt(receipt_path)
         name = receipt["request"]["dataset"]["id"]
-        dataset = load_saved(Path(data_dir) / f"{name}.npz")
+        dataset = load_saved(data_path)
         if dataset.is_train is None:
             raise PrhError(f"datasets.{name}: probe tasks need `probe_split: true`")
         layers = store.open(receipt["key"]).layers()
@@ -220,15 +221,10 @@ def score_language_model(
     from prh.models import load_model
 
     loaded = load_model(model, resolved_spec(model, spec, zoo_receipts, store_root), device=resolve_device(device))
-    row: dict = {"model": model, "n_params": loaded.n_params, "causal": loaded.is_causal}
-    if loaded.is_causal:
-        if corpus_npz:
-            corpus = load_saved(corpus_npz[0])
-            bpb = lm.corpus_bits_per_byte(loaded, "\n".join(corpus.texts)[:max_chars])
-            row.update(bpb=bpb, lm_score=1.0 - bpb, corpus=corpus.name)
-        for task, items in lm.make_tasks({name: {"n": n} for name, n in downstream.items()}).items():
-            row.update(lm.mc_scores(loaded, task, items))
-    write_json_atomic(out, row)
+    corpus = load_saved(corpus_npz[0]) if corpus_npz and loaded.is_causal else None
+    text = "\n".join(corpus.texts)[:max_chars] if corpus is not None else None
+    tasks = lm.make_tasks({name: {"n": n} for name, n in downstream.items()}) if loaded.is_causal else {}
+    write_json_atomic(out, lm.language_scores(loaded, tasks, corpus.name if corpus is not None else None, text))
 
 
 def language_table(scores: list[str], published: str | None, out: str) -> None:
@@ -259,61 +255,71 @@ def _read_matrix(zarr_path: str, model_x: str, model_y: str) -> tuple[np.ndarray
     raise PrhError(f"report.heatmaps: no layer-pair matrix for {model_x} x {model_y} in {zarr_path}")
 
 
-def draw_figure(figure: str, inputs: dict[str, str], report: dict, alignment: dict, datasets: dict, out_png: str) -> None:
-    """Draw one of the report's figures from its input tables."""
+def _draw_heatmap(tables: dict, params: dict, stem: str) -> None:
     from prh import figures
 
-    stem = str(Path(out_png).with_suffix(""))
-    metric = report["headline_metric"]
-    table = pd.read_csv(inputs["alignment"]) if "alignment" in inputs else None
-    meta = pd.read_csv(inputs["models"]) if "models" in inputs else None
-    lm = pd.read_csv(inputs["lm"]) if "lm" in inputs else None
-    if figure.startswith("heatmap-"):
-        exp, mx, my = report["heatmaps"][int(figure.split("-", 1)[1])]
-        matrix, nx, ny, metric_name = _read_matrix(inputs["matrices"], mx, my)
-        dataset = experiment_dataset_label(alignment["experiments"][exp])
-        figures.fig_layer_heatmap(matrix, nx, ny, mx, my, metric_name, stem, context={"dataset": dataset})
-    elif figure == "convergence":
-        figures.fig_convergence(table, pd.read_csv(inputs["solved"]), stem, cumulative=True, metric=metric)
-    elif figure == "umap":
-        figures.fig_umap(table, pd.read_csv(inputs["solved"]), meta, stem, metric=metric)
-    elif figure == "vision_language":
-        figures.fig_vision_language(table, lm, meta, stem, metric=metric)
-    elif figure == "downstream":
-        figures.fig_downstream(table, lm, stem, model_meta=meta, metric=metric)
-    elif figure == "caption_density":
-        table["density"] = [datasets[d].get("density", 30) for d in table["dataset"]]
-        figures.fig_caption_density(table, meta, stem, metric=metric)
-    elif figure == "locality":
-        scores = lm.set_index("model")["lm_score"] if "lm_score" in lm.columns else pd.Series(dtype=float)
-        table["lm_score"] = table["model_y"].map(scores)
-        figures.fig_locality(table, stem)
-    elif figure == "agreement":
-        figures.fig_metric_agreement(table, stem)
-    else:
+    mx, my = params["model_x"], params["model_y"]
+    matrix, nx, ny, metric = _read_matrix(tables["matrices"], mx, my)
+    figures.fig_layer_heatmap(matrix, nx, ny, mx, my, metric, stem, context={"dataset": params["dataset"]})
+
+
+def _draw_caption_density(tables: dict, params: dict, stem: str) -> None:
+    from prh import figures
+
+    table = tables["alignment"].assign(density=lambda t: t["dataset"].map(params["density"]))
+    figures.fig_caption_density(table, tables["models"], stem, metric=params["metric"])
+
+
+def _draw_locality(tables: dict, params: dict, stem: str) -> None:
+    from prh import figures
+
+    lm = tables["lm"]
+    scores = lm.set_index("model")["lm_score"] if "lm_score" in lm.columns else pd.Series(dtype=float)
+    figures.fig_locality(tables["alignment"].assign(lm_score=lambda t: t["model_y"].map(scores)), stem)
+
+
+def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
+    """Figure name (prh.plan.FIGURES, plus the heatmap) -> how it is drawn from its read tables and params."""
+    from prh import figures
+    from prh.plan import HEATMAP
+
+    return {
+        "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, cumulative=True, metric=p["metric"]),
+        "umap": lambda t, p, s: figures.fig_umap(t["alignment"], t["solved"], t["models"], s, metric=p["metric"]),
+        "vision_language": lambda t, p, s: figures.fig_vision_language(t["alignment"], t["lm"], t["models"], s, metric=p["metric"]),
+        "downstream": lambda t, p, s: figures.fig_downstream(t["alignment"], t["lm"], s, model_meta=t["models"], metric=p["metric"]),
+        "caption_density": _draw_caption_density,
+        "locality": _draw_locality,
+        "agreement": lambda t, p, s: figures.fig_metric_agreement(t["alignment"], s),
+        HEATMAP: _draw_heatmap,
+    }  # fmt: skip
+
+
+def draw_figure(figure: str, inputs: dict[str, str], params: dict, out_png: str) -> None:
+    """Draw one of the report's figures from its input files and the config values it reads (prh.plan.FIGURES)."""
+    from prh.plan import HEATMAP
+
+    kind = HEATMAP if figure.startswith(f"{HEATMAP}-") else figure
+    drawers = _drawers()
+    if kind not in drawers:
         raise PrhError(f"unknown figure {figure!r}")
+    tables = {k: v if k == "matrices" else pd.read_csv(v) for k, v in inputs.items()}
+    drawers[kind](tables, params, str(Path(out_png).with_suffix("")))
 
 
-def experiment_dataset_label(experiment: dict) -> str:
-    """The dataset name(s) of an experiment as one label."""
-    ds = experiment["dataset"]
-    return ds if isinstance(ds, str) else ", ".join(ds)
-
-
-def build_report(config: dict, figure_names: list[str], out_html: str) -> None:
-    """Assemble the self-contained HTML report from the figures and tables of this run."""
+def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:
+    """Assemble the self-contained HTML report from its declared inputs (prh.plan.Plan.report_inputs): figures,
+    alignment tables (headline metric), the solved matrix and the receipts whose store keys it lists."""
     from prh import report
     from prh.store import read_receipt
 
-    root = Path(config["results"])
-    sections = [report.Section.from_figure(root / "figures" / name) for name in figure_names]
-    alignment = {p.stem: pd.read_csv(p) for p in sorted((root / "alignment").glob("*.csv"))}
+    sections = [report.Section.from_figure(Path(png).with_suffix("")) for png in inputs["figures"]]
     headline = config["report"]["headline_metric"]
+    alignment = {Path(p).stem: pd.read_csv(p) for p in inputs["alignment"]}
     alignment = {k: v[v["metric"] == headline] for k, v in alignment.items() if (v["metric"] == headline).any()}
-    solved_path = root / "probes" / "solved.csv"
-    solved = pd.read_csv(solved_path) if solved_path.exists() else None
+    solved = pd.read_csv(inputs["solved"][0]) if inputs.get("solved") else None
     keys = []
-    for path in sorted((root / "features").rglob("*.json")):
+    for path in inputs["receipts"]:
         r = read_receipt(path)
         keys.append({"model": r["request"]["model"]["id"], "dataset": r["request"]["dataset"]["id"], "key": r["key"]})
     report.build_report(sections, config, report.collect_versions(), keys, out_html,

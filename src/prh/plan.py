@@ -1,74 +1,140 @@
-"""The job plan a validated config implies: which (model, dataset) extractions, tables and figures exist, and where."""
+"""The job plan a validated config implies, declared once: every result path (`Paths`), every job list, and every
+figure with the files it reads and the only config values it reads (`FIGURES`, `Plan.figures`).
+
+Rules (through rules/common.smk), the pipeline, the CLI and the report take paths and figure inputs from here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import glob
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from prh.config import experiment_datasets, model_modality, select_models
+from prh.config import DTYPE_BYTES, experiment_datasets, model_modality, select_models
 
-FIGURES_FOR = {
-    "vision_vision": ("convergence", "umap"),
-    "vision_language": ("vision_language", "downstream"),
-    "caption_density": ("caption_density",),
-    "locality": ("locality",),
-    "agreement": ("agreement",),
+PROBE_TABLES = ("accuracy", "solved", "tasks_solved")
+FIGURE_FILES = ("png", "svg", "csv", "json")  # what one figure job writes (the JSON holds caption and reading)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file under the results root. A wildcard such as ``"{model}"`` as a name gives the rule's pattern."""
+
+    root: str
+
+    def data(self, dataset: str) -> str:
+        return f"{self.root}/data/{dataset}.npz"
+
+    def zoo(self, model: str) -> str:
+        return f"{self.root}/zoo/{model}.json"
+
+    def receipt(self, dataset: str, model: str) -> str:
+        return f"{self.root}/features/{dataset}/{model}.json"
+
+    def alignment(self, experiment: str) -> str:
+        return f"{self.root}/alignment/{experiment}.csv"
+
+    def matrices(self, experiment: str) -> str:
+        return f"{self.root}/alignment/{experiment}.zarr"
+
+    def probe(self, model: str) -> str:
+        return f"{self.root}/probes/models/{model}.csv"
+
+    def probe_table(self, table: str) -> str:
+        """One of PROBE_TABLES."""
+        return f"{self.root}/probes/{table}.csv"
+
+    def lm(self, model: str) -> str:
+        return f"{self.root}/lm/{model}.json"
+
+    def lm_table(self) -> str:
+        return f"{self.root}/lm/scores.csv"
+
+    def models_table(self) -> str:
+        return f"{self.root}/models.csv"
+
+    def figure(self, figure: str, ext: str = "png") -> str:
+        """One of a figure's FIGURE_FILES."""
+        return f"{self.root}/figures/{figure}.{ext}"
+
+    def report(self) -> str:
+        return f"{self.root}/report.html"
+
+    def existing_receipts(self) -> list[Path]:
+        """Extraction and zoo receipts on disk now, whichever config wrote them (for `prh store gc / rm`)."""
+        on_disk = Paths(glob.escape(self.root))
+        return [Path(p) for pattern in (on_disk.receipt("*", "*"), on_disk.zoo("*")) for p in sorted(glob.glob(pattern))]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A figure of the paper: the report key naming the experiment it draws, the tables it reads beside that
+    experiment's alignment table (solved, lm, models), and the config values it reads (metric: report.headline_metric;
+    density: caption density of each of its datasets)."""
+
+    report_key: str
+    tables: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+
+
+FIGURES: dict[str, FigureSpec] = {
+    "convergence": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
+    "umap": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
+    "vision_language": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
+    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
+    "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
+    "locality": FigureSpec("locality", ("lm",)),
+    "agreement": FigureSpec("agreement"),
 }
-BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
+HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
+DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure job: its named input files and the config values it reads (its only params)."""
+
+    name: str
+    inputs: dict[str, str]
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Plan:
-    """Paths and job lists derived from a validated config."""
+    """Paths, job lists and figures derived from a validated config."""
 
     config: dict
 
-    @property
-    def root(self) -> str:
-        return self.config["results"]
+    @cached_property
+    def paths(self) -> Paths:
+        return Paths(self.config["results"])
 
-    # -- paths ---------------------------------------------------------------------------------
-    def data_path(self, dataset: str) -> str:
-        return f"{self.root}/data/{dataset}.npz"
+    def zoo_cache(self) -> str:
+        """Where trained zoo checkpoints live: inside the feature store."""
+        from prh.store import ZOO_DIR
 
-    def zoo_path(self, model: str) -> str:
-        return f"{self.root}/zoo/{model}.json"
-
-    def receipt_path(self, dataset: str, model: str) -> str:
-        return f"{self.root}/features/{dataset}/{model}.json"
-
-    def alignment_path(self, experiment: str) -> str:
-        return f"{self.root}/alignment/{experiment}.csv"
-
-    def matrices_path(self, experiment: str) -> str:
-        return f"{self.root}/alignment/{experiment}.zarr"
-
-    def figure_path(self, figure: str) -> str:
-        return f"{self.root}/figures/{figure}.png"
+        return f"{self.config['store']}/{ZOO_DIR}"
 
     # -- models --------------------------------------------------------------------------------
     def modality(self, model: str) -> str:
         return model_modality(model, self.config["models"][model])
 
-    def zoo_models(self) -> list[str]:
-        return [m for m, s in self.config["models"].items() if s["source"] == "zoo"]
-
     def zoo_receipt(self, model: str) -> list[str]:
-        return [self.zoo_path(model)] if self.config["models"][model]["source"] == "zoo" else []
+        """The zoo training receipt a model needs, or nothing for packaged and hub models."""
+        return [self.paths.zoo(model)] if self.config["models"][model]["source"] == "zoo" else []
 
     def extraction_params(self, model: str) -> dict:
         """Extraction parameters for one model (these enter the store key)."""
         ex = self.config["extraction"]
         spec = self.config["models"][model]
+        common = {"dtype": spec.get("dtype", ex["dtype"]), "store_dtype": ex["store_dtype"]}
         if self.modality(model) == "vision":
-            params = {"pooling": ex["vision_pooling"], "dtype": spec.get("dtype", ex["dtype"])}
+            params = {"pooling": ex["vision_pooling"], **common}
             return {**params, "input_size": spec["input_size"]} if "input_size" in spec else params
-        return {
-            "pooling": ex["language_pooling"],
-            "dtype": spec.get("dtype", ex["dtype"]),
-            "max_tokens": ex["max_tokens"],
-            "prompt_template": ex["prompt_template"],
-        }
+        return {"pooling": ex["language_pooling"], **common, "max_tokens": ex["max_tokens"],
+                "prompt_template": ex["prompt_template"]}  # fmt: skip
 
     def batch_size(self, model: str) -> int:
         return int(self.config["models"][model].get("batch_size", self.config["extraction"]["batch_size"]))
@@ -79,7 +145,7 @@ class Plan:
     def mem_mb(self, model: str) -> int:
         """Job memory: weights at their dtype, three times over, plus 4 GB of headroom."""
         dtype = self.extraction_params(model)["dtype"]
-        return int(self.n_params(model) * BYTES_PER_PARAM[dtype] * 3 / 1e6) + 4000
+        return int(self.n_params(model) * DTYPE_BYTES[dtype] * 3 / 1e6) + 4000
 
     def runtime_min(self, model: str) -> int:
         """Job wall-time limit in minutes: 30 plus 10 per billion parameters."""
@@ -94,6 +160,7 @@ class Plan:
     def image_source(self, dataset: str) -> str:
         """The dataset whose receipt holds images identical to this one's (scenes differing only in caption density):
         the smallest such name, so the choice does not depend on the order of the config file."""
+
         def ident(spec: dict) -> dict:
             return {k: v for k, v in spec.items() if k != "density"}
 
@@ -104,12 +171,15 @@ class Plan:
         """Which dataset's receipt holds a model's features: vision models share identical images."""
         return self.image_source(dataset) if self.modality(model) == "vision" else dataset
 
-    def experiment_receipt_map(self, name: str) -> dict[str, str]:
-        """'dataset/model' -> receipt path for every model and dataset of an experiment."""
+    def experiment_extractions(self, name: str) -> dict[str, tuple[str, str]]:
+        """'dataset/model' -> the (dataset, model) extraction holding its features, for every model and dataset."""
         xs, ys = self.experiment_models(name)
         datasets = experiment_datasets(self.config["alignment"]["experiments"][name])
-        models = list(dict.fromkeys(xs + ys))
-        return {f"{d}/{m}": self.receipt_path(self.feature_dataset(d, m), m) for d in datasets for m in models}
+        return {f"{d}/{m}": (self.feature_dataset(d, m), m) for d in datasets for m in dict.fromkeys(xs + ys)}
+
+    def experiment_receipt_map(self, name: str) -> dict[str, str]:
+        """'dataset/model' -> receipt path for every model and dataset of an experiment."""
+        return {k: self.paths.receipt(d, m) for k, (d, m) in self.experiment_extractions(name).items()}
 
     def experiment_receipts(self, name: str) -> list[str]:
         return list(dict.fromkeys(self.experiment_receipt_map(name).values()))
@@ -122,73 +192,86 @@ class Plan:
     def probe_datasets(self) -> list[str]:
         return list(dict.fromkeys(t["dataset"] for t in self.config["probes"]["tasks"].values()))
 
-    def probe_receipts(self, model: str) -> list[str]:
-        return [self.receipt_path(d, model) for d in self.probe_datasets()]
+    def probe_inputs(self, model: str) -> dict[str, list[str]]:
+        """One model's probe job reads its features and the labels of every probe dataset (in the same order)."""
+        datasets = self.probe_datasets()
+        return {"receipts": [self.paths.receipt(d, model) for d in datasets], "data": [self.paths.data(d) for d in datasets]}
 
     def language_models(self) -> list[str]:
         return select_models(self.config, self.config["language"]["models"], "language.models", allow_empty=True)
 
     def lm_inputs(self, model: str) -> dict[str, list[str]]:
         corpus = self.config["language"]["bpb_corpus"]
-        return {"zoo": self.zoo_receipt(model), "corpus": [self.data_path(corpus)] if corpus else []}
+        return {"zoo": self.zoo_receipt(model), "corpus": [self.paths.data(corpus)] if corpus else []}
 
     def extractions(self) -> list[tuple[str, str]]:
         """Every (dataset, model) pair some stage reads from the store."""
-        pairs: list[tuple[str, str]] = []
-        for name in self.config["alignment"]["experiments"]:
-            for path in self.experiment_receipts(name):
-                parts = Path(path).parts
-                pairs.append((parts[-2], Path(parts[-1]).stem))
-        for model in self.probe_models():
-            pairs += [(d, model) for d in self.probe_datasets()]
+        pairs = [dm for name in self.config["alignment"]["experiments"] for dm in self.experiment_extractions(name).values()]
+        pairs += [(d, model) for model in self.probe_models() for d in self.probe_datasets()]
         return list(dict.fromkeys(pairs))
 
-    # -- figures -------------------------------------------------------------------------------
-    def figures(self) -> list[str]:
-        rep = self.config["report"]
-        out: list[str] = []
-        for key, names in FIGURES_FOR.items():
-            if rep[key] is None:
-                continue
-            for fig in names:
-                if fig in ("convergence", "umap") and not self.probe_models():
-                    continue
-                out.append(fig)
-        out += [f"heatmap-{i}" for i in range(len(rep["heatmaps"]))]
-        return out
+    def extraction_receipts(self) -> list[str]:
+        return [self.paths.receipt(d, m) for d, m in self.extractions()]
 
-    def figure_inputs(self, figure: str) -> dict[str, str]:
-        """Named inputs of one figure job."""
-        rep = self.config["report"]
-        models = f"{self.root}/models.csv"
-        lm = f"{self.root}/lm/scores.csv"
-        if figure.startswith("heatmap-"):
-            exp = rep["heatmaps"][int(figure.split("-", 1)[1])][0]
-            return {"matrices": self.matrices_path(exp), "alignment": self.alignment_path(exp)}
-        if figure in ("convergence", "umap"):
-            return {
-                "alignment": self.alignment_path(rep["vision_vision"]),
-                "solved": f"{self.root}/probes/tasks_solved.csv",
-                "models": models,
-            }
-        if figure in ("vision_language", "downstream"):
-            return {"alignment": self.alignment_path(rep["vision_language"]), "lm": lm, "models": models}
-        if figure == "caption_density":
-            return {"alignment": self.alignment_path(rep["caption_density"]), "models": models}
-        if figure == "locality":
-            return {"alignment": self.alignment_path(rep["locality"]), "lm": lm}
-        if figure == "agreement":
-            return {"alignment": self.alignment_path(rep["agreement"])}
-        raise KeyError(figure)
+    def model_receipts(self) -> list[str]:
+        """One receipt per model with features: the model table reads each model's parameter count from it, so a
+        change to another dataset does not rebuild the table (and every figure reading it)."""
+        first: dict[str, str] = {}
+        for d, m in self.extractions():
+            first.setdefault(m, self.paths.receipt(d, m))
+        return list(first.values())
+
+    # -- tables, figures and the report ---------------------------------------------------------
+    def probe_tables(self) -> list[str]:
+        return [self.paths.probe_table(t) for t in PROBE_TABLES] if self.probe_models() else []
 
     def tables(self) -> list[str]:
-        out = [self.alignment_path(e) for e in self.config["alignment"]["experiments"]]
-        out += [self.matrices_path(e) for e in self.config["alignment"]["experiments"]]
-        if self.probe_models():
-            out += [f"{self.root}/probes/{t}.csv" for t in ("accuracy", "solved", "tasks_solved")]
-        out += [f"{self.root}/lm/scores.csv", f"{self.root}/models.csv"]
+        """Every table of the run: alignment tables and matrices, probe tables, LM scores, the model table."""
+        exps = self.config["alignment"]["experiments"]
+        out = [self.paths.alignment(e) for e in exps] + [self.paths.matrices(e) for e in exps]
+        return out + self.probe_tables() + [self.paths.lm_table(), self.paths.models_table()]
+
+    @cached_property
+    def figures(self) -> dict[str, Figure]:
+        """Every figure this config draws, in report order: the FIGURES whose experiment the report names (those
+        reading probe results only when probes run), then one heatmap per report.heatmaps entry."""
+        rep = self.config["report"]
+        tables = {"solved": self.paths.probe_table("tasks_solved"), "lm": self.paths.lm_table(),
+                  "models": self.paths.models_table()}  # fmt: skip
+        out: dict[str, Figure] = {}
+        for name, spec in FIGURES.items():
+            exp = rep[spec.report_key]
+            if exp is None or ("solved" in spec.tables and not self.probe_models()):
+                continue
+            inputs = {"alignment": self.paths.alignment(exp), **{t: tables[t] for t in spec.tables}}
+            out[name] = Figure(name, inputs, {p: self._figure_param(p, exp) for p in spec.params})
+        for i, (exp, mx, my) in enumerate(rep["heatmaps"]):
+            label = ", ".join(experiment_datasets(self.config["alignment"]["experiments"][exp]))
+            params = {"experiment": exp, "model_x": mx, "model_y": my, "dataset": label}
+            out[f"{HEATMAP}-{i}"] = Figure(f"{HEATMAP}-{i}", {"matrices": self.paths.matrices(exp)}, params)
         return out
+
+    def _figure_param(self, param: str, experiment: str) -> Any:
+        """The value of one config param a figure reads (see FigureSpec)."""
+        if param == "metric":
+            return self.config["report"]["headline_metric"]
+        if param == "density":
+            datasets = experiment_datasets(self.config["alignment"]["experiments"][experiment])
+            return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}
+        raise KeyError(param)
+
+    def report_inputs(self) -> dict[str, list[str]]:
+        """What the report reads (figures with their readings, headline alignment tables, the solved matrix, the
+        receipts whose keys it lists) and the tables it makes sure exist; nothing else under results/ enters it."""
+        return {
+            "figures": [self.paths.figure(f) for f in self.figures],
+            "readings": [self.paths.figure(f, "json") for f in self.figures],
+            "alignment": [self.paths.alignment(e) for e in self.config["alignment"]["experiments"]],
+            "solved": [self.paths.probe_table("solved")] if self.probe_models() else [],
+            "receipts": sorted(self.extraction_receipts()),
+            "tables": self.tables(),
+        }
 
     def targets(self) -> list[str]:
         """What `rule all` builds."""
-        return [f"{self.root}/report.html"]
+        return [self.paths.report()]

@@ -68,21 +68,6 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def write_rst_caption(text: str, path: str | os.PathLike) -> Path:
-    """Write a caption for Snakemake's report(caption=...) as reStructuredText (reading lines become a list)."""
-    paragraphs = [p.strip() for p in text.strip().split("\n\n") if p.strip()]
-    body = []
-    for para in paragraphs:
-        lines = [ln.strip() for ln in para.splitlines() if ln.strip()]
-        body.append("\n".join(lines) if len(lines) == 1 else "\n".join(f"- {ln}" for ln in lines))
-    return write_atomic(path, "\n\n".join(body) + "\n")
-
-
-def rst_caption(figure: FigureResult) -> str:
-    """Caption text for Snakemake's report: the figure caption, then its reading."""
-    return f"{figure.caption}\n\n{figure.reading}"
-
-
 def _esc(x: Any) -> str:
     """HTML-escaped string of a value."""
     return html.escape(str(x), quote=True)

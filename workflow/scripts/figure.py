@@ -3,11 +3,4 @@
 from prh.pipeline import draw_figure, logged
 
 with logged(snakemake.log[0]):
-    draw_figure(
-        snakemake.wildcards.figure,
-        dict(snakemake.input.items()),
-        snakemake.params.report,
-        snakemake.params.alignment,
-        snakemake.params.datasets,
-        snakemake.output.png,
-    )
+    draw_figure(snakemake.wildcards.figure, dict(snakemake.input.items()), snakemake.params.figure, snakemake.output.png)

@@ -6,10 +6,10 @@ with logged(snakemake.log[0]):
     probe_model(
         snakemake.wildcards.model,
         list(snakemake.input.receipts),
+        list(snakemake.input.data),
         snakemake.params.tasks,
         snakemake.params.layer,
         snakemake.params.max_train,
         snakemake.params.store,
-        snakemake.params.data,
         snakemake.output.table,
     )

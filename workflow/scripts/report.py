@@ -1,6 +1,7 @@
-"""Assemble the self-contained HTML report (see prh.pipeline.build_report)."""
+"""Assemble the self-contained HTML report from its declared inputs (see prh.pipeline.build_report)."""
 
 from prh.pipeline import build_report, logged
 
 with logged(snakemake.log[0]):
-    build_report(snakemake.params.config, snakemake.params.figures, snakemake.output.html)
+    inputs = {k: [v] if isinstance(v, str) else list(v) for k, v in snakemake.input.items()}
+    build_report(snakemake.params.config, inputs, snakemake.output.html)

@@ -8,7 +8,6 @@ Parameters (``normalize_params`` fills defaults; all of them enter the store key
   store_dtype  ``float32`` (default) | ``float16`` on disk
   max_tokens   language: truncation length in tokens, special tokens included (default 512)
   prompt_template  language: ``None`` or a string with ``{text}``
-  bpb          language: record bits-per-byte side arrays for causal LMs (default True)
 ``batch_size``, ``device`` and ``progress`` may appear in params too; they never enter the key.
 """
 
@@ -23,15 +22,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from prh.config import DTYPE_BYTES, model_modality
 from prh.errors import PrhError
 
 VISION_DEFAULTS: dict[str, Any] = {"pooling": "auto", "layers": "all", "dtype": "float32", "store_dtype": "float32"}
 LANGUAGE_DEFAULTS: dict[str, Any] = {
     "pooling": "mean", "layers": "all", "dtype": "float32", "store_dtype": "float32",
-    "max_tokens": 512, "prompt_template": None, "bpb": True,
+    "max_tokens": 512, "prompt_template": None,
 }
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _NON_KEY = ("batch_size", "device", "progress")
+_RETIRED = ("bpb",)  # per-caption bits-per-byte, no longer computed (nothing read it): accepted and ignored
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Features:
 
     layers: list[np.ndarray]  # per layer (n, d_l) float32, in block order
     layer_names: list[str]
-    side: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. bpb (n,), n_tokens (n,), n_bytes (n,)
+    side: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample (n, ...) arrays stored beside the layers
     attrs: dict = field(default_factory=dict)  # pooling, n_params, wall_s, ...
 
     @property
@@ -49,26 +49,26 @@ class Features:
         return int(self.layers[0].shape[0]) if self.layers else 0
 
 
-def dataset_modality(model_modality: str) -> str:
+def dataset_modality(modality: str) -> str:
     """Which part of a dataset a model reads: vision -> image, language -> text."""
-    return {"vision": "image", "language": "text"}[model_modality]
+    return {"vision": "image", "language": "text"}[modality]
 
 
 def normalize_params(params: dict, modality: str, where: str = "extraction") -> dict:
     """Fill defaults for ``vision`` or ``language`` params, drop non-key fields, reject unknown ones."""
     defaults = VISION_DEFAULTS if modality == "vision" else LANGUAGE_DEFAULTS
     optional = {"input_size"} if modality == "vision" else set()  # in the key only when given (keys stay stable)
-    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY) - optional)
+    unknown = sorted(set(params) - set(defaults) - set(_NON_KEY) - set(_RETIRED) - optional)
     if unknown:
         raise PrhError(f"{where}: unknown {modality} extraction parameter(s) {unknown} (known: {sorted(defaults)})")
-    out = {**defaults, **{k: v for k, v in params.items() if k not in _NON_KEY}}
+    out = {**defaults, **{k: v for k, v in params.items() if k not in _NON_KEY + _RETIRED}}
     if modality == "language" and out["pooling"] == "auto":
         out["pooling"] = "mean"
     allowed = ("auto", "cls", "mean") if modality == "vision" else ("mean", "last")
     if out["pooling"] not in allowed:
         raise PrhError(f"{where}: pooling {out['pooling']!r} is not one of {allowed} for {modality} models")
     for name in ("dtype", "store_dtype"):
-        if out[name] not in (DTYPES if name == "dtype" else ("float32", "float16")):
+        if out[name] not in (DTYPE_BYTES if name == "dtype" else ("float32", "float16")):
             raise PrhError(f"{where}: {name} {out[name]!r} is not supported")
     if modality == "language" and (not isinstance(out["max_tokens"], int) or out["max_tokens"] < 2):
         raise PrhError(f"{where}: max_tokens {out['max_tokens']!r} must be an int >= 2")
@@ -81,7 +81,9 @@ def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManag
     """Autocast to ``dtype`` on ``device`` (no-op for float32)."""
     if dtype == "float32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=DTYPES[dtype])
+    from prh.models import torch_dtype
+
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch_dtype(dtype))
 
 
 def _place(model, device: str) -> None:
@@ -117,7 +119,7 @@ def check_inputs(model, dataset) -> None:
 
 
 def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int = 64, progress: bool = True) -> Features:
-    """Pooled features of every layer of ``model`` on ``dataset``: per layer (n, d_l) float32, plus side arrays."""
+    """Pooled features of every layer of ``model`` on ``dataset``: per layer (n, d_l) float32."""
     p = normalize_params(params, model.modality, where=f"model {model.name!r}")
     if batch_size < 1:
         raise PrhError(f"batch_size {batch_size} must be >= 1")
@@ -125,7 +127,6 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
     check_inputs(model, dataset)
     _place(model, device)
     t0 = time.perf_counter()
-    side: dict[str, np.ndarray] = {}
     if model.modality == "vision":
         from prh.extract.vision import extract_vision
 
@@ -133,26 +134,12 @@ def extract(model, dataset, params: dict, device: str = "cpu", batch_size: int =
     else:
         from prh.extract.language import extract_language
 
-        layers, names, side, attrs = extract_language(model, list(dataset.texts), p, device, batch_size, progress, desc)
+        layers, names, attrs = extract_language(model, list(dataset.texts), p, device, batch_size, progress, desc)
     attrs.update(
         model=model.name, dataset=dataset.name, family=model.family, n_params=int(model.n_params), n=dataset.n,
         dtype=p["dtype"], device=str(device), batch_size=int(batch_size), total_wall_s=time.perf_counter() - t0,
     )
-    return Features(layers=layers, layer_names=names, side=side, attrs=attrs)
-
-
-def model_modality(spec: dict) -> str:
-    """A model's modality from its spec without loading it (the rule ``prh.models`` uses): timm, packaged vision
-    weights, or zoo marked vision -> vision."""
-    from prh.config import PACKAGED_MODALITY
-
-    if spec.get("source") == "timm":
-        return "vision"
-    if spec.get("source") == "packaged" and PACKAGED_MODALITY.get(str(spec.get("package"))) == "vision":
-        return "vision"
-    if spec.get("source") == "zoo" and "vision" in (spec.get("modality"), spec.get("kind")):
-        return "vision"
-    return str(spec.get("modality") or "language")
+    return Features(layers=layers, layer_names=names, attrs=attrs)
 
 
 def extract_to_store(
@@ -162,7 +149,7 @@ def extract_to_store(
     """Extract ``model_name`` on ``dataset`` into ``store`` unless its key is already committed -> (key, created)."""
     from prh.store import make_request
 
-    modality = model_modality(model_spec)
+    modality = model_modality(model_name, model_spec)
     p = normalize_params(params, modality, where=f"model {model_name!r}")
     ds_modality = dataset_modality(modality)
     request = make_request(model_name, weights_digest, dataset.name, ds_modality, dataset.digest(ds_modality), p)

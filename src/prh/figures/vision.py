@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
+from prh.align import best_pair
 from prh.errors import PrhError
 from prh.figures._common import (
     SEQUENTIAL,
@@ -272,7 +273,7 @@ def fig_layer_heatmap(
                        f"({len(layer_names_x)}, {len(layer_names_y)})")
     if not np.isfinite(mat).any():
         raise PrhError(f"layer matrix of {model_x} x {model_y} has no finite score")
-    bi, bj = np.unravel_index(np.nanargmax(mat), mat.shape)
+    _, (bi, bj) = best_pair(mat)
     set_style()
     h, w = mat.shape
     fig, ax = plt.subplots(figsize=(min(2.5 + 0.42 * w, 16), min(2 + 0.36 * h, 14)))

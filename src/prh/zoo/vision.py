@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models.vision import CHECKPOINT_FILE, CONFIG_FILE, create_timm_model, family_of, make_preprocess
+from prh.store import canonical_json, request_key
 from prh.zoo.objectives import Objective, make_objective
 
 ZOO_CODE_VERSION = "vision-zoo-1"  # bump whenever training code changes what a recipe produces
@@ -100,11 +100,6 @@ DEFAULT_VISION_ZOO: dict[str, dict[str, Any]] = {
 }
 
 
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON (sorted keys, no whitespace) used for hashing."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
-
-
 def _check_int(name: str, recipe: dict[str, Any], key: str, lo: int) -> int:
     """recipe[key] as an int >= lo, else PrhError naming the field."""
     v = recipe[key]
@@ -164,7 +159,7 @@ def recipe_hash(recipe: dict[str, Any], name: str = "?") -> str:
         "eval_data": dataset_digest(r["eval_dataset"], name),
         "code": ZOO_CODE_VERSION,
     }
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    return request_key(payload)
 
 
 def image_tensors(spec: dict[str, Any], name: str = "?") -> tuple[torch.Tensor, torch.Tensor]:

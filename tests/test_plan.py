@@ -1,0 +1,106 @@
+"""The plan's registries: result paths declared once, figures with their inputs and only the params they read, a report
+built from declared inputs only."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from prh.config import validate_config
+from prh.plan import FIGURES, HEATMAP, Paths, Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return validate_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+
+
+def test_paths_give_rule_patterns_and_files() -> None:
+    paths = Paths("res")
+    assert paths.receipt("{dataset}", "{model}") == "res/features/{dataset}/{model}.json"
+    assert paths.receipt("fmnist", "vit") == "res/features/fmnist/vit.json"
+    assert paths.figure("umap", "json") == "res/figures/umap.json"
+
+
+def test_existing_receipts_are_the_ones_on_disk(tmp_path: Path) -> None:
+    paths = Paths(str(tmp_path / "r[1]"))  # glob characters in the root are taken literally
+    for p in (paths.receipt("d", "m"), paths.zoo("z"), paths.alignment("e")):
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        Path(p).write_text("{}")
+    assert paths.existing_receipts() == [Path(paths.receipt("d", "m")), Path(paths.zoo("z"))]
+
+
+def test_every_declared_figure_has_a_drawer(config: dict) -> None:
+    from prh.pipeline import _drawers
+
+    assert set(_drawers()) == set(FIGURES) | {HEATMAP}
+    figures = Plan(config).figures
+    assert list(figures)[: len(FIGURES) + 1] == [*FIGURES, "heatmap-0"]  # the default config draws every figure
+    for fig in figures.values():
+        assert all(p.startswith(config["results"] + "/") for p in fig.inputs.values())
+
+
+def test_figure_params_are_only_what_it_reads(config: dict) -> None:
+    before = Plan(config).figures
+    other = copy.deepcopy(config)
+    other["datasets"]["fmnist"]["n"] = 500  # not a caption-density dataset
+    other["datasets"]["scenes-w5"]["density"] = 10
+    other["report"]["title"] = "another title"
+    after = Plan(other).figures
+    changed = {name for name in before if before[name].params != after[name].params}
+    assert changed == {"caption_density"}
+    assert after["caption_density"].params["density"]["scenes-w5"] == 10
+    assert before["locality"].params == {} and before["agreement"].params == {}
+    assert before["heatmap-0"].params["experiment"] == config["report"]["heatmaps"][0][0]
+
+
+def test_figures_reading_probes_need_probes(config: dict) -> None:
+    cfg = copy.deepcopy(config)
+    cfg["probes"]["tasks"] = {}
+    names = set(Plan(cfg).figures)
+    assert not names & {n for n, f in FIGURES.items() if "solved" in f.tables} and "vision_language" in names
+    assert Plan(cfg).report_inputs()["solved"] == []
+
+
+def test_rules_build_no_result_path_themselves() -> None:
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        text = smk.read_text()
+        assert not re.search(r"\{R\}|results/|\.csv\"|\.json\"|\.npz\"", text), smk.name
+
+
+def test_report_reads_declared_inputs_only(tmp_path: Path, config: dict) -> None:
+    """A table an earlier config left under results/ does not enter the report; the declared ones do."""
+    from prh.pipeline import build_report
+
+    cols = {"model_x": ["a"], "model_y": ["b"], "dataset": ["d"], "metric": ["mutual_knn"], "params": ['{"k": 10}'],
+            "n": [10], "score": [0.5]}  # fmt: skip
+    declared, stale = tmp_path / "alignment" / "now.csv", tmp_path / "alignment" / "stale-experiment.csv"
+    declared.parent.mkdir()
+    pd.DataFrame(cols).to_csv(declared, index=False)
+    pd.DataFrame({**cols, "model_x": ["zzz-stale-model"]}).to_csv(stale, index=False)
+    receipt = tmp_path / "features" / "d" / "a.json"
+    receipt.parent.mkdir(parents=True)
+    receipt.write_text(json.dumps({"key": "f" * 64, "request": {"model": {"id": "a"}, "dataset": {"id": "d"}}}))
+    inputs = {"figures": [], "readings": [], "alignment": [str(declared)], "solved": [], "receipts": [str(receipt)],
+              "tables": []}  # fmt: skip
+    out = tmp_path / "report.html"
+    build_report(config, inputs, str(out))
+    html = out.read_text()
+    assert "now: " in html and "stale-experiment" not in html and "zzz-stale-model" not in html
+    assert "f" * 12 in html
+
+
+def test_model_table_reads_one_receipt_per_model(config: dict) -> None:
+    plan = Plan(config)
+    receipts = plan.model_receipts()
+    models = [Path(p).stem for p in receipts]
+    assert len(models) == len(set(models)) and set(receipts) <= set(plan.extraction_receipts())
+    assert set(models) == {m for _, m in plan.extractions()}
