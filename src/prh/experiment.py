@@ -162,7 +162,7 @@ def write_matrices(path: str, matrices: dict[str, tuple[np.ndarray, list[str], l
 
 def metric_rows(
     store: FeatureStore, prepared: dict[str, PreparedModel], kernels: dict[str, KernelCache], xs: list[str],
-    ys: list[str], dataset: str, metric: dict, q: float, calibration: dict, perms: np.ndarray, experiment: dict,
+    ys: list[str], dataset: str, metric: dict, q: float, calibration: dict, perms: np.ndarray | None, experiment: dict,
     matrices: dict,
 ) -> list[dict]:  # fmt: skip
     """Rows of one metric on one dataset: every model pair's best layer pair and, if asked, its calibration.
@@ -180,7 +180,7 @@ def metric_rows(
         matrices[f"{dataset}/{metric_id(metric)}/{x}__{y}"] = (scored[(x, y)], prepared[x].layer_names, prepared[y].layer_names)
     ordered = pairs + ([(y, x) for x, y in pairs] if mirror else [])
     calibs: dict = {}
-    if experiment.get("calibrate", True):
+    if perms is not None:
         calibs = pair_calibrations(store, prepared, kernels, ordered, metric, q, calibration, perms)
     rows = []
     for x, y in pairs:
@@ -207,7 +207,9 @@ def align_experiment(
         prepared = {m: load_prepared(store, m, keys[(dataset, m)], q) for m in dict.fromkeys(xs + ys)}
         kernels = {m: prepare_kernels(p.layers) for m, p in prepared.items()}  # Grams / neighbours shared by metrics
         n = next(iter(prepared.values())).layers[0].shape[0]
-        perms = permutation_array(n, int(calibration["permutations"]), int(calibration["seed"]))  # one per dataset
+        calibrating = experiment.get("calibrate", True)
+        # one permutation array per dataset, from the config seed, shared by all its metrics
+        perms = permutation_array(n, int(calibration["permutations"]), int(calibration["seed"])) if calibrating else None
         for metric in experiment["metrics"]:
             rows += metric_rows(store, prepared, kernels, xs, ys, dataset, metric, q, calibration, perms, experiment,
                                 matrices)  # fmt: skip
