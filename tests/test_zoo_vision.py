@@ -243,3 +243,23 @@ def test_patch_mask_fold_and_augment_shapes() -> None:
     vit = type("V", (), {"num_prefix_tokens": 1})()
     assert torch.equal(token_grid(vit, feats), feats[:, 1:])
     assert token_grid(vit, torch.randn(2, 8, 4, 4)).shape == (2, 16, 8)
+
+
+def test_retraining_in_another_process_gives_identical_checkpoint_bytes(tmp_path: Path) -> None:
+    """The same recipe trained in two fresh processes writes byte-identical weights, so its store keys survive a retrain.
+
+    (safetensors orders a metadata map by a per-process hash; a second metadata key made the bytes differ.)
+    """
+    import subprocess
+    import sys
+
+    from prh.io import file_sha256
+
+    code = ("import sys, torch; torch.set_num_threads(1); from prh.zoo.vision import train_vision; "
+            "train_vision({'arch': 'vit_tiny_patch16_224', 'objective': 'supervised', 'steps': 2, 'batch_size': 8, "
+            "'arch_kwargs': {'img_size': 32, 'patch_size': 8, 'embed_dim': 16, 'depth': 1, 'num_heads': 2}, "
+            "'dataset': {'source': 'fashion-mnist', 'split': 'test', 'n': 32, 'seed': 0}, "
+            "'eval_dataset': {'source': 'fashion-mnist', 'split': 'test', 'n': 16, 'seed': 1}}, sys.argv[1])")  # fmt: skip
+    for run in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], check=True, timeout=300)
+    assert file_sha256(tmp_path / "a" / "model.safetensors") == file_sha256(tmp_path / "b" / "model.safetensors")

@@ -234,7 +234,10 @@ def _write_loss_csv(path: Path, rows: list[tuple[int, float, float]], metric: st
 def _save(tmp: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
     """Write model.safetensors (the timm state dict) and config.json into `tmp`."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp / CHECKPOINT_FILE), metadata={"format": "pt", "recipe_hash": config["recipe_hash"]})
+    # One metadata key only: safetensors writes a metadata map in per-process hash order, so two keys would give a
+    # retrained, tensor-identical checkpoint other bytes, hence another weights digest and store keys (the recipe
+    # hash is in config.json).
+    save_file(state, str(tmp / CHECKPOINT_FILE), metadata={"format": "pt"})
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
