@@ -8,6 +8,7 @@ import numpy as np
 
 from prh.errors import PrhError
 from prh.metrics._inputs import as_layers
+from prh.metrics.engine import best_pair  # noqa: F401 - the one best-layer-pair rule, re-exported here
 
 
 def clip_threshold(layers: Sequence[np.ndarray], q: float) -> float:
@@ -34,9 +35,3 @@ def prepare(features: Any, q: float = 0.95) -> list[np.ndarray]:
     return [l2_rows(x) for x in clipped] + [l2_rows(np.concatenate(clipped, axis=1))]
 
 
-def best_pair(matrix: np.ndarray) -> tuple[float, tuple[int, int]]:
-    """Maximum of a score matrix ignoring NaN, and its first (row-major) position; NaN, (0, 0) if all NaN."""
-    filled = np.where(np.isnan(matrix), -np.inf, matrix)
-    flat = int(np.argmax(filled))
-    i, j = np.unravel_index(flat, matrix.shape)
-    return float(matrix[i, j]), (int(i), int(j))

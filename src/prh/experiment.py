@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -10,8 +9,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prh.align import prepare
-from prh.io import atomic_dir, write_csv_atomic
+from prh.align import best_pair, prepare
+from prh.io import atomic_dir, content_key, write_csv_atomic
 from prh.metrics import (
     KernelCache,
     chance_level,
@@ -57,7 +56,7 @@ def metric_id(metric: dict) -> str:
 def memo_key(kind: str, key_x: str, key_y: str, metric: dict, q: float, extra: dict | None = None) -> str:
     """Content key of a memoised pair result: both store keys, the metric, its params, q and the code version."""
     payload = {"kind": kind, "x": key_x, "y": key_y, "metric": metric, "q": q, "extra": extra or {}, "v": ALIGN_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return content_key(payload)
 
 
 def load_prepared(store: FeatureStore, name: str, key: str, q: float) -> PreparedModel:
@@ -131,8 +130,7 @@ def result_row(
     px: PreparedModel, py: PreparedModel, dataset: str, metric: dict, matrix: np.ndarray, calib: np.ndarray | None
 ) -> dict:
     """One tidy alignment row: best score over layer pairs, its layers, chance and calibration of the maximum."""
-    i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
-    score = float(matrix[i, j])
+    score, (i, j) = best_pair(matrix)
     n = px.layers[0].shape[0]
     chance = chance_level(metric["name"], n, **entry_params(metric))
     row = {"model_x": px.name, "model_y": py.name, "dataset": dataset, "metric": metric["name"],

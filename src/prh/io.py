@@ -6,13 +6,14 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from prh.errors import PrhError
 
@@ -285,3 +286,33 @@ def exclusive(lock_path: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- canonical JSON and content keys
+
+
+def canonical(obj: Any, where: str = "request") -> Any:
+    """A JSON-ready copy of ``obj``: tuples -> lists, numpy scalars -> Python, non-finite floats rejected."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): canonical(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise PrhError(f"{where} = {obj!r} is not a finite number; store keys need finite values")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise PrhError(f"{where} has type {type(obj).__name__}, which a store key cannot hold (use str/int/float/list/dict)")
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, ``repr``-stable floats, UTF-8 kept."""
+    return json.dumps(canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def content_key(obj: Any) -> str:
+    """SHA-256 hex of the canonical JSON of ``obj``: the one content key of store entries, memos and zoo recipes."""
+    return hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from prh.align import prepare
+from prh.align import best_pair, prepare
 from prh.errors import PrhError
 from prh.metrics import (
     KernelCache,
@@ -28,6 +28,7 @@ from prh.metrics import (
     score_caches,
 )
 from prh.metrics.layer_calibration import calibrate_models, permutation_array
+from prh.plan import Paths
 from prh.store import FeatureStore, read_receipt
 
 KEY_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -94,7 +95,7 @@ class Scorer:
         self.record = get_metric(metric)
         self.params = {**({"k": k} if "k" in self.record.param_names else {}), **params}
         self.store = FeatureStore(store)
-        self.results = Path(results)
+        self.paths = Paths(str(results))
         self.prepare_calls = 0  # reference preparations done (never grows after construction)
         self.references = [self._reference(name) for name in against]
         self.n = self.references[0].cache.n if self.references else 0
@@ -103,9 +104,9 @@ class Scorer:
         """Store key of a reference: a 64-hex key as given, else the model's receipt on this dataset."""
         if KEY_RE.match(name):
             return name
-        path = self.results / "features" / self.dataset / f"{name}.json"
+        path = Path(self.paths.receipt(self.dataset, name))
         if not path.is_file():
-            hits = [p for p in (self.results / "features").glob(f"*/{name}.json")]
+            hits = [p for p in self.paths.existing_receipts() if p.stem == name and p.parent.name != "zoo"]
             same = [p for p in hits if read_receipt(p)["request"]["dataset"]["id"] == self.dataset]
             if not same:
                 raise PrhError(
@@ -129,7 +130,7 @@ class Scorer:
         """The dataset's images (uint8 (n, H, W, 3), or ``transform(images)``) or captions, in the stored order."""
         from prh.data import load_saved
 
-        path = self.results / "data" / f"{self.dataset}.npz"
+        path = Path(self.paths.data(self.dataset))
         if not path.is_file():
             raise PrhError(f"dataset {self.dataset!r} is not materialised (run `snakemake {path}`)")
         ds = load_saved(path)
@@ -166,8 +167,8 @@ class Scorer:
         for ref in self.references:
             matrix = score_caches(self.metric, mine, ref.cache, **self.params)
             c = calib[(MINE, ref.name)]
-            i, j = np.unravel_index(int(np.nanargmax(matrix)), matrix.shape)
-            out.append(RefScore(ref.name, float(matrix[i, j]), names[i], ref.layer_names[j], c.calibrated, c.p_value,
+            score, (i, j) = best_pair(matrix)
+            out.append(RefScore(ref.name, score, names[i], ref.layer_names[j], c.calibrated, c.p_value,
                                 c.tau, c.null_mean, c.effect, c.ci_low, c.ci_high, c.chance, matrix))  # fmt: skip
         return out
 

@@ -20,7 +20,6 @@ import functools
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import time
@@ -28,12 +27,12 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from prh.errors import PrhError
-from prh.io import MANIFEST, manifest_problems, remove_tree, replace_file, tmp_owner, write_manifest
+from prh.io import MANIFEST, canonical, content_key, manifest_problems, remove_tree, replace_file, tmp_owner, write_manifest
 
 EXTRACTOR_VERSION = "1"
 NON_KEY_PARAMS = frozenset({"batch_size", "device", "progress"})
@@ -53,29 +52,9 @@ class FeaturesLike(Protocol):
 # --------------------------------------------------------------------------- keys
 
 
-def _canonical(obj: Any, where: str = "request") -> Any:
-    """A JSON-ready copy of ``obj``: tuples -> lists, numpy scalars -> Python, non-finite floats rejected."""
-    if isinstance(obj, dict):
-        return {str(k): _canonical(v, f"{where}.{k}") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise PrhError(f"{where} = {obj!r} is not a finite number; store keys need finite values")
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    raise PrhError(f"{where} has type {type(obj).__name__}, which a store key cannot hold (use str/int/float/list/dict)")
-
-
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, ``repr``-stable floats, UTF-8 kept."""
-    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def request_key(request: dict) -> str:
     """SHA-256 hex (64 chars) of the canonical JSON of a request."""
-    return hashlib.sha256(canonical_json(request).encode("utf-8")).hexdigest()
+    return content_key(request)
 
 
 def make_request(
@@ -83,7 +62,7 @@ def make_request(
 ) -> dict:
     """Everything that determines an entry's bytes; batch size, device and progress are dropped."""
     extraction = {k: v for k, v in params.items() if k not in NON_KEY_PARAMS}
-    return _canonical(
+    return canonical(
         {
             "model": {"id": model_name, "weights_digest": weights_digest},
             "dataset": {"id": dataset_name, "modality": modality, "content_digest": dataset_digest},
@@ -298,7 +277,7 @@ class EntryWriter:
             s = side.create_array(name, shape=values.shape, dtype=values.dtype, compressors=None)
             s[...] = values
         attrs = {
-            **_canonical(features.attrs, "attrs"),
+            **canonical(features.attrs, "attrs"),
             "request": self.request,
             "key": self.key,
             "layer_names": list(features.layer_names),
@@ -380,7 +359,7 @@ class FeatureStore:
         if request_key(request) != key:
             raise PrhError(f"store key {key} does not match its request (expected {request_key(request)})")
         tmp = self.tmp_dir / f"{key}-{os.getpid()}-{uuid.uuid4().hex}"
-        writer = EntryWriter(tmp, key, _canonical(request), store_dtype)
+        writer = EntryWriter(tmp, key, canonical(request), store_dtype)
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
             tmp.mkdir()
@@ -626,7 +605,7 @@ def write_receipt(path: str | os.PathLike, key: str, request: dict, entry_info: 
     """Write a Snakemake output receipt naming the store key, atomically."""
     info = entry_info.as_dict() if isinstance(entry_info, EntryInfo) else dict(entry_info)
     info.pop("age_s", None)  # changes with time; a receipt's bytes should not
-    receipt = {"key": key, "request": _canonical(request), "entry": _canonical(info, "entry_info")}
+    receipt = {"key": key, "request": canonical(request), "entry": canonical(info, "entry_info")}
     try:
         replace_file(Path(path), (json.dumps(receipt, indent=1, sort_keys=True) + "\n").encode())
     except OSError as e:

@@ -88,3 +88,9 @@ def layerwise_many(
     ka, kb = prepare_kernels(layers_a), prepare_kernels(layers_b)
     return {m: layerwise(m, ka, kb, **dict(p)) for m, p in specs.items()}
 
+
+def best_pair(matrix: np.ndarray) -> tuple[float, tuple[int, int]]:
+    """Maximum of a score matrix ignoring NaN, and its first (row-major) position; NaN, (0, 0) if all NaN."""
+    filled = np.where(np.isnan(matrix), -np.inf, matrix)
+    i, j = np.unravel_index(int(np.argmax(filled)), matrix.shape)
+    return float(matrix[i, j]), (int(i), int(j))

@@ -30,6 +30,7 @@ import numpy as np
 
 from prh.errors import PrhError
 from prh.metrics.calibration import recentred_interval
+from prh.metrics.engine import best_pair
 from prh.metrics.kernels import inverse_permutation
 from prh.metrics.registry import Metric, State, get_metric, resolve_params
 from prh.metrics.shared import KernelCache, prepare_kernels
@@ -128,12 +129,6 @@ def aggregated(matrix: np.ndarray, aggregate: str) -> float:
     return float(finite.max() if aggregate == "max" else finite.mean())
 
 
-def best_position(matrix: np.ndarray) -> tuple[int, int]:
-    """First (row-major) position of the maximum of a (L_x, L_y) matrix, NaN ignored; (0, 0) if all NaN."""
-    i, j = np.unravel_index(int(np.argmax(np.where(np.isnan(matrix), -np.inf, matrix))), matrix.shape)
-    return int(i), int(j)
-
-
 def critical_value(score: float, null: np.ndarray, alpha: float) -> float:
     """tau: the ceil((1 - alpha)(K + 1))-th smallest of {score} + null (K values; NaN sorted last)."""
     combined = np.sort(np.concatenate([[score], null]))
@@ -174,7 +169,7 @@ def pair_calibration(
     low, high = recentred_interval(boot, 1.0 - alpha, center=score) if boot.size else (float("nan"), float("nan"))
     smax = record.max_value
     return LayerCalibration(
-        record.name, params, score, best_position(matrix), matrix, null, mean, std, tau,
+        record.name, params, score, best_pair(matrix)[1], matrix, null, mean, std, tau,
         permutation_p_value(score, null), clamped_calibrated(score, tau, smax), effect_size(score, mean, smax),
         low, high, record.chance(n, params), int(null.size), int(boot.size), float(alpha), aggregate,
     )  # fmt: skip

