@@ -63,6 +63,28 @@ def test_plan_shares_vision_features_across_caption_densities(default):
     assert len(vision) == 1 and len(language) == 4
 
 
+def test_groups_keep_controls_out_of_the_modality_selectors(default):
+    plan = Plan(validate_config(default))
+    grid = [m for m, s in default["models"].items() if s.get("group") == "confound"]
+    xs, ys = plan.experiment_models("scale-confound")
+    assert len(grid) == 9 and sorted(xs) == sorted(grid) and ys == ["effnet-lite2", "vit-m-sup"]
+    for name in ("vision-vision", "vision-language"):
+        assert not set(grid) & set(plan.experiment_models(name)[0] + plan.experiment_models(name)[1])
+    assert not set(grid) & set(plan.probe_models())
+    shapes = plan.figures["scale_confound"].params["shapes"]
+    assert {(s["depth"], s["width"]) for s in shapes.values()} == {(d, w) for d in (2, 4, 8) for w in (32, 64, 128)}
+
+
+def test_model_shape_reads_each_family():
+    from prh.plan import model_shape
+
+    assert model_shape({"width": 64, "arch_kwargs": {"depth": 4, "embed_dim": 64}}) == {"depth": 4, "width": 64}
+    assert model_shape({"width": 16, "arch_kwargs": {"dims": [16, 32], "depths": [1, 2]}}) == {"depth": 3, "width": 16}
+    assert model_shape({"arch_kwargs": {"num_blocks": 4, "embed_dim": 64}}) == {"depth": 4, "width": 64}
+    assert model_shape({"hidden": 32, "layers": 2}) == {"depth": 2, "width": 32}
+    assert model_shape({"source": "packaged"}) == {"depth": None, "width": None}
+
+
 def _mutate(cfg: dict, case: str) -> dict:
     cfg = copy.deepcopy(cfg)
     exps = cfg["alignment"]["experiments"]
@@ -96,6 +118,10 @@ def _mutate(cfg: dict, case: str) -> dict:
         del cfg["models"]["lm-tiny"]["modality"]
     elif case == "zoo_vision_no_arch":
         del cfg["models"]["vit-s-sup"]["arch"]
+    elif case == "empty_group":
+        exps["scale-confound"]["x"] = "vision:nosuchgroup"
+    elif case == "bad_selector":
+        exps["scale-confound"]["x"] = "visual:confound"
     return cfg
 
 
@@ -115,6 +141,8 @@ CASES = {
     "no_package": "models.minilm.package: is required for packaged models",
     "zoo_no_modality": "models.lm-tiny.modality: is required for zoo models (vision or language)",
     "zoo_vision_no_arch": "models.vit-s-sup.arch: is required for zoo vision models",
+    "empty_group": "alignment.experiments.scale-confound.x: selects no model ('vision:nosuchgroup')",
+    "bad_selector": "alignment.experiments.scale-confound.x:",
 }
 
 

@@ -95,8 +95,10 @@ def test_rows_are_calibrated_against_the_null_of_the_max_over_layer_pairs(fan_in
 
     table = run(calibration)
     perms = permutation_array(N, 19, 3)  # one array per dataset, from the config seed
-    for row in table.itertuples():  # mirrored rows too: each row permutes its own y model
-        want = calibrate_layers(prepare(fan_in["feats"][row.model_x]), prepare(fan_in["feats"][row.model_y]),
+    order = list(MODELS)
+    for row in table.itertuples():  # a mirrored row (y, x) carries the calibration of (x, y): one null in law
+        x, y = sorted((row.model_x, row.model_y), key=order.index)
+        want = calibrate_layers(prepare(fan_in["feats"][x]), prepare(fan_in["feats"][y]),
                                 "mutual_knn", permutations=perms, bootstrap=5, alpha=0.1, seed=3, k=4)  # fmt: skip
         got = [row.null_mean, row.null_std, row.tau, row.p_value, row.calibrated, row.effect, row.ci_low, row.ci_high]
         np.testing.assert_allclose(got, want.summary()[:8], rtol=0, atol=1e-12)
@@ -106,4 +108,19 @@ def test_rows_are_calibrated_against_the_null_of_the_max_over_layer_pairs(fan_in
     assert run(calibration).equals(table)  # memoised: nothing recomputed
     assert {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")} == before
     other = run({**calibration, "permutations": 29})  # another K: a new calibration, same scores
-    assert (other["score"].to_numpy() == table["score"].to_numpy()).all() and len(set(memo.rglob("*.npy")) - set(before)) == 6
+    assert (other["score"].to_numpy() == table["score"].to_numpy()).all() and len(set(memo.rglob("*.npy")) - set(before)) == 3
+
+
+def test_an_experiment_overrides_the_resampling_counts(fan_in: dict, tmp_path: Path) -> None:
+    entry = {"name": "mutual_knn", "k": 4}
+    calibration = {"permutations": 19, "bootstrap": 5, "alpha": 0.1, "seed": 3}
+
+    def run(**override: int) -> pd.DataFrame:
+        exp = {"dataset": "d", "metrics": [entry], "calibrate": True, **override}
+        return align_experiment(exp, list(MODELS), list(MODELS), fan_in["receipts"], str(fan_in["tmp"] / "store"),
+                                0.95, calibration, str(tmp_path / "e.csv"), str(tmp_path / "e.zarr"))  # fmt: skip
+
+    plain, own = run(), run(permutations=9, bootstrap=0)
+    assert (plain["p_value"] >= 1 / 20).all() and (own["p_value"] >= 1 / 10).all()
+    assert plain["ci_low"].notna().all() and own["ci_low"].isna().all() and own["tau"].notna().all()
+    assert (own["p_value"] * 10).round(9).mod(1).eq(0).all()  # (1 + count) / (9 + 1)

@@ -161,10 +161,21 @@ def model_modality(name: str, spec: dict) -> str:
     raise ConfigError(f"models.{name}.source", f"{source!r} is not one of {', '.join(MODEL_SOURCES)}")
 
 
+MAIN_GROUP = "main"  # the group of a model spec without `group`: the models "vision" / "language" select
+
+
+def model_group(spec: dict) -> str:
+    """The model's group: its `group` field, or MAIN_GROUP (controls such as the scale-confound grid set another)."""
+    return spec.get("group", MAIN_GROUP)
+
+
 def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
-    """Model names picked by a selector ('vision', 'language' or a list), in config order."""
+    """Model names picked by a selector, in config order: "vision" / "language" (that modality's models of the main
+    group), "vision:GROUP" / "language:GROUP" (that modality's models of GROUP), or an explicit list of names."""
     if isinstance(selector, str):
-        names = [m for m, s in cfg["models"].items() if model_modality(m, s) == selector]
+        modality, _, group = selector.partition(":")
+        names = [m for m, s in cfg["models"].items()
+                 if model_modality(m, s) == modality and model_group(s) == (group or MAIN_GROUP)]  # fmt: skip
     else:
         for m in selector:
             if m not in cfg["models"]:

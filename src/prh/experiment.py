@@ -142,9 +142,8 @@ def result_row(
 
 
 def mirrored(row: dict) -> dict:
-    """The same score seen from the other model (symmetric metrics); its calibration is filled in separately."""
-    out = dict(row, model_x=row["model_y"], model_y=row["model_x"], layer_x=row["layer_y"], layer_y=row["layer_x"])
-    return out
+    """The same score and calibration seen from the other model (symmetric metrics)."""
+    return dict(row, model_x=row["model_y"], model_y=row["model_x"], layer_x=row["layer_y"], layer_y=row["layer_x"])
 
 
 def write_matrices(path: str, matrices: dict[str, tuple[np.ndarray, list[str], list[str]]]) -> None:
@@ -165,8 +164,9 @@ def metric_rows(
 ) -> list[dict]:  # fmt: skip
     """Rows of one metric on one dataset: every model pair's best layer pair and, if asked, its calibration.
 
-    A symmetric metric on one model set scores each unordered pair once and mirrors the row; each row is still
-    calibrated by permuting its own y model (the null of (y, x) uses other draws than that of (x, y)).
+    A symmetric metric on one model set scores and calibrates each unordered pair once and mirrors the row: the
+    null of (y, x) permutes x's rows, score(y, x[pi]) = score(x, y[pi^-1]) and pi^-1 is as uniform as pi, so both
+    orders share one null in law and one set of draws serves both.
     """
     caches: dict = {}
     pairs = model_pairs(xs, ys, metric["name"])
@@ -176,19 +176,13 @@ def metric_rows(
     for x, y in tqdm(pairs, desc=label, mininterval=2):
         scored[(x, y)] = pair_matrix(store, prepared[x], prepared[y], metric, q, caches, kernels)
         matrices[f"{dataset}/{metric_id(metric)}/{x}__{y}"] = (scored[(x, y)], prepared[x].layer_names, prepared[y].layer_names)
-    ordered = pairs + ([(y, x) for x, y in pairs] if mirror else [])
     calibs: dict = {}
     if perms is not None:
-        calibs = pair_calibrations(store, prepared, kernels, ordered, metric, q, calibration, perms)
+        calibs = pair_calibrations(store, prepared, kernels, pairs, metric, q, calibration, perms)
     rows = []
     for x, y in pairs:
         row = result_row(prepared[x], prepared[y], dataset, metric, scored[(x, y)], calibs.get((x, y)))
-        rows.append(row)
-        if mirror:
-            back = mirrored(row)
-            if (y, x) in calibs:
-                back.update({f: float(v) for f, v in zip(SUMMARY_FIELDS, calibs[(y, x)]) if f != "score"})
-            rows.append(back)
+        rows += [row, mirrored(row)] if mirror else [row]
     return rows
 
 
@@ -198,6 +192,7 @@ def align_experiment(
 ) -> pd.DataFrame:  # fmt: skip
     """Score every model pair of an experiment on each of its datasets; write the tidy table and the matrices."""
     store = FeatureStore(store_root)
+    calibration = {**calibration, **{k: experiment[k] for k in ("permutations", "bootstrap") if k in experiment}}
     keys = {tuple(k.split("/", 1)): read_receipt(path)["key"] for k, path in receipts.items()}
     datasets = [experiment["dataset"]] if isinstance(experiment["dataset"], str) else experiment["dataset"]
     rows, matrices = [], {}

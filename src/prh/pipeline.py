@@ -291,6 +291,9 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "caption_density": _draw_caption_density,
         "locality": _draw_locality,
         "agreement": lambda t, p, s: figures.fig_metric_agreement(t["alignment"], s),
+        "calibration": lambda t, p, s: figures.fig_calibration_survival(t["alignment"], t["solved"], t["vl"], t["lm"], s,
+                                                                        model_meta=t["models"]),
+        "scale_confound": lambda t, p, s: figures.fig_scale_confound(t["alignment"], p["shapes"], s),
         HEATMAP: _draw_heatmap,
     }  # fmt: skip
 

@@ -70,9 +70,10 @@ class Paths:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure of the paper: the report key naming the experiment it draws, the tables it reads beside that
-    experiment's alignment table (solved, lm, models), and the config values it reads (metric: report.headline_metric;
-    density: caption density of each of its datasets)."""
+    """A figure of the report: the report key naming the experiment it draws, the tables it reads beside that
+    experiment's alignment table (solved, lm, models; vl: the vision_language experiment's alignment table), and the
+    config values it reads (metric: report.headline_metric; density: caption density of each of its datasets;
+    shapes: depth and width of each x model). A figure whose tables the config does not produce is not drawn."""
 
     report_key: str
     tables: tuple[str, ...] = ()
@@ -87,9 +88,20 @@ FIGURES: dict[str, FigureSpec] = {
     "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
     "locality": FigureSpec("locality", ("lm",)),
     "agreement": FigureSpec("agreement"),
+    "calibration": FigureSpec("vision_vision", ("solved", "lm", "vl", "models")),
+    "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
+
+
+def model_shape(spec: dict) -> dict[str, int | None]:
+    """Depth (blocks) and width of a zoo model spec, from its arch_kwargs (depth / num_blocks / depths / layers) and
+    width (embed_dim / hidden); None where the spec does not say."""
+    kw = spec.get("arch_kwargs", {})
+    depth = kw.get("depth", kw.get("num_blocks", sum(kw["depths"]) if "depths" in kw else spec.get("layers")))
+    width = spec.get("width", kw.get("embed_dim", spec.get("hidden")))
+    return {"depth": None if depth is None else int(depth), "width": None if width is None else int(width)}
 
 
 @dataclass(frozen=True)
@@ -236,12 +248,15 @@ class Plan:
         """Every figure this config draws, in report order: the FIGURES whose experiment the report names (those
         reading probe results only when probes run), then one heatmap per report.heatmaps entry."""
         rep = self.config["report"]
-        tables = {"solved": self.paths.probe_table("tasks_solved"), "lm": self.paths.lm_table(),
-                  "models": self.paths.models_table()}  # fmt: skip
+        tables = {"lm": self.paths.lm_table(), "models": self.paths.models_table()}
+        if self.probe_models():
+            tables["solved"] = self.paths.probe_table("tasks_solved")
+        if rep["vision_language"] is not None:
+            tables["vl"] = self.paths.alignment(rep["vision_language"])
         out: dict[str, Figure] = {}
         for name, spec in FIGURES.items():
             exp = rep[spec.report_key]
-            if exp is None or ("solved" in spec.tables and not self.probe_models()):
+            if exp is None or any(t not in tables for t in spec.tables):
                 continue
             inputs = {"alignment": self.paths.alignment(exp), **{t: tables[t] for t in spec.tables}}
             out[name] = Figure(name, inputs, {p: self._figure_param(p, exp) for p in spec.params})
@@ -258,6 +273,8 @@ class Plan:
         if param == "density":
             datasets = experiment_datasets(self.config["alignment"]["experiments"][experiment])
             return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}
+        if param == "shapes":
+            return {m: model_shape(self.config["models"][m]) for m in self.experiment_models(experiment)[0]}
         raise KeyError(param)
 
     def report_inputs(self) -> dict[str, list[str]]:

@@ -51,7 +51,7 @@ def test_report_and_tables_exist(run):
     html = (run / "results" / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="http' not in html
     for fig in ("convergence", "umap", "vision_language", "downstream", "caption_density", "locality", "agreement",
-                "heatmap-0"):  # fmt: skip
+                "calibration", "scale_confound", "heatmap-0"):  # fmt: skip
         assert (run / "results" / "figures" / f"{fig}.png").stat().st_size > 10_000
 
 
@@ -153,11 +153,11 @@ def test_adding_a_model_reruns_only_its_jobs(run, tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     after = {p: p.stat().st_mtime_ns for p in memo.rglob("*.npy")}
     assert all(after[p] == t for p, t in before.items())  # no old pair was recomputed
-    # new pairs only: vision-vision 3 x (matrix + a calibration per order: each row permutes its own y),
+    # new pairs only: vision-vision 3 x (matrix + one calibration, which the mirrored row shares),
     # vision-language 2 x (matrix + calibration), agreement 9 metrics x 2 LMs, plus what no other experiment already
     # computed: caption density on scenes-w5 (2 LMs) and cknna k=63 (2 LMs); density on scenes-w30 and cknna k=5
     # are the agreement experiment's own pairs, shared through the memo
-    assert len(after) - len(before) == 9 + 4 + 18 + 2 + 2
+    assert len(after) - len(before) == 6 + 4 + 18 + 2 + 2
     vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv")
     assert "mixer-sup" in set(vv["model_x"])
     assert planned_jobs(run) == {}

@@ -6,18 +6,21 @@ and returns a `FigureResult` whose ``reading`` is two lines computed from the da
 """
 
 from prh.figures._common import FigureResult, load_result, set_style
+from prh.figures.calibration import fig_calibration_survival, fig_scale_confound
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
 from prh.figures.vision import fig_convergence, fig_layer_heatmap, fig_umap
 
 __all__ = [
     "FigureResult",
+    "fig_calibration_survival",
     "fig_caption_density",
     "fig_convergence",
     "fig_downstream",
     "fig_layer_heatmap",
     "fig_locality",
     "fig_metric_agreement",
+    "fig_scale_confound",
     "fig_umap",
     "fig_vision_language",
     "load_result",
