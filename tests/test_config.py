@@ -63,6 +63,16 @@ def test_plan_shares_vision_features_across_caption_densities(default):
     assert len(vision) == 1 and len(language) == 4
 
 
+def test_no_vision_model_extracts_the_same_images_twice(default):
+    plan = Plan(validate_config(default))
+    for model in plan.probe_models():
+        sources = [plan.image_source(d) for d, m in plan.extractions() if m == model]
+        assert len(sources) == len(set(sources)), model
+    receipts = plan.probe_inputs("vit-s-sup")["receipts"]  # emoji-group reads emoji-names' twin, emoji-keywords
+    assert plan.paths.receipt("emoji-keywords", "vit-s-sup") in receipts
+    assert plan.paths.receipt("emoji-names", "vit-s-sup") not in receipts
+
+
 def test_groups_keep_controls_out_of_the_modality_selectors(default):
     plan = Plan(validate_config(default))
     grid = [m for m, s in default["models"].items() if s.get("group") == "confound"]

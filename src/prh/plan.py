@@ -205,9 +205,11 @@ class Plan:
         return list(dict.fromkeys(t["dataset"] for t in self.config["probes"]["tasks"].values()))
 
     def probe_inputs(self, model: str) -> dict[str, list[str]]:
-        """One model's probe job reads its features and the labels of every probe dataset (in the same order)."""
+        """One model's probe job reads its features and the labels of every probe dataset (in the same order); the
+        features of a dataset whose images another holds are read from that one's receipt."""
         datasets = self.probe_datasets()
-        return {"receipts": [self.paths.receipt(d, model) for d in datasets], "data": [self.paths.data(d) for d in datasets]}
+        return {"receipts": [self.paths.receipt(self.feature_dataset(d, model), model) for d in datasets],
+                "data": [self.paths.data(d) for d in datasets]}  # fmt: skip
 
     def language_models(self) -> list[str]:
         return select_models(self.config, self.config["language"]["models"], "language.models", allow_empty=True)
@@ -219,7 +221,7 @@ class Plan:
     def extractions(self) -> list[tuple[str, str]]:
         """Every (dataset, model) pair some stage reads from the store."""
         pairs = [dm for name in self.config["alignment"]["experiments"] for dm in self.experiment_extractions(name).values()]
-        pairs += [(d, model) for model in self.probe_models() for d in self.probe_datasets()]
+        pairs += [(self.feature_dataset(d, model), model) for model in self.probe_models() for d in self.probe_datasets()]
         return list(dict.fromkeys(pairs))
 
     def extraction_receipts(self) -> list[str]:
