@@ -15,6 +15,8 @@ rule align:
         matrices=directory(PATHS.matrices("{experiment}")),
     log:
         "logs/align/{experiment}.log",
+    benchmark:
+        PATHS.benchmark("align", "{experiment}")
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

@@ -6,6 +6,8 @@ rule dataset:
         npz=PATHS.data("{dataset}"),
     log:
         "logs/data/{dataset}.log",
+    benchmark:
+        PATHS.benchmark("dataset", "{dataset}")
     conda:
         "../envs/prh.yaml"
     threads: 1

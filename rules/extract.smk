@@ -10,6 +10,8 @@ rule extract:
         receipt=PATHS.receipt("{dataset}", "{model}"),
     log:
         "logs/extract/{dataset}/{model}.log",
+    benchmark:
+        PATHS.benchmark("extract", "{dataset}", "{model}")
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

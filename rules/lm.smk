@@ -8,6 +8,8 @@ rule score_language_model:
         scores=PATHS.lm("{model}"),
     log:
         "logs/lm/{model}.log",
+    benchmark:
+        PATHS.benchmark("score_language_model", "{model}")
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

@@ -8,6 +8,8 @@ rule probe:
         table=PATHS.probe("{model}"),
     log:
         "logs/probe/{model}.log",
+    benchmark:
+        PATHS.benchmark("probe", "{model}")
     conda:
         "../envs/prh.yaml"
     threads: 1

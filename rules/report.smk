@@ -17,6 +17,8 @@ rule figure:
         reading=PATHS.figure("{figure}", "json"),
     log:
         "logs/report/{figure}.log",
+    benchmark:
+        PATHS.benchmark("figure", "{figure}")
     conda:
         "../envs/prh.yaml"
     params:
@@ -36,6 +38,8 @@ rule report:
         ),
     log:
         "logs/report/report.log",
+    benchmark:
+        PATHS.benchmark("report", "report")
     conda:
         "../envs/prh.yaml"
     params:

@@ -6,6 +6,8 @@ rule train_zoo_model:
         receipt=PATHS.zoo("{model}"),
     log:
         "logs/zoo/{model}.log",
+    benchmark:
+        PATHS.benchmark("train_zoo_model", "{model}")
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

@@ -55,6 +55,10 @@ class Paths:
     def models_table(self) -> str:
         return f"{self.root}/models.csv"
 
+    def benchmark(self, rule: str, *names: str) -> str:
+        """A job's Snakemake benchmark (wall s, cpu_time, max_rss, ...: benchmarks/dag_cost.py sums them)."""
+        return f"{self.root}/benchmarks/{rule}/{'/'.join(names)}.tsv"
+
     def figure(self, figure: str, ext: str = "png") -> str:
         """One of a figure's FIGURE_FILES."""
         return f"{self.root}/figures/{figure}.{ext}"
