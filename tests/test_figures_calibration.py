@@ -1,4 +1,5 @@
-"""The calibration figures: which trends survive calibration, and the scale confound of random-init models.
+"""The calibration figures (which trends survive calibration, the scale confound of random-init models) and the
+pretrained-vs-zoo figure.
 
 Statistics are checked against independent computations (scipy over explicitly built pairs, scikit-learn's
 least squares and the textbook OLS standard error)."""
@@ -137,3 +138,44 @@ def test_scale_confound_names_a_model_without_shape(tmp_path: Path) -> None:
     shapes["rand-d2-w32"] = {"depth": None, "width": 32}
     with pytest.raises(PrhError, match="rand-d2-w32"):
         fig_scale_confound(df, shapes, tmp_path / "x")
+
+
+# ----------------------------------------------------------------------------- pretrained vs zoo (issue 18)
+
+
+def _pretrained_tables() -> tuple[pd.DataFrame, ...]:
+    vision = {"eff0": ("packaged", 4.7e6, 0.9), "eff1": ("packaged", 5.5e6, 0.95), "zoo-a": ("zoo", 1e5, 0.3),
+              "zoo-b": ("zoo", 2e5, 0.5)}
+    lms = {"mini": ("bert", 2.2e7, 7), "mpnet": ("bert", 1.1e8, 13), "tiny": ("llama", 1e6, 3)}
+    meta = pd.DataFrame([{"model": m, "modality": "vision", "source": s, "family": "effnet" if s == "packaged" else "zoo",
+                          "n_params": p, "n_layers": 5} for m, (s, p, _) in vision.items()]
+                        + [{"model": m, "modality": "language", "source": "packaged", "family": f, "n_params": p,
+                            "n_layers": nl} for m, (f, p, nl) in lms.items()])  # fmt: skip
+    solved = pd.DataFrame({"model": list(vision), "frac_solved": [v[2] for v in vision.values()]})
+    vv = pd.DataFrame([_row(a, b, 0.3 if vision[a][0] == vision[b][0] else 0.1, 0.0)
+                       for a in vision for b in vision if a != b])  # fmt: skip
+    vl = pd.DataFrame([_row(v, lm, 0.1 + 0.1 * (lm == "mpnet") + 0.05 * (vision[v][0] == "packaged"), 0.0)
+                       | {"layer_x": "blocks.1", "layer_y": f"hidden_states.{lms[lm][2] - 1}"}
+                       for v in vision for lm in lms])  # fmt: skip
+    return vv, vl, solved, meta
+
+
+def test_pretrained_table_and_ladders_follow_the_definitions(tmp_path: Path) -> None:
+    from prh.figures import fig_pretrained
+    from prh.figures.pretrained import ladder_table, pretrained_table, relative_depth
+
+    assert relative_depth("hidden_states.6", 7) == 1.0 and relative_depth("hidden_states.0", 13) == 0.0
+    assert np.isnan(relative_depth("concat", 7))
+    vv, vl, solved, meta = _pretrained_tables()
+    t = pretrained_table(vv, vl, solved, meta).set_index("model")
+    assert t.loc["eff0", "vv_same_source"] == pytest.approx(0.3) and t.loc["eff0", "vv_other_source"] == pytest.approx(0.1)
+    assert t.loc["eff1", "vl_mean"] == pytest.approx(np.mean([0.15, 0.25, 0.15]))
+    assert t.loc["zoo-a", "best_lm_depth"] == pytest.approx(1.0)  # every best layer is each LM's last
+    ladder = ladder_table(vl, meta)
+    assert set(ladder["family"]) == {"bert"}  # llama has one size: no ladder
+    got = ladder[ladder["source"] == "zoo"].sort_values("rank")
+    assert list(got["lm"]) == ["mini", "mpnet"] and list(got["score"]) == pytest.approx([0.1, 0.2])
+    res = fig_pretrained(vv, vl, solved, meta, tmp_path / "pretrained")
+    lines = res.reading.splitlines()
+    assert len(lines) == 2 and "eff0 0.90, eff1 0.95 vs zoo median 0.40" in lines[0]
+    assert "bert (zoo vision) 0.100 -> 0.200" in lines[1]

@@ -196,16 +196,17 @@ def model_table(models: dict, receipts: list[str], out: str) -> None:
     from prh.config import model_modality
     from prh.store import read_receipt
 
-    n_params = {}
+    n_params, n_layers = {}, {}
     for path in receipts:
         r = read_receipt(path)
         n_params[r["request"]["model"]["id"]] = r["entry"].get("n_params")
+        n_layers[r["request"]["model"]["id"]] = r["entry"]["shape"][0]
     rows = []
     for name, spec in models.items():
         family = spec.get("family") or spec.get("arch", spec.get("package", spec.get("id", ""))).split("_")[0]
         rows.append({"model": name, "modality": model_modality(name, spec), "source": spec["source"], "family": family,
                      "objective": spec.get("objective", "pretrained"), "width": spec.get("width"),
-                     "steps": spec.get("steps"), "n_params": n_params.get(name)})  # fmt: skip
+                     "steps": spec.get("steps"), "n_params": n_params.get(name), "n_layers": n_layers.get(name)})  # fmt: skip
     write_csv_atomic(out, pd.DataFrame(rows))
 
 
@@ -294,6 +295,8 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "calibration": lambda t, p, s: figures.fig_calibration_survival(t["alignment"], t["solved"], t["vl"], t["lm"], s,
                                                                         model_meta=t["models"]),
         "scale_confound": lambda t, p, s: figures.fig_scale_confound(t["alignment"], p["shapes"], s),
+        "pretrained": lambda t, p, s: figures.fig_pretrained(t["vv"], t["alignment"], t["solved"], t["models"], s,
+                                                             metric=p["metric"]),
         HEATMAP: _draw_heatmap,
     }  # fmt: skip
 

@@ -75,7 +75,7 @@ class Paths:
 @dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: the report key naming the experiment it draws, the tables it reads beside that
-    experiment's alignment table (solved, lm, models; vl: the vision_language experiment's alignment table), and the
+    experiment's alignment table (solved, lm, models; vl / vv: the vision_language / vision_vision alignment tables), and the
     config values it reads (metric: report.headline_metric; density: caption density of each of its datasets;
     shapes: depth and width of each x model). A figure whose tables the config does not produce is not drawn."""
 
@@ -94,6 +94,7 @@ FIGURES: dict[str, FigureSpec] = {
     "agreement": FigureSpec("agreement"),
     "calibration": FigureSpec("vision_vision", ("solved", "lm", "vl", "models")),
     "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
+    "pretrained": FigureSpec("vision_language", ("vv", "solved", "models"), ("metric",)),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
@@ -259,6 +260,8 @@ class Plan:
             tables["solved"] = self.paths.probe_table("tasks_solved")
         if rep["vision_language"] is not None:
             tables["vl"] = self.paths.alignment(rep["vision_language"])
+        if rep["vision_vision"] is not None:
+            tables["vv"] = self.paths.alignment(rep["vision_vision"])
         out: dict[str, Figure] = {}
         for name, spec in FIGURES.items():
             exp = rep[spec.report_key]

@@ -51,7 +51,7 @@ def test_report_and_tables_exist(run):
     html = (run / "results" / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="http' not in html
     for fig in ("convergence", "umap", "vision_language", "downstream", "caption_density", "locality", "agreement",
-                "calibration", "scale_confound", "heatmap-0"):  # fmt: skip
+                "calibration", "scale_confound", "pretrained", "heatmap-0"):  # fmt: skip
         assert (run / "results" / "figures" / f"{fig}.png").stat().st_size > 10_000
 
 

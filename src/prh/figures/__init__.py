@@ -9,6 +9,7 @@ from prh.figures._common import FigureResult, load_result, set_style
 from prh.figures.calibration import fig_calibration_survival, fig_scale_confound
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
+from prh.figures.pretrained import fig_pretrained
 from prh.figures.vision import fig_convergence, fig_layer_heatmap, fig_umap
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "fig_layer_heatmap",
     "fig_locality",
     "fig_metric_agreement",
+    "fig_pretrained",
     "fig_scale_confound",
     "fig_umap",
     "fig_vision_language",
