@@ -61,6 +61,20 @@ def test_scores_equal_align_and_reference_work_is_cached(store):
         assert got[name].chance == pytest.approx(5 / (N - 1))
 
 
+def test_a_named_model_gets_the_tables_orientation_of_a_symmetric_pair(store):
+    root, refs, latent, rng = store
+    mine = _layers(rng, latent, [10, 20], 1.0)
+    scorer = Scorer("toy", ["ref-a", "ref-b"], store=str(root / "features"), results=str(root / "results"), k=5,
+                    permutations=19, bootstrap=4)  # fmt: skip
+    for name, swapped in (("aaa", False), ("zzz", True)):  # the table permutes the larger name's rows
+        got = {s.reference: s for s in scorer.score(mine, name=name)}
+        for ref, layers in refs.items():
+            a, b = (prepare(layers), prepare(mine)) if swapped else (prepare(mine), prepare(layers))
+            want = calibrate_layers(a, b, "mutual_knn", permutations=19, bootstrap=4, k=5)
+            assert (got[ref].tau, got[ref].p_value, got[ref].null_mean) == (want.tau, want.p_value, want.null_mean)
+            assert got[ref].score == want.score  # a symmetric metric: the same maximum either way
+
+
 def test_shuffled_rows_score_near_chance(store):
     root, refs, _, rng = store
     shuffled = [a[rng.permutation(N)] for a in refs["ref-a"]]

@@ -160,7 +160,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     feats = np.load(path)
     scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k,
                     permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
-    print(Scorer.table(scorer.score(feats)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(Scorer.table(scorer.score(feats, name=args.name)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -204,6 +204,7 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("features", help=".npy array (layers, n, d) in the dataset's stored order")
     score.add_argument("--dataset", required=True, help="dataset name the features were computed on")
     score.add_argument("--against", nargs="+", required=True, help="reference model names (or store keys)")
+    score.add_argument("--name", help="the features' model name, if they are a model of the tables (same calibration)")
     score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn; `prh metrics` lists them)")
     score.add_argument("--k", type=int, default=10, help="neighbours, for metrics that take k (default 10)")
     score.add_argument("--permutations", type=int, default=200,

@@ -66,12 +66,12 @@ def load_prepared(store: FeatureStore, name: str, key: str, q: float) -> Prepare
 
 
 def model_pairs(xs: list[str], ys: list[str], metric: str) -> list[tuple[str, str]]:
-    """Ordered (x, y) pairs to score; symmetric metrics on one model set score each unordered pair once."""
+    """Ordered (x, y) pairs to score; symmetric metrics on one model set score each unordered pair once, as
+    (smaller name, larger name): the canonical order that :meth:`prh.Scorer.score` follows given a model's name."""
     pairs = [(x, y) for x in xs for y in ys if x != y]
     if not get_metric(metric).symmetric or set(xs) != set(ys):
         return pairs
-    order = {m: i for i, m in enumerate(xs)}
-    return [(x, y) for x, y in pairs if order[x] < order[y]]
+    return [(x, y) for x, y in pairs if x < y]
 
 
 def pair_matrix(

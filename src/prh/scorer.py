@@ -151,8 +151,13 @@ class Scorer:
             if not np.isfinite(f).all():
                 raise PrhError(f"features layer {i}: contains NaN or Inf")
 
-    def score(self, features: Any) -> list[RefScore]:
-        """Best alignment over all layer pairs to every reference, calibrated against the null of that maximum."""
+    def score(self, features: Any, name: str | None = None) -> list[RefScore]:
+        """Best alignment over all layer pairs to every reference, calibrated against the null of that maximum.
+
+        The null permutes each reference's rows. ``name``: the features' model name when they belong to a model of
+        the tables; a symmetric metric's table then calibrates the pair in name order (the larger name's rows
+        permuted), and so does this call, giving the table's numbers exactly.
+        """
         layers = _as_layers(features)
         self._check(layers)
         kernels = prepare_kernels(prepare(layers, q=self.q))
@@ -160,13 +165,15 @@ class Scorer:
         names = [f"layer{i}" for i in range(len(layers))] + ["concat"]
         perms = permutation_array(self.n, self.calibration["permutations"], self.calibration["seed"])
         models = {MINE: kernels, **{ref.name: ref.kernels for ref in self.references}}
-        calib = calibrate_models(models, [(MINE, ref.name) for ref in self.references], self.metric, permutations=perms,
-                                 bootstrap=self.calibration["bootstrap"], alpha=self.calibration["alpha"],
-                                 seed=self.calibration["seed"], **self.params)  # fmt: skip
+        flip = {ref.name: self.record.symmetric and name is not None and name > ref.name
+                for ref in self.references}  # fmt: skip
+        pairs = [(ref.name, MINE) if flip[ref.name] else (MINE, ref.name) for ref in self.references]
+        calib = calibrate_models(models, pairs, self.metric, permutations=perms, bootstrap=self.calibration["bootstrap"],
+                                 alpha=self.calibration["alpha"], seed=self.calibration["seed"], **self.params)  # fmt: skip
         out = []
         for ref in self.references:
             matrix = score_caches(self.metric, mine, ref.cache, **self.params)
-            c = calib[(MINE, ref.name)]
+            c = calib[(ref.name, MINE) if flip[ref.name] else (MINE, ref.name)]
             score, (i, j) = best_pair(matrix)
             out.append(RefScore(ref.name, score, names[i], ref.layer_names[j], c.calibrated, c.p_value,
                                 c.tau, c.null_mean, c.effect, c.ci_low, c.ci_high, c.chance, matrix))  # fmt: skip

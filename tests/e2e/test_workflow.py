@@ -100,7 +100,7 @@ def test_scorer_reproduces_the_alignment_table(run):
     cal = yaml.safe_load((run / "config.yaml").read_text())["alignment"]
     scorer = Scorer("fmnist", ["resnet-sup", "vit-random"], store=str(run / "features"), results=str(run / "results"), k=5,
                     permutations=cal["permutations"], bootstrap=cal["bootstrap"])  # fmt: skip
-    got = {s.reference: s for s in scorer.score(mine)}
+    got = {s.reference: s for s in scorer.score(mine, name="vit-sup")}
     vv = pd.read_csv(run / "results" / "alignment" / "vision-vision.csv").set_index(["model_x", "model_y"])
     for ref in ("resnet-sup", "vit-random"):
         row = vv.loc[("vit-sup", ref)]
