@@ -183,9 +183,15 @@ def probe_summary(tables: list[str], threshold: float, outputs: dict[str, str]) 
 # -- alignment -------------------------------------------------------------------------------------
 def align_job(
     experiment: dict, xs: list[str], ys: list[str], receipts: dict[str, str], store_root: str, q: float,
-    calibration: dict, out_csv: str, out_matrices: str,
+    calibration: dict, out_csv: str, out_matrices: str, device: str = "cpu",
 ) -> None:  # fmt: skip
-    """Score every model pair of one experiment (see prh.experiment.align_experiment)."""
+    """Score every model pair of one experiment (prh.experiment.align_experiment), or of a sample-size sweep over
+    ``device`` (prh.sweep.sweep_experiment) when the experiment has sizes."""
+    if "sizes" in experiment:
+        from prh.sweep import sweep_experiment
+
+        sweep_experiment(experiment, xs, ys, receipts, store_root, q, calibration, out_csv, out_matrices, device)
+        return
     from prh.experiment import align_experiment
 
     align_experiment(experiment, xs, ys, receipts, store_root, q, calibration, out_csv, out_matrices)
@@ -291,6 +297,7 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "caption_density": _draw_caption_density,
         "locality": _draw_locality,
         "agreement": lambda t, p, s: figures.fig_metric_agreement(t["alignment"], s),
+        "sample_size": lambda t, p, s: figures.fig_sample_size(t["alignment"], s, **p["calibration"]),
         HEATMAP: _draw_heatmap,
     }  # fmt: skip
 

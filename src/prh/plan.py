@@ -72,7 +72,7 @@ class Paths:
 class FigureSpec:
     """A figure of the paper: the report key naming the experiment it draws, the tables it reads beside that
     experiment's alignment table (solved, lm, models), and the config values it reads (metric: report.headline_metric;
-    density: caption density of each of its datasets)."""
+    density: caption density of each of its datasets; calibration: permutations and calibrate_max_n of a sweep)."""
 
     report_key: str
     tables: tuple[str, ...] = ()
@@ -87,6 +87,7 @@ FIGURES: dict[str, FigureSpec] = {
     "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
     "locality": FigureSpec("locality", ("lm",)),
     "agreement": FigureSpec("agreement"),
+    "sample_size": FigureSpec("sample_size", (), ("calibration",)),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
@@ -258,6 +259,11 @@ class Plan:
         if param == "density":
             datasets = experiment_datasets(self.config["alignment"]["experiments"][experiment])
             return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}
+        if param == "calibration":
+            exp = self.config["alignment"]["experiments"][experiment]
+            calibrated = exp.get("calibrate", True)
+            return {"permutations": self.config["alignment"]["permutations"] if calibrated else None,
+                    "calibrate_max_n": exp.get("calibrate_max_n") if calibrated else None}  # fmt: skip
         raise KeyError(param)
 
     def report_inputs(self) -> dict[str, list[str]]:

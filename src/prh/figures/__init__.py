@@ -8,6 +8,7 @@ and returns a `FigureResult` whose ``reading`` is two lines computed from the da
 from prh.figures._common import FigureResult, load_result, set_style
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
+from prh.figures.scale import fig_sample_size
 from prh.figures.vision import fig_convergence, fig_layer_heatmap, fig_umap
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "fig_layer_heatmap",
     "fig_locality",
     "fig_metric_agreement",
+    "fig_sample_size",
     "fig_umap",
     "fig_vision_language",
     "load_result",

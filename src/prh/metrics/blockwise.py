@@ -93,6 +93,8 @@ def neighbour_lists(
     n = x.shape[0]
     if not 1 <= k <= n - 1:
         raise PrhError(f"k: must satisfy 1 <= k <= n - 1 = {n - 1}, got {k}")
+    if not bool(torch.isfinite((x * x).sum(1)).all()):  # |x_i . x_j| <= ||x_i|| ||x_j||: the Gram stays finite
+        raise PrhError("features: squared row norms overflow float32; rescale the features")
     rows = rows or block_rows(n)
     nbrs = np.empty((n, k), dtype=np.int64)
     vals = np.empty((n, k), dtype=np.float32)
@@ -100,8 +102,6 @@ def neighbour_lists(
     for i0 in _progress(starts, progress):
         i1 = min(i0 + rows, n)
         g = x[i0:i1] @ x.T
-        if not bool(torch.isfinite(g).all()):
-            raise PrhError("features: Gram block overflowed float32; rescale the features")
         local = torch.arange(i1 - i0, device=x.device)
         g[local, local + i0] = -torch.inf
         top = top_k_block(g, k)
