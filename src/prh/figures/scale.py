@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 
 from prh.errors import PrhError
-from prh.figures._common import FigureResult, note, params_label, require, save, set_style
+from prh.figures._common import (
+    FigureResult,
+    note,
+    params_label,
+    require,
+    save,
+    set_style,
+)
 
 
 def sample_size_table(align: pd.DataFrame) -> pd.DataFrame:
