@@ -118,3 +118,17 @@ def test_report_sample_size_must_name_a_sweep(config: dict) -> None:
     cfg["report"]["sample_size"] = "vision-vision"
     with pytest.raises(ConfigError, match="^config error: report.sample_size: experiment 'vision-vision' has no sizes"):
         validate_config(cfg)
+
+
+def test_one_sample_size_figure_reads_every_listed_sweep(config: dict) -> None:
+    from prh.plan import Plan
+
+    cfg = copy.deepcopy(config)
+    cfg["alignment"]["experiments"]["sweep2"] = {**cfg["alignment"]["experiments"]["sweep"], "calibrate_max_n": 512}
+    cfg["report"]["sample_size"] = ["sweep", "sweep2"]
+    fig = Plan(validate_config(cfg)).figures["sample_size"]
+    assert fig.inputs == {"alignment": ["results/alignment/sweep.csv", "results/alignment/sweep2.csv"]}
+    assert fig.params == {"calibration": {"permutations": 200, "calibrate_max_n": 4096}}
+    cfg["report"]["sample_size"] = ["sweep", "nope"]
+    with pytest.raises(ConfigError, match="^config error: report.sample_size: experiment 'nope' is not defined"):
+        validate_config(cfg)

@@ -280,12 +280,14 @@ def _check_sections(cfg: dict) -> None:
     from prh.plan import FIGURES  # the figure registry names the report keys that pick an experiment
 
     for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
-        exp = cfg["report"][key]
-        if exp is not None and exp not in cfg["alignment"]["experiments"]:
-            raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
-    sweep = cfg["report"].get("sample_size")
-    if sweep is not None and "sizes" not in cfg["alignment"]["experiments"][sweep]:
-        raise ConfigError("report.sample_size", f"experiment {sweep!r} has no sizes (it is not a sample-size sweep)")
+        value = cfg["report"][key]
+        for exp in [value] if isinstance(value, str) else value or []:
+            if exp not in cfg["alignment"]["experiments"]:
+                raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
+    sweeps = cfg["report"]["sample_size"]
+    for exp in [sweeps] if isinstance(sweeps, str) else sweeps or []:
+        if "sizes" not in cfg["alignment"]["experiments"][exp]:
+            raise ConfigError("report.sample_size", f"experiment {exp!r} has no sizes (it is not a sample-size sweep)")
     for i, (exp, mx, my) in enumerate(cfg["report"]["heatmaps"]):
         if exp not in cfg["alignment"]["experiments"]:
             raise ConfigError(f"report.heatmaps.{i}", f"experiment {exp!r} is not defined")

@@ -310,8 +310,15 @@ def draw_figure(figure: str, inputs: dict[str, str], params: dict, out_png: str)
     drawers = _drawers()
     if kind not in drawers:
         raise PrhError(f"unknown figure {figure!r}")
-    tables = {k: v if k == "matrices" else pd.read_csv(v) for k, v in inputs.items()}
+    tables = {k: v if k == "matrices" else _read_tables(v) for k, v in inputs.items()}
     drawers[kind](tables, params, str(Path(out_png).with_suffix("")))
+
+
+def _read_tables(paths: str | list[str]) -> pd.DataFrame:
+    """One CSV table, or several (sample-size sweeps) stacked."""
+    if isinstance(paths, str):
+        return pd.read_csv(paths)
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
 def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:

@@ -244,7 +244,8 @@ class Plan:
             exp = rep[spec.report_key]
             if exp is None or ("solved" in spec.tables and not self.probe_models()):
                 continue
-            inputs = {"alignment": self.paths.alignment(exp), **{t: tables[t] for t in spec.tables}}
+            aligned = [self.paths.alignment(e) for e in ([exp] if isinstance(exp, str) else exp)]  # sweeps: a list
+            inputs = {"alignment": aligned[0] if len(aligned) == 1 else aligned, **{t: tables[t] for t in spec.tables}}
             out[name] = Figure(name, inputs, {p: self._figure_param(p, exp) for p in spec.params})
         for i, (exp, mx, my) in enumerate(rep["heatmaps"]):
             label = ", ".join(experiment_datasets(self.config["alignment"]["experiments"][exp]))
@@ -252,7 +253,7 @@ class Plan:
             out[f"{HEATMAP}-{i}"] = Figure(f"{HEATMAP}-{i}", {"matrices": self.paths.matrices(exp)}, params)
         return out
 
-    def _figure_param(self, param: str, experiment: str) -> Any:
+    def _figure_param(self, param: str, experiment: str | list[str]) -> Any:
         """The value of one config param a figure reads (see FigureSpec)."""
         if param == "metric":
             return self.config["report"]["headline_metric"]
@@ -260,10 +261,11 @@ class Plan:
             datasets = experiment_datasets(self.config["alignment"]["experiments"][experiment])
             return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}
         if param == "calibration":
-            exp = self.config["alignment"]["experiments"][experiment]
-            calibrated = exp.get("calibrate", True)
-            return {"permutations": self.config["alignment"]["permutations"] if calibrated else None,
-                    "calibrate_max_n": exp.get("calibrate_max_n") if calibrated else None}  # fmt: skip
+            exps = [self.config["alignment"]["experiments"][e] for e in ([experiment] if isinstance(experiment, str)
+                                                                          else experiment)]  # fmt: skip
+            limits = [e["calibrate_max_n"] for e in exps if e.get("calibrate", True)]
+            return {"permutations": self.config["alignment"]["permutations"] if limits else None,
+                    "calibrate_max_n": max(limits) if limits else None}  # fmt: skip
         raise KeyError(param)
 
     def report_inputs(self) -> dict[str, list[str]]:

@@ -25,6 +25,8 @@ def sample_size_table(align: pd.DataFrame) -> pd.DataFrame:
     df = align.copy()
     df["setting"] = [params_label(m, p) for m, p in zip(df["metric"], df.get("params", pd.Series("{}", index=df.index)))]
     df["pair"] = df["model_x"] + " vs " + df["model_y"]
+    if "dataset" in df.columns and df["dataset"].nunique() > 1:
+        df["pair"] += " (" + df["dataset"].astype(str) + ")"
     for col in ("calibrated", "chance"):
         if col not in df.columns:
             df[col] = np.nan

@@ -20,7 +20,8 @@ from prh.metrics.knn import lcs_lengths, levenshtein
 if TYPE_CHECKING:  # torch is imported where it is used: config validation reads the registry without it
     import torch
 
-BLOCK_BYTES = 64 * 2**20  # float32 Gram row block
+BLOCK_BYTES = 64 * 2**20  # float32 Gram row block on the CPU
+CUDA_BLOCK_BYTES = 2**30  # on a GPU: fewer, larger blocks (kernel launches and host syncs per block)
 CHUNK_BYTES = 32 * 2**20  # float64 sample chunk of the CKA sums
 FeatureSource = Union[np.ndarray, "torch.Tensor", Iterable[Union[np.ndarray, "torch.Tensor"]]]
 
@@ -95,7 +96,7 @@ def neighbour_lists(
         raise PrhError(f"k: must satisfy 1 <= k <= n - 1 = {n - 1}, got {k}")
     if not bool(torch.isfinite((x * x).sum(1)).all()):  # |x_i . x_j| <= ||x_i|| ||x_j||: the Gram stays finite
         raise PrhError("features: squared row norms overflow float32; rescale the features")
-    rows = rows or block_rows(n)
+    rows = rows or block_rows(n, CUDA_BLOCK_BYTES if x.is_cuda else BLOCK_BYTES)
     nbrs = np.empty((n, k), dtype=np.int64)
     vals = np.empty((n, k), dtype=np.float32)
     starts = range(0, n, rows)
@@ -297,7 +298,8 @@ class LargeLayers:
 
     def __init__(self, layers: Sequence[FeatureSource], device: str | torch.device = "cpu", rows: int | None = None,
                  progress: str | None = None) -> None:  # fmt: skip
-        """``layers``: arrays, tensors or iterables of sample chunks; ``rows``: Gram block rows (default: 64 MiB)."""
+        """``layers``: arrays, tensors or iterables of sample chunks; ``rows``: Gram block rows (default: 64 MiB on
+        the CPU, 1 GiB on a GPU)."""
 
         if len(layers) == 0:
             raise PrhError("layers: expected at least one (n, d) layer")
