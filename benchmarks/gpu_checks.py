@@ -23,9 +23,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from prh.models import LoadedModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +85,7 @@ def extract_vision(device: str, n: int, work: Path) -> None:
           f"overhead={t['prh'] / t['bare']:.2f}x (target <= 1.10x)", flush=True)  # fmt: skip
 
 
-def minilm_architecture(device: str):  # noqa: ANN201 - a prh LoadedModel
+def minilm_architecture(device: str) -> LoadedModel:
     """MiniLM-L6's architecture and tokenizer with seeded random weights, as a prh LoadedModel."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -195,7 +199,8 @@ def dag_config(out: str, device: str, quick: bool) -> None:
 
     Kept: the default's Fashion-MNIST, scenes and digits datasets, its 11 zoo vision models, the vision-vision
     experiment (permutations and bootstrap 50 instead of 200), the probes but the emoji ones, their figures and the
-    first heatmap; plus configs/scale.yaml's vision sweep (all 70,000 Fashion-MNIST images) on the device. Dropped: the
+    first heatmap; plus configs/scale.yaml's vision sweep (all 70,000 Fashion-MNIST images) on the device, calibrated
+    up to n = 1,024 (the same 50 permutations and 50 bootstrap resamples). Dropped: the
     packaged models (no weights there), the LM zoo (SmolLM2's tokenizer), WordNet and emoji data (Debian packages),
     so every vision-language figure. ``quick``: two zoo models, a sweep of the 1,000 fmnist images (a CPU dry run).
     """
@@ -208,7 +213,8 @@ def dag_config(out: str, device: str, quick: bool) -> None:
         models = {m: models[m] for m in ("vit-s-sup", "resnet-s-sup")}
     keep = ("fmnist", "scenes", "scenes-w5", "scenes-w10", "scenes-w20", "scenes-w30", "probe-digits")
     sweep = scale["alignment"]["experiments"]["sample-size-vision"]
-    sweep.update({"x": [m for m in sweep["x"] if m in models], "y": [m for m in sweep["y"] if m in models]})
+    sweep.update({"x": [m for m in sweep["x"] if m in models], "y": [m for m in sweep["y"] if m in models],
+                  "calibrate_max_n": 1024})
     if quick:
         sweep.update({"dataset": "fmnist", "sizes": [256, 1000], "calibrate_max_n": 256, "y": ["resnet-s-sup"]})
     tmp = Path(out).parent
