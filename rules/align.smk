@@ -31,6 +31,7 @@ rule align:
         alpha=config["alignment"]["alpha"],
         seed=config["alignment"]["seed"],
         store=config["store"],
+        device=align_device,
     script:
         "../workflow/scripts/align.py"
 

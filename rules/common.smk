@@ -69,6 +69,11 @@ def experiment_spec(wildcards):
     return config["alignment"]["experiments"][wildcards.experiment]
 
 
+def align_device(wildcards):
+    """The config device for sample-size sweeps (the large-n engine runs on it), else cpu."""
+    return config["device"] if "sizes" in experiment_spec(wildcards) else "cpu"
+
+
 def experiment_xs(wildcards):
     return PLAN.experiment_models(wildcards.experiment)[0]
 

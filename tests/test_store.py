@@ -138,6 +138,27 @@ def test_entry_is_one_chunk_per_layer_and_compressed(tmp_path):
     assert all((store.path(key) / c).stat().st_size < 64 * 32 * 4 / 10 for c in chunks)
 
 
+def test_large_entries_are_chunked_along_samples_and_stream_into_the_large_n_path(tmp_path, monkeypatch):
+    import prh.store
+    from prh.metrics import large_n_pair
+
+    monkeypatch.setattr(prh.store, "SAMPLE_CHUNK", 16)
+    store = FeatureStore(tmp_path)
+    feats = _features(n=50, dims=(3, 5))
+    key = _commit(store, feats)
+    meta = json.loads((store.path(key) / "features" / "zarr.json").read_text())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 16, 5]
+    entry = store.open(key)
+    chunks = list(entry.layer_chunks(-2))
+    assert [c.shape for c in chunks] == [(16, 3), (16, 3), (16, 3), (2, 3)]
+    np.testing.assert_array_equal(np.concatenate(chunks), feats.layers[0])
+    assert [c.shape[0] for c in entry.layer_chunks(1, rows=20)] == [20, 20, 10]
+    streamed = large_n_pair("mutual_knn", entry.layer_chunks(0), entry.layer_chunks(1), k=4)
+    assert streamed == large_n_pair("mutual_knn", feats.layers[0], feats.layers[1], k=4)
+    with pytest.raises(PrhError, match="layer 2 out of range"):
+        next(entry.layer_chunks(2))
+
+
 def test_float16_storage_reads_back_float32(tmp_path):
     store = FeatureStore(tmp_path)
     feats = _features()

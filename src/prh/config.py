@@ -235,6 +235,7 @@ def _check_experiments(cfg: dict) -> None:
             _check_dataset_ref(cfg, ds, f"{field}.dataset")
         select_models(cfg, exp["x"], f"{field}.x")
         select_models(cfg, exp["y"], f"{field}.y")
+        _check_sizes(cfg, exp, field)
         seen: set[str] = set()
         for i, metric in enumerate(exp["metrics"]):
             ident = yaml.safe_dump(metric, sort_keys=True)
@@ -242,6 +243,23 @@ def _check_experiments(cfg: dict) -> None:
                 raise ConfigError(f"{field}.metrics.{i}", "duplicates an earlier metric entry (same output twice)")
             seen.add(ident)
             _check_metric_entry(cfg, exp, metric, f"{field}.metrics.{i}")
+
+
+def _check_sizes(cfg: dict, exp: dict, field: str) -> None:
+    """A sweep's sizes fit every dataset, and each of its metrics has a bounded-memory form."""
+    from prh.metrics.registry import get_metric
+
+    if "sizes" not in exp:
+        return
+    for ds in experiment_datasets(exp):
+        n = dataset_size(cfg, ds)
+        if n is not None and max(exp["sizes"]) > n:
+            raise ConfigError(f"{field}.sizes", f"size {max(exp['sizes'])} exceeds dataset {ds!r} (n = {n})")
+    for i, entry in enumerate(exp["metrics"]):
+        what = "the rbf kernel" if entry.get("kernel", "linear") != "linear" else entry["name"]
+        if get_metric(entry["name"]).large_n is None or what != entry["name"]:
+            raise ConfigError(f"{field}.metrics.{i}", f"{what} has no large-n form (sweeps take the kNN metrics, "
+                              "cknna, linear cka and unbiased_cka)")  # fmt: skip
 
 
 def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
@@ -254,11 +272,12 @@ def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
     except ParamError as err:
         raise ConfigError(err.field, err.reason) from None
     for ds in experiment_datasets(exp):
-        n = dataset_size(cfg, ds)
+        n = min(exp["sizes"]) if "sizes" in exp else dataset_size(cfg, ds)
         try:
             resolve_params(record, params, n, field=f"{field}.", strict=True)
         except ParamError as err:
-            raise ConfigError(err.field, f"{err.reason} (dataset {ds!r} has n = {n})") from None
+            where = f"the smallest size is {n}" if "sizes" in exp else f"dataset {ds!r} has n = {n}"
+            raise ConfigError(err.field, f"{err.reason} ({where})") from None
 
 
 def _check_sections(cfg: dict) -> None:
@@ -272,9 +291,14 @@ def _check_sections(cfg: dict) -> None:
     from prh.plan import FIGURES  # the figure registry names the report keys that pick an experiment
 
     for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
-        exp = cfg["report"][key]
-        if exp is not None and exp not in cfg["alignment"]["experiments"]:
-            raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
+        value = cfg["report"][key]
+        for exp in [value] if isinstance(value, str) else value or []:
+            if exp not in cfg["alignment"]["experiments"]:
+                raise ConfigError(f"report.{key}", f"experiment {exp!r} is not defined under alignment.experiments")
+    sweeps = cfg["report"]["sample_size"]
+    for exp in [sweeps] if isinstance(sweeps, str) else sweeps or []:
+        if "sizes" not in cfg["alignment"]["experiments"][exp]:
+            raise ConfigError("report.sample_size", f"experiment {exp!r} has no sizes (it is not a sample-size sweep)")
     for i, (exp, mx, my) in enumerate(cfg["report"]["heatmaps"]):
         if exp not in cfg["alignment"]["experiments"]:
             raise ConfigError(f"report.heatmaps.{i}", f"experiment {exp!r} is not defined")

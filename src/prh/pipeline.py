@@ -183,9 +183,15 @@ def probe_summary(tables: list[str], threshold: float, outputs: dict[str, str]) 
 # -- alignment -------------------------------------------------------------------------------------
 def align_job(
     experiment: dict, xs: list[str], ys: list[str], receipts: dict[str, str], store_root: str, q: float,
-    calibration: dict, out_csv: str, out_matrices: str,
+    calibration: dict, out_csv: str, out_matrices: str, device: str = "cpu",
 ) -> None:  # fmt: skip
-    """Score every model pair of one experiment (see prh.experiment.align_experiment)."""
+    """Score every model pair of one experiment (prh.experiment.align_experiment), or of a sample-size sweep over
+    ``device`` (prh.sweep.sweep_experiment) when the experiment has sizes."""
+    if "sizes" in experiment:
+        from prh.sweep import sweep_experiment
+
+        sweep_experiment(experiment, xs, ys, receipts, store_root, q, calibration, out_csv, out_matrices, device)
+        return
     from prh.experiment import align_experiment
 
     align_experiment(experiment, xs, ys, receipts, store_root, q, calibration, out_csv, out_matrices)
@@ -297,6 +303,7 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "scale_confound": lambda t, p, s: figures.fig_scale_confound(t["alignment"], p["shapes"], s),
         "pretrained": lambda t, p, s: figures.fig_pretrained(t["vv"], t["alignment"], t["solved"], t["models"], s,
                                                              metric=p["metric"]),
+        "sample_size": lambda t, p, s: figures.fig_sample_size(t["alignment"], s, **p["calibration"]),
         HEATMAP: _draw_heatmap,
     }  # fmt: skip
 
@@ -309,8 +316,15 @@ def draw_figure(figure: str, inputs: dict[str, str], params: dict, out_png: str)
     drawers = _drawers()
     if kind not in drawers:
         raise PrhError(f"unknown figure {figure!r}")
-    tables = {k: v if k == "matrices" else pd.read_csv(v) for k, v in inputs.items()}
+    tables = {k: v if k == "matrices" else _read_tables(v) for k, v in inputs.items()}
     drawers[kind](tables, params, str(Path(out_png).with_suffix("")))
+
+
+def _read_tables(paths: str | list[str]) -> pd.DataFrame:
+    """One CSV table, or several (sample-size sweeps) stacked."""
+    if isinstance(paths, str):
+        return pd.read_csv(paths)
+    return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
 def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:

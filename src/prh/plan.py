@@ -77,7 +77,8 @@ class FigureSpec:
     """A figure of the report: the report key naming the experiment it draws, the tables it reads beside that
     experiment's alignment table (solved, lm, models; vl / vv: the vision_language / vision_vision alignment tables), and the
     config values it reads (metric: report.headline_metric; density: caption density of each of its datasets;
-    shapes: depth and width of each x model). A figure whose tables the config does not produce is not drawn."""
+    shapes: depth and width of each x model; calibration: permutations and calibrate_max_n of a sweep). A
+    figure whose tables the config does not produce is not drawn."""
 
     report_key: str
     tables: tuple[str, ...] = ()
@@ -95,6 +96,7 @@ FIGURES: dict[str, FigureSpec] = {
     "calibration": FigureSpec("vision_vision", ("solved", "lm", "vl", "models")),
     "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
     "pretrained": FigureSpec("vision_language", ("vv", "solved", "models"), ("metric",)),
+    "sample_size": FigureSpec("sample_size", (), ("calibration",)),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
@@ -267,7 +269,8 @@ class Plan:
             exp = rep[spec.report_key]
             if exp is None or any(t not in tables for t in spec.tables):
                 continue
-            inputs = {"alignment": self.paths.alignment(exp), **{t: tables[t] for t in spec.tables}}
+            aligned = [self.paths.alignment(e) for e in ([exp] if isinstance(exp, str) else exp)]  # sweeps: a list
+            inputs = {"alignment": aligned[0] if len(aligned) == 1 else aligned, **{t: tables[t] for t in spec.tables}}
             out[name] = Figure(name, inputs, {p: self._figure_param(p, exp) for p in spec.params})
         for i, (exp, mx, my) in enumerate(rep["heatmaps"]):
             label = ", ".join(experiment_datasets(self.config["alignment"]["experiments"][exp]))
@@ -275,7 +278,7 @@ class Plan:
             out[f"{HEATMAP}-{i}"] = Figure(f"{HEATMAP}-{i}", {"matrices": self.paths.matrices(exp)}, params)
         return out
 
-    def _figure_param(self, param: str, experiment: str) -> Any:
+    def _figure_param(self, param: str, experiment: str | list[str]) -> Any:
         """The value of one config param a figure reads (see FigureSpec)."""
         if param == "metric":
             return self.config["report"]["headline_metric"]
@@ -284,6 +287,12 @@ class Plan:
             return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}
         if param == "shapes":
             return {m: model_shape(self.config["models"][m]) for m in self.experiment_models(experiment)[0]}
+        if param == "calibration":
+            exps = [self.config["alignment"]["experiments"][e] for e in ([experiment] if isinstance(experiment, str)
+                                                                          else experiment)]  # fmt: skip
+            limits = [e["calibrate_max_n"] for e in exps if e.get("calibrate", True)]
+            return {"permutations": self.config["alignment"]["permutations"] if limits else None,
+                    "calibrate_max_n": max(limits) if limits else None}  # fmt: skip
         raise KeyError(param)
 
     def report_inputs(self) -> dict[str, list[str]]:

@@ -119,8 +119,11 @@ def _hover(r: pd.Series) -> str:
 
 
 def best_pairs(align: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, str]:
-    """One row per (model_x, model_y): the highest score of the chosen metric setting, with its calibration."""
+    """One row per (model_x, model_y): the highest score of the chosen metric setting, with its calibration (a
+    sample-size sweep: at its largest n)."""
     df, setting = select_metric(align, metric, "alignment")
+    if "n" in df.columns and df["n"].nunique() > 1:
+        df, setting = df[df["n"] == df["n"].max()], f"{setting} at n = {int(df['n'].max())}"
     if not {"model_x", "model_y"} <= set(df.columns):
         raise PrhError("alignment table lacks columns model_x / model_y")
     best = df.sort_values("score", ascending=False).drop_duplicates(["model_x", "model_y"])

@@ -35,6 +35,7 @@ from prh.errors import PrhError
 from prh.io import MANIFEST, canonical, content_key, manifest_problems, remove_tree, replace_file, tmp_owner, write_manifest
 
 EXTRACTOR_VERSION = "1"
+SAMPLE_CHUNK = 16384  # samples per stored chunk: an entry with more is chunked along samples (readers stream it)
 NON_KEY_PARAMS = frozenset({"batch_size", "device", "progress"})
 _MEMO_TRAILER = b"\nPRH-SHA256:"
 _ACTIVE_TMP: set[str] = set()
@@ -178,16 +179,27 @@ class StoredEntry:
         """The canonical request the key was computed from."""
         return dict(self.attrs["request"])
 
-    def layer(self, i: int) -> np.ndarray:
-        """Features of layer ``i``: (n, d_i) float32."""
+    def _index(self, i: int) -> int:
+        """Layer ``i`` (negative counts from the end) as an index in range, else a PrhError."""
         if not -self.n_layers <= i < self.n_layers:
             raise PrhError(f"store entry {self.key}: layer {i} out of range (it has {self.n_layers} layers)")
-        i %= self.n_layers
+        return i % self.n_layers
+
+    def layer(self, i: int) -> np.ndarray:
+        """Features of layer ``i``: (n, d_i) float32."""
+        i = self._index(i)
         return np.asarray(self._features[i, :, : int(self.dims[i])], dtype=np.float32)
 
     def layers(self) -> list[np.ndarray]:
         """All layers, each (n, d_l) float32."""
         return [self.layer(i) for i in range(self.n_layers)]
+
+    def layer_chunks(self, i: int, rows: int | None = None) -> Iterator[np.ndarray]:
+        """Layer ``i`` as consecutive (rows, d_i) float32 sample chunks (default: the stored chunking)."""
+        i = self._index(i)
+        rows = rows or int(self._features.chunks[1])
+        for r0 in range(0, self.n, rows):
+            yield np.asarray(self._features[i, r0 : r0 + rows, : int(self.dims[i])], dtype=np.float32)
 
     @property
     def side_names(self) -> list[str]:
@@ -240,7 +252,7 @@ class EntryWriter:
         return n, max(a.shape[1] for a in features.layers)
 
     def write(self, features: FeaturesLike) -> None:
-        """Write layers (zero-padded to d_max, one layer per chunk), dims, side arrays and attrs."""
+        """Write layers (zero-padded to d_max; a chunk per layer and SAMPLE_CHUNK samples), dims, side arrays, attrs."""
         if self.written:
             raise PrhError(f"{self._label()}: features already written to store entry {self.key}")
         n, d_max = self._check(features)
@@ -259,7 +271,7 @@ class EntryWriter:
         codec = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
         group = zarr.open_group(str(self.path), mode="w")
         arr = group.create_array(
-            "features", shape=(n_layers, n, d_max), chunks=(1, n, d_max), dtype=self.store_dtype,
+            "features", shape=(n_layers, n, d_max), chunks=(1, min(n, SAMPLE_CHUNK), d_max), dtype=self.store_dtype,
             compressors=codec, fill_value=0, config={"write_empty_chunks": True},
         )
         padded = np.zeros((n, d_max), dtype=self.store_dtype)

@@ -15,4 +15,5 @@ with logged(snakemake.log[0]):
              alpha=snakemake.params.alpha, seed=snakemake.params.seed),
         snakemake.output.table,
         snakemake.output.matrices,
+        snakemake.params.device,
     )

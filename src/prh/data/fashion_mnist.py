@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from prh.data import (
 )
 from prh.errors import PrhError
 
-DEFAULT_PATH = "/usr/share/datasets/fashion-mnist"
+# Debian's IDX files; PRH_FASHION_MNIST names another folder holding them (a machine without the package)
+DEFAULT_PATH = os.environ.get("PRH_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 COARSE_NAMES = ["top", "bottom", "dress", "footwear", "bag"]

@@ -10,6 +10,7 @@ from prh.figures.calibration import fig_calibration_survival, fig_scale_confound
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
 from prh.figures.pretrained import fig_pretrained
+from prh.figures.scale import fig_sample_size
 from prh.figures.vision import fig_convergence, fig_layer_heatmap, fig_umap
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "fig_metric_agreement",
     "fig_pretrained",
     "fig_scale_confound",
+    "fig_sample_size",
     "fig_umap",
     "fig_vision_language",
     "load_result",

@@ -165,9 +165,12 @@ def embed_2d(dist: np.ndarray, seed: int = 0) -> tuple[np.ndarray, str]:
     m = len(dist)
     if m < 3:
         return np.column_stack([np.arange(m, dtype=float), np.zeros(m)]), "line"
+    try:
+        import umap
+    except ImportError:  # umap-learn absent (a bare GPU node): the same picture by classical MDS
+        return classical_mds(dist), "MDS"
     if m < 6:
         return classical_mds(dist), "MDS"
-    import umap
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,4 +1,5 @@
-"""Per-layer caches and the two entry points: one layer pair (``pairwise``) and all layer pairs (``layerwise``)."""
+"""Per-layer caches and the entry points: one layer pair (``pairwise``), all layer pairs (``layerwise``), and their
+bounded-memory versions for large n (``large_n_pair``, ``large_n_layerwise``; prh.metrics.blockwise)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from prh.errors import PrhError
 from prh.metrics._inputs import as_float32, check_same_n
+from prh.metrics.blockwise import LargeLayers
 from prh.metrics.registry import Metric, State, get_metric, resolve_params
 from prh.metrics.shared import KernelCache, prepare_kernels
 
@@ -94,3 +96,38 @@ def best_pair(matrix: np.ndarray) -> tuple[float, tuple[int, int]]:
     filled = np.where(np.isnan(matrix), -np.inf, matrix)
     i, j = np.unravel_index(int(np.argmax(filled)), matrix.shape)
     return float(matrix[i, j]), (int(i), int(j))
+
+
+def _large_record(metric: str) -> Metric:
+    """The record of a metric with a bounded-memory scorer, or a PrhError naming those that have one."""
+    record = get_metric(metric)
+    if record.large_n is None:
+        from prh.metrics.registry import RECORDS
+
+        able = ", ".join(m.name for m in RECORDS if m.large_n is not None)
+        raise PrhError(f"metric: {metric} needs the n x n kernel; the large-n path computes {able}")
+    return record
+
+
+def large_n_layerwise(
+    metric: str, layers_a: Any, layers_b: Any, *, device: str = "cpu", block_rows: int | None = None, **params: Any
+) -> np.ndarray:
+    """All layer pairs in bounded memory (no n x n matrix) -> (len(A), len(B)) float64, model A first.
+
+    ``layers_a`` / ``layers_b``: :class:`LargeLayers` (to share neighbour lists across metrics), or sequences of
+    (n, d_l) arrays, tensors or iterables of sample chunks. Values equal :func:`layerwise` up to float rounding
+    (neighbour lists exactly, where the two Gram computations agree bitwise).
+    """
+    record = _large_record(metric)
+    a, b = (x if isinstance(x, LargeLayers) else LargeLayers(x, device, block_rows) for x in (layers_a, layers_b))
+    n = check_same_n(a.n, b.n)
+    p = resolve_params(record, params, n, tuple(a.dims) + tuple(b.dims))
+    assert record.large_n is not None
+    return np.asarray(record.large_n(a, b, p), dtype=np.float64)
+
+
+def large_n_pair(
+    metric: str, a: Any, b: Any, *, device: str = "cpu", block_rows: int | None = None, **params: Any
+) -> float:
+    """One layer pair in bounded memory: (n, d_a), (n, d_b) arrays, tensors or iterables of sample chunks -> float."""
+    return float(large_n_layerwise(metric, [a], [b], device=device, block_rows=block_rows, **params)[0, 0])

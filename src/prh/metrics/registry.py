@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from prh.errors import PrhError
+from prh.metrics import blockwise as _blockwise
 from prh.metrics import cka as _cka
 from prh.metrics import knn as _knn
 from prh.metrics import rsa as _rsa
@@ -56,6 +57,8 @@ class Metric:
     recomputing from features (leading layer axes allowed). ``resample_state(cache, i, idx, params)``: layer i's state
     on the sorted bootstrap resample ``idx``, copies of one input never counting as each other's neighbours or pairs.
     ``chance(n, params)``: expected score of unrelated inputs, None where unknown.
+    ``large_n(LA, LB, params) -> (La, Lb)``: the bounded-memory scorer of all layer pairs of two
+    :class:`~prh.metrics.blockwise.LargeLayers` (no n x n matrix), None where the metric needs one.
     """
 
     name: str
@@ -70,6 +73,7 @@ class Metric:
     max_value: float = 1.0
     symmetric: bool = True  # pair(a, b) == pair(b, a)
     min_n: int = 2
+    large_n: Callable[[_blockwise.LargeLayers, _blockwise.LargeLayers, dict[str, Any]], np.ndarray] | None = None
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -145,30 +149,31 @@ def zero_chance(n: int, params: dict[str, Any]) -> float:
 # ----------------------------------------------------------------------------- the records
 
 
-def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, chance: Callable = no_chance,
-                symmetric: bool = True) -> Metric:  # fmt: skip
+def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable,
+                chance: Callable = no_chance, symmetric: bool = True) -> Metric:  # fmt: skip
     """A neighbour-list metric: parameter k, states from the shared neighbour lists."""
     return Metric(name, description, (K,), _knn.knn_layer_state, pair, all_pairs, _knn.knn_permuted,
-                  _knn.knn_resampled_state, chance, symmetric=symmetric)  # fmt: skip
+                  _knn.knn_resampled_state, chance, symmetric=symmetric, large_n=large_n)  # fmt: skip
 
 
 RECORDS: tuple[Metric, ...] = (
     _knn_metric("mutual_knn", "mean fraction of shared k nearest neighbours", _knn.mutual_knn_pair,
-                _knn.mutual_knn_all, _knn.mutual_knn_chance),
+                _knn.mutual_knn_all, _blockwise.mutual_knn_large, _knn.mutual_knn_chance),
     _knn_metric("cycle_knn", "fraction of inputs whose B-neighbours have them as A-neighbours (A first)",
-                _knn.cycle_knn_pair, _knn.cycle_knn_all, _knn.cycle_knn_chance, symmetric=False),
+                _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance, symmetric=False),
     _knn_metric("lcs_knn", "mean longest common subsequence of the ordered neighbour lists / k",
-                _knn.lcs_knn_pair, _knn.lcs_knn_all),
+                _knn.lcs_knn_pair, _knn.lcs_knn_all, _blockwise.lcs_knn_large),
     _knn_metric("edit_distance_knn", "1 - mean Levenshtein distance of the ordered neighbour lists / k",
-                _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all),
+                _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all, _blockwise.edit_distance_knn_large),
     Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
-           _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance),
+           _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance,
+           large_n=_blockwise.cka_large),
     Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
            _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
-           zero_chance, min_n=4),
+           zero_chance, min_n=4, large_n=_blockwise.unbiased_cka_large),
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
-           no_chance, symmetric=False, min_n=4),
+           no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
            _svcca.svcca_resampled_state, no_chance),
