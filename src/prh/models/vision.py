@@ -270,16 +270,16 @@ def _one_line(e: BaseException) -> str:
 
 def _build_zoo(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
     """Zoo checkpoint -> (module, arch, digest)."""
+    from safetensors.torch import load_file
+
     weights, config = read_checkpoint_config(name, spec)
+    overlay = {k: v for k, v in zoo_overlay(weights, config).items() if k != "file"}  # the data config only
     try:
-        module = create_timm_model(
-            config["arch"],
-            config.get("arch_kwargs") or {},
-            num_classes=int(config["num_classes"]),
-            overlay=zoo_overlay(weights, config),
-            pretrained=True,
-            name=name,
-        )
+        # built untrained, then the state dict loaded strictly: some timm versions route a pretrained ViT's `file`
+        # through the JAX .npz loader, which cannot read safetensors
+        module = create_timm_model(config["arch"], config.get("arch_kwargs") or {}, num_classes=int(config["num_classes"]),
+                                   overlay=overlay, pretrained=False, name=name)  # fmt: skip
+        module.load_state_dict(load_file(str(weights)), strict=True)
     except PrhError:
         raise
     except Exception as e:  # safetensors / state-dict mismatch
