@@ -56,7 +56,7 @@ def fig_sample_size(
                 ax.plot(g["n"], g[col], marker="o", ms=3.5, lw=1.4, color=colours[pair], label=pair)
             if row == 0 and block["chance"].notna().any():
                 ch = block.groupby("n", as_index=False)["chance"].mean()
-                ax.plot(ch["n"], ch["chance"], ls="--", color="0.45", lw=1.1, label="chance k/(n-1)")
+                ax.plot(ch["n"], ch["chance"], ls="--", color="0.45", lw=1.1, label="chance level")
             cal_n = block.loc[block["calibrated"].notna(), "n"]
             if row == 1 and cal_n.empty:
                 note(ax, "not calibrated at these n")
@@ -87,18 +87,18 @@ def fig_sample_size(
                f"{datasets}, n = {int(sizes[0])} to {int(sizes[-1])}; each subset is preprocessed on its own (clipping "
                f"quantile, l2 norms) and scored with the bounded-memory large-n engine (neighbour lists from row "
                f"blocks of the Gram, CKA from feature sums; equal to the dense engine where both run). One line per "
-               f"model pair; dashed: chance k/(n-1) of mutual kNN. {calib}")
+               f"model pair; dashed: chance level (k/(n-1) for mutual kNN, 0 for unbiased CKA). {calib}")
     return save(fig, table, out, title, caption, _reading(table))
 
 
 def _reading(table: pd.DataFrame) -> str:
-    """Two lines: how each setting's mean score over pairs moves from the smallest to the largest n."""
-    lo, hi = table["n"].min(), table["n"].max()
+    """Two lines: how each setting's mean over model pairs moves from each pair's smallest n to its largest."""
     parts = []
     for setting, g in table.groupby("setting", sort=False):
-        a, b = g.loc[g["n"] == lo, "score"].mean(), g.loc[g["n"] == hi, "score"].mean()
-        parts.append(f"{setting} {a:.3f} -> {b:.3f}")
-    first = f"Mean over model pairs from n = {int(lo)} to n = {int(hi)}: " + "; ".join(parts[:3]) + "."
+        ends = g.sort_values("n").groupby("pair")["score"].agg(["first", "last"]).mean()
+        parts.append(f"{setting} {ends['first']:.3f} -> {ends['last']:.3f}")
+    lo, hi = int(table["n"].min()), int(table["n"].max())
+    first = f"Mean over model pairs, smallest -> largest n of each (n = {lo} to {hi}): " + "; ".join(parts[:3]) + "."
     rest = "; ".join(parts[3:]) + "." if len(parts) > 3 else _calibrated_line(table)
     return f"{first}\n{rest}"
 
