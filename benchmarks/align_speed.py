@@ -1,7 +1,12 @@
 """Benchmark: batched all-layer-pairs ``layerwise`` vs per-pair loops that recompute every pair from scratch.
 
 Usage: .venv/bin/python benchmarks/align_speed.py [--n 1024 --d 768 --layers-a 13 --layers-b 25]
-       [--baseline-pairs P] [--metrics mutual_knn,cka] [--threads 1] [--quick]
+       [--baseline-pairs P] [--metrics mutual_knn,cka] [--threads 1] [--reps 5] [--floor-only] [--quick]
+
+The floor table compares each metric's ``layerwise`` time with the work no all-layer-pairs scheme can skip, timed
+in the same run: one Gram matrix per layer (``x @ x.T``, float32), plus a ``torch.topk`` of it for the metrics
+that need neighbour lists (the four kNN metrics and CKNNA). Floors and metrics are timed in turn, ``--reps`` rounds,
+and each takes its fastest round (the machine is shared); a metric passes at most 1.5x its floor.
 
 Two baselines, timed on the same layer pairs and inputs:
 * reference-style: a per-pair loop written like github minyoungg/platonic-rep ``metrics.py`` (float32 torch on CPU):
@@ -235,6 +240,8 @@ def main() -> None:
     ap.add_argument("--metrics", default=",".join(m for m in METRICS if m in REFERENCE))  # those with a baseline
     ap.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for every timed code path")
     ap.add_argument("--no-prh-baseline", action="store_true", help="skip the loop over prh.pairwise")
+    ap.add_argument("--reps", type=int, default=5, help="rounds of the floor table (each entry: its fastest round)")
+    ap.add_argument("--floor-only", action="store_true", help="print the floor table only (no per-pair baselines)")
     ap.add_argument("--quick", action="store_true", help="n=256, d=128, 4 x 6 layers")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -261,6 +268,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"n={args.n} d={args.d} (concat {len(a) - 1}x{args.d} / {len(b) - 1}x{args.d}) k={K} svcca dim=10")
     print(f"layers {len(a)} x {len(b)} = {total} pairs (prepared, incl. concat){note}; threads={args.threads}")
     print(f"start: {load()}")
+    print_floor_table(floor_rows(a, b, args.reps))
+    if args.floor_only:
+        print(f"end: {load()}")
+        return
 
     t_many, many = timed(lambda: layerwise_many({m: PARAMS.get(m, {}) for m in metrics}, a, b))
     no_sv = [m for m in metrics if m != "svcca"]
@@ -278,6 +289,50 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {metric}: done, best pair {tuple(map(int, best))}, {load()}", flush=True)
     print_table(rows, t_many, t_many_no_sv, args.no_prh_baseline)
     print(f"end: {load()}")
+
+
+FLOOR_METRICS: tuple[tuple[str, str, dict], ...] = (
+    ("mutual_knn", "mutual_knn", {"k": K}),
+    ("cycle_knn", "cycle_knn", {"k": K}),
+    ("lcs_knn", "lcs_knn", {"k": K}),
+    ("edit_distance_knn", "edit_distance_knn", {"k": K}),
+    ("cka", "cka", {}),
+    ("cka (rbf)", "cka", {"kernel": "rbf", "sigma": 1.0}),
+    ("unbiased_cka", "unbiased_cka", {}),
+    ("cknna", "cknna", {"k": K}),
+)
+NEEDS_TOPK = {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna"}
+FLOOR_LIMIT = 1.5
+
+
+def gram_floor(layers: list[np.ndarray], k: int | None) -> None:
+    """The work no all-pairs scheme skips: each layer's float32 Gram matrix, plus its torch.topk when k is given."""
+    for x in layers:
+        g = x @ x.T
+        if k is not None:
+            torch.topk(torch.from_numpy(g), k, dim=1)
+
+
+def floor_rows(a: list[np.ndarray], b: list[np.ndarray], reps: int) -> list[tuple[str, float, str, float]]:
+    """(label, layerwise s, floor name, floor s) per metric: floors and metrics timed in turn, fastest of ``reps`` rounds each."""
+    best: dict[str, float] = {}
+    for _ in range(reps):
+        runs = {"gram": lambda: gram_floor(a + b, None), "gram+topk": lambda: gram_floor(a + b, K)}
+        runs |= {label: (lambda m=m, p=p: layerwise(m, a, b, **p)) for label, m, p in FLOOR_METRICS}
+        for label, fn in runs.items():
+            best[label] = min(best.get(label, np.inf), timed(fn)[0])
+    kinds = {label: "gram+topk" if m in NEEDS_TOPK else "gram" for label, m, _ in FLOOR_METRICS}
+    return [(label, best[label], kinds[label], best[kinds[label]]) for label, _, _ in FLOOR_METRICS]
+
+
+def print_floor_table(rows: list[tuple[str, float, str, float]]) -> None:
+    """Per metric: layerwise seconds, its floor's seconds, their ratio and the verdict against FLOOR_LIMIT."""
+    print(f"\n{'metric':<22} {'layerwise s':>11} {'floor':>10} {'floor s':>8} {'ratio':>6}  within {FLOOR_LIMIT}x")
+    for label, t, kind, floor in rows:
+        verdict = "pass" if t <= FLOOR_LIMIT * floor else "FAIL"
+        print(f"{label:<22} {t:11.3f} {kind:>10} {floor:8.3f} {t / floor:6.2f}  {verdict}")
+    print("floor: every layer's Gram matrix x @ x.T (float32), plus torch.topk(k) of it for neighbour metrics; the\n"
+          "fastest of --reps rounds, floors and metrics timed in turn in this process.\n")
 
 
 def print_table(rows: list[tuple], t_many: float, t_many_no_sv: float | None, no_prh: bool) -> None:
