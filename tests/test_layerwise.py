@@ -145,8 +145,18 @@ def test_kernel_cache_validates_and_layerwise_many_rejects_unknown_metric() -> N
         layerwise_many(["nope"], a, a)
 
 
+def hsic1(k: np.ndarray, l: np.ndarray) -> float:
+    """Dense HSIC_1 as written in METRICS.md (float64, matrix product K~ L~, diagonals zeroed)."""
+    n = k.shape[0]
+    kt, lt = k.astype(np.float64), l.astype(np.float64)
+    np.fill_diagonal(kt, 0.0)
+    np.fill_diagonal(lt, 0.0)
+    one = np.ones(n)
+    cross = one @ kt @ lt @ one
+    return (np.trace(kt @ lt) + kt.sum() * lt.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
+
+
 def test_cknna_sparse_terms_equal_dense_hsic1_with_reciprocal_neighbours() -> None:
-    from prh.metrics.cka import hsic1
     from prh.metrics.kernels import indicator, neighbours
 
     x = model_layers(36, (6,), 25)[0]

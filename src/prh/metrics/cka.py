@@ -7,16 +7,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prh.metrics.kernels import (
-    centred,
     duplicate_pairs,
     flat_inner_symmetric,
     indicator,
+    kernel_sums64,
     neighbours,
     permuted_square,
     ratio_or_nan,
     relabelled_neighbours,
-    sq_norm64,
-    trace_prod64,
 )
 
 if TYPE_CHECKING:
@@ -32,31 +30,35 @@ def _drop(kernel: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _hsic_b(inner: np.ndarray, cross: np.ndarray, sum_k: np.ndarray, sum_l: np.ndarray, n: int) -> np.ndarray:
+    """tr(K H L H) of symmetric K, L = <K, L> - 2/n 1'K L 1 + (1'K 1)(1'L 1) / n^2 (broadcasting).
+
+    Every term is a float64 sum of exact products of float32 kernel values, so the large uncentred terms cancel
+    in float64 (relative error ~1e-16 of <K, L>); the centred kernels are never formed.
+    """
+    return inner - 2.0 / n * cross + sum_k * sum_l / (n * n)
+
+
 def cka_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """(n, n) kernel -> {"kc": (n, n) float32 H K H, "norm": () float64 ||H K H||_F}."""
-    kc = centred(_drop(kernel, exclude))
-    return {"kc": kc, "norm": np.array(np.sqrt(sq_norm64(kc)))}
+    """(n, n) symmetric kernel -> {"k": K, "rows": (n,) float64 row sums, "total": 1'K1, "self": tr(K H K H)}."""
+    kern = _drop(kernel, exclude)
+    rows, sq = kernel_sums64(kern)
+    total = rows.sum()
+    own = _hsic_b(sq, rows @ rows, total, total, kern.shape[0])
+    return {"k": kern, "rows": rows, "total": np.array(total), "self": np.array(own)}
 
 
 def cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)) for one layer pair."""
-    num = flat_inner_symmetric(sa["kc"][None], sb["kc"][None])[0, 0]
-    return float(ratio_or_nan(np.array(num), np.array(sa["norm"] ** 2 * sb["norm"] ** 2), "cka"))
+    return float(cka_all(_one(sa), _one(sb))[0, 0])
 
 
 def cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) CKA from inner products of the (symmetric) centred kernels' upper triangles."""
-    num = flat_inner_symmetric(sa["kc"], sb["kc"])
-    return ratio_or_nan(num, np.outer(sa["norm"] ** 2, sb["norm"] ** 2), "cka")
-
-
-def hsic1(k: np.ndarray, l: np.ndarray) -> float:
-    """Unbiased HSIC_1 of two (n, n) zero-diagonal (possibly asymmetric) matrices, formula as written, float64 sums."""
-    n = k.shape[0]
-    trace = trace_prod64(k, l)
-    sums = k.sum(dtype=np.float64) * l.sum(dtype=np.float64) / ((n - 1) * (n - 2))
-    cross = k.sum(axis=0, dtype=np.float64) @ l.sum(axis=1, dtype=np.float64)
-    return float((trace + sums - 2.0 / (n - 2) * cross) / (n * (n - 3)))
+    """(La, Lb) CKA from the kernels' upper-triangle inner products, row sums and totals (float64)."""
+    n = sa["k"].shape[1]
+    num = _hsic_b(flat_inner_symmetric(sa["k"], sb["k"]), sa["rows"] @ sb["rows"].T, sa["total"][:, None],
+                  sb["total"][None, :], n)  # fmt: skip
+    return ratio_or_nan(num, np.outer(sa["self"], sb["self"]), "cka")
 
 
 def _hsic1_terms(trace: np.ndarray, sum_k: np.ndarray, sum_l: np.ndarray, cross: np.ndarray, n: int) -> np.ndarray:
@@ -65,23 +67,28 @@ def _hsic1_terms(trace: np.ndarray, sum_k: np.ndarray, sum_l: np.ndarray, cross:
 
 
 def unbiased_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """(n, n) kernel -> zero-diagonal K~ (float32), its float64 row sums, total and self HSIC_1(K~, K~)."""
-    kt = _drop(kernel, exclude).copy()
-    np.fill_diagonal(kt, 0.0)
-    rows = kt.sum(axis=1, dtype=np.float64)
-    return {"kt": kt, "rows": rows, "total": np.array(rows.sum()), "self": np.array(hsic1(kt, kt))}
+    """(n, n) symmetric kernel K -> K, float64 diagonal d, row sums and total of K~ = K - diag(d), HSIC_1(K~, K~).
+
+    K~ is never formed: tr(K~ L~) = <K, L> - d_K . d_L, and K~'s row sums are K's minus d (float64).
+    """
+    kern = _drop(kernel, exclude)
+    rows, sq = kernel_sums64(kern)
+    diag = np.diagonal(kern).astype(np.float64)
+    rows -= diag
+    total = rows.sum()
+    own = _hsic1_terms(sq - diag @ diag, total, total, rows @ rows, kern.shape[0])
+    return {"k": kern, "diag": diag, "rows": rows, "total": np.array(total), "self": np.array(own)}
 
 
 def unbiased_cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L)) for one layer pair; NaN if the product is <= 0."""
-    num = hsic1(sa["kt"], sb["kt"])
-    return float(ratio_or_nan(np.array(num), np.array(sa["self"] * sb["self"]), "unbiased_cka"))
+    return float(unbiased_cka_all(_one(sa), _one(sb))[0, 0])
 
 
 def unbiased_cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) unbiased CKA from an upper-triangle inner product (K~ symmetric) plus sums and row-sum products."""
-    n = sa["kt"].shape[1]
-    trace = flat_inner_symmetric(sa["kt"], sb["kt"])
+    """(La, Lb) unbiased CKA from the kernels' upper-triangle inner products, diagonals and row sums (float64)."""
+    n = sa["k"].shape[1]
+    trace = flat_inner_symmetric(sa["k"], sb["k"]) - sa["diag"] @ sb["diag"].T
     cross = sa["rows"] @ sb["rows"].T
     num = _hsic1_terms(trace, sa["total"][:, None], sb["total"][None, :], cross, n)
     return ratio_or_nan(num, np.outer(sa["self"], sb["self"]), "unbiased_cka")
@@ -177,7 +184,7 @@ def _resampled(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, An
 
 
 def cka_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Layer i's CKA state (centred linear or RBF kernel and its norm)."""
+    """Layer i's CKA state (linear or RBF kernel, its row sums, total and self HSIC)."""
     return cka_state(_kernel(cache, i, params))
 
 
@@ -187,8 +194,9 @@ def cka_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dic
 
 
 def cka_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
-    """CKA state of inputs x[perm]: H P K P^T H = P (H K H) P^T, the norm unchanged ((..., n, n) stacks)."""
-    return {"kc": permuted_square(state["kc"], perm), "norm": state["norm"]}
+    """CKA state of inputs x[perm]: kernel permuted (P K P^T), row sums reordered, totals and self HSIC unchanged."""
+    return {"k": permuted_square(state["k"], perm), "rows": state["rows"][..., perm], "total": state["total"],
+            "self": state["self"]}  # fmt: skip
 
 
 def unbiased_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -202,9 +210,9 @@ def unbiased_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params
 
 
 def unbiased_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
-    """Unbiased-CKA state of inputs x[perm]: K~ permuted, row sums reordered, totals unchanged."""
-    return {"kt": permuted_square(state["kt"], perm), "rows": state["rows"][..., perm], "total": state["total"],
-            "self": state["self"]}  # fmt: skip
+    """Unbiased-CKA state of inputs x[perm]: kernel permuted, diagonal and row sums reordered, totals unchanged."""
+    return {"k": permuted_square(state["k"], perm), "diag": state["diag"][..., perm], "rows": state["rows"][..., perm],
+            "total": state["total"], "self": state["self"]}  # fmt: skip
 
 
 def cknna_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
