@@ -10,6 +10,7 @@ from prh.metrics.kernels import (
     duplicate_pairs,
     flat_inner_symmetric,
     indicator,
+    inverse_permutation,
     kernel_sums64,
     neighbours,
     permuted_square,
@@ -111,9 +112,22 @@ def cknna_state(
     if ind is None:
         ind = indicator(nbrs, n)
     kern = _drop(kernel, exclude)
-    state = {"nbrs": nbrs, "ind": ind, "kern": kern, "kv": kern[np.arange(n)[:, None], nbrs].astype(np.float64)}
+    kv = kern[np.arange(n)[:, None], nbrs].astype(np.float64)
+    state = {"nbrs": nbrs, "ind": ind, "kern": kern, "kv": kv, "mirror": mirror_positions(nbrs)}
     state["self"] = np.array(_cknna_hsic(state, _one(state))[0])
     return state
+
+
+def mirror_positions(nbrs: np.ndarray) -> np.ndarray:
+    """(n, k) lists -> (n, k) int64 flat position j k + q of the mirror (j, i) of each (i, j = N(i)[p]), -1 if none.
+
+    q is i's place in N(j) (N(j)[q] = i); -1 where i is not among its neighbour j's neighbours.
+    """
+    n, k = nbrs.shape
+    rank = np.full((n, n), -1, dtype=np.int64)
+    np.put_along_axis(rank, nbrs, np.arange(k)[None, :], axis=1)  # rank[j, m] = q where N(j)[q] = m
+    q = rank[nbrs, np.arange(n)[:, None]]
+    return np.where(q >= 0, nbrs * k + q, -1)
 
 
 def _one(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -124,22 +138,22 @@ def _one(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def _cknna_hsic(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
     """One A layer vs a stack of B layers -> (Lb,) HSIC_1(M o K, M o L), M = M_K o M_L, summed over the k-sparse masks.
 
-    Every term of the dense formula is a sum over mask entries: X = M o K is non-zero only at A's neighbour
-    positions (i, N_A(i)), Y = M o L only at B's, so all terms are flat gathers of (Lb, n k) values (float64 sums):
-    tr(XY) pairs X_ij with Y_ji, and 1'XY1 = sum_ij X_ij (row sums of Y)_j.
+    X = M o K and Y = M o L are non-zero only at mutual positions, a subset of A's neighbour positions (i, N_A(i)),
+    so every term is a sum over B's indicator and kernel gathered there (row-local, (Lb, n k), float64 sums):
+    1'XY1 = sum_ij X_ij (row sums of Y)_j, and tr(XY) pairs X_ij with Y_ji, which is again at one of A's positions
+    (its mirror) when i is among j's neighbours too (Y_ji = L_ij, L symmetric).
     """
-    na, ind_a = sa["nbrs"], sa["ind"]
-    nb, ind_b, kern_b = sb["nbrs"], sb["ind"], sb["kern"]
-    lb, n, _ = nb.shape
-    rows = np.arange(n)[:, None]
-    fwd, bwd = (rows * n + na).ravel(), (na * n + rows).ravel()  # flat (i, N_A(i)) and (N_A(i), i)
-    flat_b = ind_b.reshape(lb, n * n)
-    x = sa["kv"].ravel() * np.take(flat_b, fwd, axis=1)  # (Lb, n k) X at A's neighbour positions
-    back = np.take(ind_a.ravel(), bwd) & np.take(flat_b, bwd, axis=1)  # (j, i) also in M
-    trace = (x * np.where(back, np.take(kern_b.reshape(lb, n * n), bwd, axis=1), np.float32(0.0))).sum(axis=1)
-    y = sb["kv"] * np.take(ind_a.ravel(), rows * n + nb)  # (Lb, n, k) Y at B's neighbour positions
-    y_rows = y.sum(axis=2)  # (Lb, n)
-    cross = (x * np.take(y_rows, na.ravel(), axis=1)).sum(axis=1)
+    na, kv = sa["nbrs"], sa["kv"].ravel()
+    lb, n, k = sb["nbrs"].shape
+    fwd = (np.arange(n)[:, None] * n + na).ravel()  # flat (i, N_A(i)[p])
+    mb = np.take(sb["ind"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k): also a B neighbour
+    lv = np.take(sb["kern"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k) float32 L at A's positions
+    x = mb * kv
+    y_rows = np.where(mb, lv, np.float32(0.0)).reshape(lb, n, k).sum(axis=2, dtype=np.float64)
+    mirror = sa["mirror"].ravel()
+    both = np.flatnonzero(mirror >= 0)
+    trace = np.einsum("bi,bi->b", x[:, both] * mb[:, mirror[both]], lv[:, both])
+    cross = np.einsum("bi,bi->b", x, np.take(y_rows, na.ravel(), axis=1))
     return _hsic1_terms(trace, x.sum(axis=1), y_rows.sum(axis=1), cross, n)
 
 
@@ -228,7 +242,15 @@ def cknna_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: d
 
 
 def cknna_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
-    """CKNNA state of inputs x[perm]: lists relabelled, indicator rebuilt, kernel permuted, S(K, K) unchanged."""
+    """CKNNA state of inputs x[perm]: lists and mirrors relabelled, indicator rebuilt, kernel permuted, S(K, K) kept."""
     nbrs = relabelled_neighbours(state["nbrs"], perm)
     return {"nbrs": nbrs, "ind": indicator(nbrs, perm.size), "kern": permuted_square(state["kern"], perm),
-            "kv": state["kv"][..., perm, :], "self": state["self"]}  # fmt: skip
+            "kv": state["kv"][..., perm, :], "mirror": _relabelled_mirrors(state["mirror"], perm),
+            "self": state["self"]}  # fmt: skip
+
+
+def _relabelled_mirrors(mirror: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """(..., n, k) mirror positions of inputs x -> those of x[perm] (lists keep their order, so q is unchanged)."""
+    k = mirror.shape[-1]
+    moved = mirror[..., perm, :]
+    return np.where(moved >= 0, inverse_permutation(perm)[moved // k] * k + moved % k, -1)

@@ -30,12 +30,25 @@ def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def rbf_from_gram(g: np.ndarray, sigma: float) -> np.ndarray:
-    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma``, diagonal exactly 1."""
+    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma``, diagonal exactly 1.
+
+    exp(max(sq_i + sq_j - 2 g_ij, 0) * -1 / (2 sigma^2)), all in float32, computed in place in cache-sized row blocks.
+    """
+    n = g.shape[0]
     sq = np.diagonal(g).copy()
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0, dtype=np.float32)
-    k = np.exp(d2 * np.float32(-1.0 / (2.0 * sigma * sigma)), dtype=np.float32)
-    np.fill_diagonal(k, 1.0)
-    return k
+    scale = np.float32(-1.0 / (2.0 * sigma * sigma))
+    out = np.empty((n, n), dtype=np.float32)
+    step = _row_blocks(n, n).step
+    twice = np.empty((min(step, n), n), dtype=np.float32)
+    for i0 in _row_blocks(n, n):
+        block, rows = out[i0 : i0 + step], slice(i0, i0 + step)
+        np.add(sq[rows, None], sq[None, :], out=block)
+        np.subtract(block, np.multiply(g[rows], 2.0, out=twice[: block.shape[0]]), out=block)
+        np.maximum(block, 0.0, out=block)
+        np.multiply(block, scale, out=block)
+        np.exp(block, out=block)
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
