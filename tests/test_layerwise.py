@@ -168,3 +168,22 @@ def test_cknna_sparse_terms_equal_dense_hsic1_with_reciprocal_neighbours() -> No
         hsic1(np.where(ma, ka, 0), np.where(ma, ka, 0)) * hsic1(np.where(mb, kb, 0), np.where(mb, kb, 0))
     )
     assert pairwise("cknna", x, y, k=8) == pytest.approx(dense, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric,params,key", [("cka", {}, "k"), ("cka", {"kernel": "rbf", "sigma": 5.0}, "k"),
+                                               ("unbiased_cka", {}, "k"), ("cknna", {"k": 6}, "kern")])  # fmt: skip
+def test_stacked_states_share_the_cache_kernels_and_equal_the_per_layer_states(metric: str, params: dict, key: str) -> None:
+    from prh.metrics import get_metric
+    from prh.metrics.registry import resolve_params
+    from prh.metrics.shared import stacked
+
+    cache = prepare_kernels(model_layers(40, (8, 12, 5), 27))
+    record = get_metric(metric)
+    p = resolve_params(record, params, cache.n, cache.dims)
+    got = record.layer_states(cache, p)
+    want = stacked([record.state(cache, i, p) for i in range(len(cache))])
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    kernels = cache.rbfs(5.0) if params.get("kernel") == "rbf" else cache.grams()
+    assert got[key] is kernels  # the cache's buffer, not a copy

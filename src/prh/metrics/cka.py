@@ -17,6 +17,7 @@ from prh.metrics.kernels import (
     ratio_or_nan,
     relabelled_neighbours,
 )
+from prh.metrics.shared import stacked
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -43,10 +44,14 @@ def _hsic_b(inner: np.ndarray, cross: np.ndarray, sum_k: np.ndarray, sum_l: np.n
 def cka_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(n, n) symmetric kernel -> {"k": K, "rows": (n,) float64 row sums, "total": 1'K1, "self": tr(K H K H)}."""
     kern = _drop(kernel, exclude)
+    return {"k": kern, **_cka_sums(kern)}
+
+
+def _cka_sums(kern: np.ndarray) -> dict[str, np.ndarray]:
+    """A kernel's float64 row sums, total and tr(K H K H)."""
     rows, sq = kernel_sums64(kern)
     total = rows.sum()
-    own = _hsic_b(sq, rows @ rows, total, total, kern.shape[0])
-    return {"k": kern, "rows": rows, "total": np.array(total), "self": np.array(own)}
+    return {"rows": rows, "total": np.array(total), "self": np.array(_hsic_b(sq, rows @ rows, total, total, rows.size))}
 
 
 def cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
@@ -73,12 +78,17 @@ def unbiased_state(kernel: np.ndarray, exclude: np.ndarray | None = None) -> dic
     K~ is never formed: tr(K~ L~) = <K, L> - d_K . d_L, and K~'s row sums are K's minus d (float64).
     """
     kern = _drop(kernel, exclude)
+    return {"k": kern, **_unbiased_sums(kern)}
+
+
+def _unbiased_sums(kern: np.ndarray) -> dict[str, np.ndarray]:
+    """A kernel's float64 diagonal d, row sums and total of K - diag(d), and HSIC_1 of K - diag(d) with itself."""
     rows, sq = kernel_sums64(kern)
     diag = np.diagonal(kern).astype(np.float64)
     rows -= diag
     total = rows.sum()
-    own = _hsic1_terms(sq - diag @ diag, total, total, rows @ rows, kern.shape[0])
-    return {"k": kern, "diag": diag, "rows": rows, "total": np.array(total), "self": np.array(own)}
+    own = _hsic1_terms(sq - diag @ diag, total, total, rows @ rows, rows.size)
+    return {"diag": diag, "rows": rows, "total": np.array(total), "self": np.array(own)}
 
 
 def unbiased_cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
@@ -124,9 +134,9 @@ def mirror_positions(nbrs: np.ndarray) -> np.ndarray:
     q is i's place in N(j) (N(j)[q] = i); -1 where i is not among its neighbour j's neighbours.
     """
     n, k = nbrs.shape
-    rank = np.full((n, n), -1, dtype=np.int64)
-    np.put_along_axis(rank, nbrs, np.arange(k)[None, :], axis=1)  # rank[j, m] = q where N(j)[q] = m
-    q = rank[nbrs, np.arange(n)[:, None]]
+    place = np.zeros((n, n), dtype=np.int32)  # place[j, m] = q + 1 where N(j)[q] = m, else 0
+    np.put_along_axis(place, nbrs, np.arange(1, k + 1, dtype=np.int32)[None, :], axis=1)
+    q = place[nbrs, np.arange(n)[:, None]].astype(np.int64) - 1
     return np.where(q >= 0, nbrs * k + q, -1)
 
 
@@ -192,6 +202,13 @@ def _kernel(cache: KernelCache, i: int, params: dict[str, Any]) -> np.ndarray:
     return cache.gram(i)
 
 
+def _kernels(cache: KernelCache, params: dict[str, Any]) -> np.ndarray:
+    """All layers' (L, n, n) kernels, the cache's own read-only buffer: RBF or Gram matrices as for :func:`_kernel`."""
+    if params.get("kernel", "linear") == "rbf":
+        return cache.rbfs(params["sigma"])
+    return cache.grams()
+
+
 def _resampled(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
     """Layer i's kernel on bootstrap resample ``idx`` -> (K[idx][:, idx], mask of pairs of copies or None)."""
     return _kernel(cache, i, params)[np.ix_(idx, idx)], duplicate_pairs(idx)
@@ -200,6 +217,12 @@ def _resampled(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, An
 def cka_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Layer i's CKA state (linear or RBF kernel, its row sums, total and self HSIC)."""
     return cka_state(_kernel(cache, i, params))
+
+
+def cka_stacked_state(cache: KernelCache, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """All layers' CKA states; the kernels are the cache's stacked buffer (not copied)."""
+    kernels = _kernels(cache, params)
+    return {"k": kernels, **stacked([_cka_sums(k) for k in kernels])}
 
 
 def cka_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -218,6 +241,12 @@ def unbiased_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> 
     return unbiased_state(cache.gram(i))
 
 
+def unbiased_stacked_state(cache: KernelCache, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """All layers' unbiased-CKA states; the Gram matrices are the cache's stacked buffer (not copied)."""
+    grams = cache.grams()
+    return {"k": grams, **stacked([_unbiased_sums(g) for g in grams])}
+
+
 def unbiased_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Layer i's unbiased-CKA state on resample ``idx``, kernel entries between copies set to 0."""
     return unbiased_state(*_resampled(cache, i, idx, params))
@@ -233,6 +262,12 @@ def cknna_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dic
     """Layer i's CKNNA state from the cache's shared Gram matrix, neighbour lists and indicator."""
     k = params["k"]
     return cknna_state(cache.gram(i), k, nbrs=cache.neighbours(i, k), ind=cache.indicator(i, k))
+
+
+def cknna_stacked_state(cache: KernelCache, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """All layers' CKNNA states; the Gram matrices are the cache's stacked buffer (not copied)."""
+    layers = [cknna_layer_state(cache, i, params) for i in range(len(cache))]
+    return {"kern": cache.grams(), **stacked([{key: v for key, v in s.items() if key != "kern"} for s in layers])}
 
 
 def cknna_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:

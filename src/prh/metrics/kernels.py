@@ -11,14 +11,14 @@ from prh.errors import PrhError
 _BLOCK_BYTES = 32 * 2**20
 
 
-def linear_kernel(x: np.ndarray) -> np.ndarray:
-    """(n, d) C-contiguous float32 -> (n, n) float32 Gram matrix x x^T, exactly symmetric.
+def linear_kernel(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T (written into ``out`` if given), exactly symmetric.
 
     numpy computes ``x @ x.T`` of a contiguous array by one BLAS syrk and mirrors its triangle, so no symmetry pass
     is needed (tests/test_metrics.py checks the symmetry).
     """
     x = np.ascontiguousarray(x)
-    k = x @ x.T
+    k = np.matmul(x, x.T, out=out)
     if not np.isfinite(k).all():
         raise PrhError("features: kernel overflowed float32; rescale the features")
     return k
@@ -29,15 +29,15 @@ def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
     return rbf_from_gram(linear_kernel(x), sigma)
 
 
-def rbf_from_gram(g: np.ndarray, sigma: float) -> np.ndarray:
-    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma``, diagonal exactly 1.
+def rbf_from_gram(g: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma`` (into ``out``), diagonal 1.
 
     exp(max(sq_i + sq_j - 2 g_ij, 0) * -1 / (2 sigma^2)), all in float32, computed in place in cache-sized row blocks.
     """
     n = g.shape[0]
     sq = np.diagonal(g).copy()
     scale = np.float32(-1.0 / (2.0 * sigma * sigma))
-    out = np.empty((n, n), dtype=np.float32)
+    out = np.empty((n, n), dtype=np.float32) if out is None else out
     step = _row_blocks(n, n).step
     twice = np.empty((min(step, n), n), dtype=np.float32)
     for i0 in _row_blocks(n, n):
@@ -172,8 +172,8 @@ def flat_inner_symmetric(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
         i1 = min(i0 + rows, n)
         for c0, c1, weight in ((i0, i1, 1.0), (i1, n, 2.0)):
             if c1 > c0:
-                a = xa[:, i0:i1, c0:c1].reshape(la, -1).astype(np.float64)
-                b = xb[:, i0:i1, c0:c1].reshape(lb, -1).astype(np.float64)
+                a = xa[:, i0:i1, c0:c1].astype(np.float64).reshape(la, -1)
+                b = xb[:, i0:i1, c0:c1].astype(np.float64).reshape(lb, -1)
                 out += weight * (a @ b.T)
     return out
 

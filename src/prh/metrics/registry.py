@@ -19,7 +19,7 @@ from prh.metrics import cka as _cka
 from prh.metrics import knn as _knn
 from prh.metrics import rsa as _rsa
 from prh.metrics import svcca as _svcca
-from prh.metrics.shared import KernelCache
+from prh.metrics.shared import KernelCache, stacked
 
 State = dict[str, np.ndarray]
 KERNELS = ("linear", "rbf")
@@ -56,6 +56,8 @@ class Metric:
     recomputing from features (leading layer axes allowed). ``resample_state(cache, i, idx, params)``: layer i's state
     on the sorted bootstrap resample ``idx``, copies of one input never counting as each other's neighbours or pairs.
     ``chance(n, params)``: expected score of unrelated inputs, None where unknown.
+    ``stacked_state(cache, params)``: all layers' states at once, stacked on axis 0, sharing the cache's stacked
+    kernels instead of copying them; None: :meth:`layer_states` stacks ``state`` of each layer.
     """
 
     name: str
@@ -70,6 +72,13 @@ class Metric:
     max_value: float = 1.0
     symmetric: bool = True  # pair(a, b) == pair(b, a)
     min_n: int = 2
+    stacked_state: Callable[[KernelCache, dict[str, Any]], State] | None = None
+
+    def layer_states(self, cache: KernelCache, params: dict[str, Any]) -> State:
+        """All layers' states of one model, stacked on axis 0 (what ``all_pairs`` reads)."""
+        if self.stacked_state is not None:
+            return self.stacked_state(cache, params)
+        return stacked([self.state(cache, i, params) for i in range(len(cache))])
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -162,13 +171,14 @@ RECORDS: tuple[Metric, ...] = (
     _knn_metric("edit_distance_knn", "1 - mean Levenshtein distance of the ordered neighbour lists / k",
                 _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all),
     Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
-           _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance),
+           _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance,
+           stacked_state=_cka.cka_stacked_state),
     Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
            _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
-           zero_chance, min_n=4),
+           zero_chance, min_n=4, stacked_state=_cka.unbiased_stacked_state),
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
-           no_chance, symmetric=False, min_n=4),
+           no_chance, symmetric=False, min_n=4, stacked_state=_cka.cknna_stacked_state),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
            _svcca.svcca_resampled_state, no_chance),

@@ -37,13 +37,28 @@ class KernelCache:
             self._memo[key] = value
         return self._memo[key]
 
+    def grams(self) -> np.ndarray:
+        """(L, n, n) float32 Gram matrices of all layers, one buffer (metrics share it as their stacked state)."""
+        return self.memo(("grams",), lambda: self._stacked(lambda i, out: linear_kernel(self.layers[i], out)))
+
     def gram(self, i: int) -> np.ndarray:
-        """(n, n) float32 Gram matrix of layer i."""
-        return self.memo(("gram", i), lambda: linear_kernel(self.layers[i]))
+        """(n, n) float32 Gram matrix of layer i (a view of :meth:`grams`)."""
+        return self.memo(("gram", i), lambda: self.grams()[i])
+
+    def rbfs(self, sigma: float) -> np.ndarray:
+        """(L, n, n) float32 RBF kernels of all layers (from their Gram matrices), one buffer."""
+        return self.memo(("rbfs", sigma), lambda: self._stacked(lambda i, out: rbf_from_gram(self.gram(i), sigma, out)))
 
     def rbf(self, i: int, sigma: float) -> np.ndarray:
-        """(n, n) float32 RBF kernel of layer i (from its Gram matrix)."""
-        return self.memo(("rbf", i, sigma), lambda: rbf_from_gram(self.gram(i), sigma))
+        """(n, n) float32 RBF kernel of layer i (a view of :meth:`rbfs`)."""
+        return self.memo(("rbf", i, sigma), lambda: self.rbfs(sigma)[i])
+
+    def _stacked(self, fill: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+        """(L, n, n) float32 buffer whose slice i is written by ``fill(i, out)``."""
+        out = np.empty((len(self), self.n, self.n), dtype=np.float32)
+        for i in range(len(self)):
+            fill(i, out[i])
+        return out
 
     def neighbours(self, i: int, k: int) -> np.ndarray:
         """(n, k) int64 ordered neighbour lists of layer i (spec tie rule)."""
@@ -60,6 +75,11 @@ class KernelCache:
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""
         self._memo.clear()
+
+
+def stacked(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-layer states -> one state whose arrays are stacked over layers (axis 0)."""
+    return {key: np.stack([s[key] for s in states]) for key in states[0]}
 
 
 def prepare_kernels(layers: Any) -> KernelCache:
