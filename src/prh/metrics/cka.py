@@ -17,7 +17,7 @@ from prh.metrics.kernels import (
     ratio_or_nan,
     relabelled_neighbours,
 )
-from prh.metrics.shared import stacked
+from prh.metrics.shared import one_layer, stacked
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -56,7 +56,7 @@ def _cka_sums(kern: np.ndarray) -> dict[str, np.ndarray]:
 
 def cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)) for one layer pair."""
-    return float(cka_all(_one(sa), _one(sb))[0, 0])
+    return float(cka_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
@@ -93,7 +93,7 @@ def _unbiased_sums(kern: np.ndarray) -> dict[str, np.ndarray]:
 
 def unbiased_cka_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L)) for one layer pair; NaN if the product is <= 0."""
-    return float(unbiased_cka_all(_one(sa), _one(sb))[0, 0])
+    return float(unbiased_cka_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def unbiased_cka_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
@@ -112,7 +112,7 @@ def cknna_state(
     nbrs: np.ndarray | None = None,
     ind: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """(n, n) kernel -> neighbour lists, indicator M, kernel, float64 kernel values at the neighbours, S(K, K).
+    """(n, n) kernel -> neighbour lists, indicator, kernel, float64 values at the neighbours, mirror positions, S(K, K).
 
     ``nbrs`` / ``ind``: the kernel's precomputed neighbour lists and indicator (shared across metrics).
     """
@@ -124,7 +124,7 @@ def cknna_state(
     kern = _drop(kernel, exclude)
     kv = kern[np.arange(n)[:, None], nbrs].astype(np.float64)
     state = {"nbrs": nbrs, "ind": ind, "kern": kern, "kv": kv, "mirror": mirror_positions(nbrs)}
-    state["self"] = np.array(_cknna_hsic(state, _one(state))[0])
+    state["self"] = np.array(_cknna_hsic(state, one_layer(state))[0])
     return state
 
 
@@ -138,11 +138,6 @@ def mirror_positions(nbrs: np.ndarray) -> np.ndarray:
     np.put_along_axis(place, nbrs, np.arange(1, k + 1, dtype=np.int32)[None, :], axis=1)
     q = place[nbrs, np.arange(n)[:, None]].astype(np.int64) - 1
     return np.where(q >= 0, nbrs * k + q, -1)
-
-
-def _one(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A single layer's state as a stack of one layer."""
-    return {key: v[None] for key, v in state.items()}
 
 
 def _cknna_hsic(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
@@ -182,7 +177,7 @@ def cknna_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     n = 256) reaches 1.76 at k = 200. At k = n - 1 every mask is all ones and CKNNA is unbiased CKA (in [-1, 1]).
     The locality figure excludes and reports rows above 1 (prh.figures.metrics.in_range).
     """
-    num = _cknna_hsic(sa, _one(sb))
+    num = _cknna_hsic(sa, one_layer(sb))
     return float(ratio_or_nan(num, np.array([sa["self"] * sb["self"]]), "cknna")[0])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from prh.metrics.kernels import (
     relabelled_neighbours,
     resampled_neighbours,
 )
+from prh.metrics.shared import one_layer
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -140,17 +142,12 @@ def levenshtein(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def lcs_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """Mean over i of LCS(N_A(i), N_B(i)) / k for one layer pair."""
-    return float(lcs_knn_all(_one(sa), _one(sb))[0, 0])
+    return float(lcs_knn_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def edit_distance_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """1 - mean over i of Lev(N_A(i), N_B(i)) / k for one layer pair."""
-    return float(edit_distance_knn_all(_one(sa), _one(sb))[0, 0])
-
-
-def _one(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A single layer's state as a stack of one layer."""
-    return {key: v[None] for key, v in state.items()}
+    return float(edit_distance_knn_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def lcs_bits(masks: np.ndarray, k: int) -> np.ndarray:
@@ -199,7 +196,10 @@ def _word(k: int) -> type | None:
     return next((w for w in (np.uint16, np.uint32, np.uint64) if np.iinfo(w).bits >= k), None)
 
 
-def _ordered_sums(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], bits_fn, dp) -> np.ndarray:
+def _ordered_sums(
+    sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], bits_fn: Callable[[np.ndarray, int], np.ndarray],
+    dp: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:  # fmt: skip
     """(La, Lb) per-pair sums over samples of an ordered-list score: bit-parallel for k <= 64, else the row DP.
 
     Per A layer, its lists become an (n, n) table of position bits (bit q at [i, N_A(i)[q]]); gathering it at every
@@ -221,7 +221,9 @@ def _ordered_sums(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], bits_fn,
     return out
 
 
-def _dp_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp) -> np.ndarray:
+def _dp_all(
+    sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
     """(La, Lb) per-pair sums over samples of ``dp`` on neighbour lists, vectorised over pairs and samples."""
     xa, xb = sa["nbrs"], sb["nbrs"]
     la, n, k = xa.shape

@@ -82,6 +82,11 @@ def stacked(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.stack([s[key] for s in states]) for key in states[0]}
 
 
+def one_layer(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A single layer's state as a stack of one layer (views)."""
+    return {key: v[None] for key, v in state.items()}
+
+
 def prepare_kernels(layers: Any) -> KernelCache:
     """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics."""
     if isinstance(layers, KernelCache):
