@@ -1,7 +1,13 @@
 """Benchmark: batched all-layer-pairs ``layerwise`` vs per-pair loops that recompute every pair from scratch.
 
 Usage: .venv/bin/python benchmarks/align_speed.py [--n 1024 --d 768 --layers-a 13 --layers-b 25]
-       [--baseline-pairs P] [--metrics mutual_knn,cka] [--threads 1] [--quick]
+       [--baseline-pairs P] [--metrics mutual_knn,cka] [--threads 1] [--reps 5] [--floor-only] [--quick]
+
+The floor table compares each metric's ``layerwise`` time with the work no all-layer-pairs scheme can skip, timed
+in the same run: one Gram matrix per layer (``x @ x.T``, float32), plus a ``torch.topk`` of it for the metrics
+that need neighbour lists (the four kNN metrics and CKNNA; the top-k timed on Grams computed beforehand, so BLAS
+and torch threads never contend in the floor). Floors and metrics are timed in turn, ``--reps`` rounds, and each
+takes its fastest round (the machine is shared); a metric passes at most 1.5x its floor.
 
 Two baselines, timed on the same layer pairs and inputs:
 * reference-style: a per-pair loop written like github minyoungg/platonic-rep ``metrics.py`` (float32 torch on CPU):
@@ -235,6 +241,8 @@ def main() -> None:
     ap.add_argument("--metrics", default=",".join(m for m in METRICS if m in REFERENCE))  # those with a baseline
     ap.add_argument("--threads", type=int, default=1, help="BLAS / torch threads for every timed code path")
     ap.add_argument("--no-prh-baseline", action="store_true", help="skip the loop over prh.pairwise")
+    ap.add_argument("--reps", type=int, default=5, help="rounds of the floor table (each entry: its fastest round)")
+    ap.add_argument("--floor-only", action="store_true", help="print the floor table only (no per-pair baselines)")
     ap.add_argument("--quick", action="store_true", help="n=256, d=128, 4 x 6 layers")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -261,6 +269,10 @@ def run(args: argparse.Namespace) -> None:
     print(f"n={args.n} d={args.d} (concat {len(a) - 1}x{args.d} / {len(b) - 1}x{args.d}) k={K} svcca dim=10")
     print(f"layers {len(a)} x {len(b)} = {total} pairs (prepared, incl. concat){note}; threads={args.threads}")
     print(f"start: {load()}")
+    print_floor_table(floor_rows(a, b, args.reps))
+    if args.floor_only:
+        print(f"end: {load()}")
+        return
 
     t_many, many = timed(lambda: layerwise_many({m: PARAMS.get(m, {}) for m in metrics}, a, b))
     no_sv = [m for m in metrics if m != "svcca"]
@@ -278,6 +290,70 @@ def run(args: argparse.Namespace) -> None:
         print(f"  {metric}: done, best pair {tuple(map(int, best))}, {load()}", flush=True)
     print_table(rows, t_many, t_many_no_sv, args.no_prh_baseline)
     print(f"end: {load()}")
+
+
+FLOOR_METRICS: tuple[tuple[str, str, dict], ...] = (
+    ("mutual_knn", "mutual_knn", {"k": K}),
+    ("cycle_knn", "cycle_knn", {"k": K}),
+    ("lcs_knn", "lcs_knn", {"k": K}),
+    ("edit_distance_knn", "edit_distance_knn", {"k": K}),
+    ("cka", "cka", {}),
+    ("cka (rbf)", "cka", {"kernel": "rbf", "sigma": 1.0}),
+    ("unbiased_cka", "unbiased_cka", {}),
+    ("cknna", "cknna", {"k": K}),
+)
+NEEDS_TOPK = {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna"}
+FLOOR_LIMIT = 1.5
+
+
+def gram_floor(layers: list[np.ndarray]) -> None:
+    """The work no all-pairs scheme skips: each layer's float32 Gram matrix (one buffer, reused)."""
+    for x in layers:
+        x @ x.T
+
+
+def topk_floor(grams: list[torch.Tensor]) -> None:
+    """The neighbour metrics' extra floor: torch.topk(k) of each layer's Gram matrix (computed beforehand)."""
+    for g in grams:
+        torch.topk(g, K, dim=1)
+
+
+FloorRow = tuple[str, str, tuple[float, float], tuple[float, float]]  # label, floor name, (wall, cpu) s each
+
+
+def floor_rows(a: list[np.ndarray], b: list[np.ndarray], reps: int) -> list[FloorRow]:
+    """(label, floor name, layerwise (wall, CPU) s, floor (wall, CPU) s) per metric; fastest of ``reps`` rounds.
+
+    Floors and metrics are timed in turn within each round, so a slow spell of the machine hits them alike. The
+    top-k floor is timed on Grams computed beforehand (BLAS and torch threads never wait on each other there).
+    """
+    grams = [torch.from_numpy(x @ x.T) for x in a + b]
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(reps):
+        runs = {"gram": lambda: gram_floor(a + b), "topk": lambda: topk_floor(grams)}
+        runs |= {label: (lambda m=m, p=p: layerwise(m, a, b, **p)) for label, m, p in FLOOR_METRICS}
+        for label, fn in runs.items():
+            cpu = time.process_time()
+            wall = timed(fn)[0]
+            cpu = time.process_time() - cpu
+            old = best.get(label, (np.inf, np.inf))
+            best[label] = (min(old[0], wall), min(old[1], cpu))
+    best["gram+topk"] = (best["gram"][0] + best["topk"][0], best["gram"][1] + best["topk"][1])
+    kinds = {label: "gram+topk" if m in NEEDS_TOPK else "gram" for label, m, _ in FLOOR_METRICS}
+    return [(label, kinds[label], best[label], best[kinds[label]]) for label, _, _ in FLOOR_METRICS]
+
+
+def print_floor_table(rows: list[FloorRow]) -> None:
+    """Per metric: layerwise and floor seconds (wall and CPU), their ratios, the verdict (wall) against FLOOR_LIMIT."""
+    print(f"\n{'metric':<22} {'floor':>10} {'layerwise s':>11} {'floor s':>8} {'ratio':>6}  {'cpu s':>6} {'floor':>6}"
+          f" {'ratio':>6}  within {FLOOR_LIMIT}x")
+    for label, kind, (t, cpu), (floor, floor_cpu) in rows:
+        verdict = "pass" if t <= FLOOR_LIMIT * floor else "FAIL"
+        print(f"{label:<22} {kind:>10} {t:11.3f} {floor:8.3f} {t / floor:6.2f}  {cpu:6.3f} {floor_cpu:6.3f}"
+              f" {cpu / floor_cpu:6.2f}  {verdict}")
+    print("floor: every layer's Gram matrix x @ x.T (float32), plus torch.topk(k) of it for neighbour metrics (the\n"
+          "two timed apart, each the fastest of --reps rounds); floors and metrics timed in turn in this process.\n"
+          "The verdict is on wall time; the CPU-time ratio (all threads' process time) is steadier on a shared machine.\n")
 
 
 def print_table(rows: list[tuple], t_many: float, t_many_no_sv: float | None, no_prh: bool) -> None:

@@ -145,8 +145,18 @@ def test_kernel_cache_validates_and_layerwise_many_rejects_unknown_metric() -> N
         layerwise_many(["nope"], a, a)
 
 
+def hsic1(k: np.ndarray, l: np.ndarray) -> float:
+    """Dense HSIC_1 as written in METRICS.md (float64, matrix product K~ L~, diagonals zeroed)."""
+    n = k.shape[0]
+    kt, lt = k.astype(np.float64), l.astype(np.float64)
+    np.fill_diagonal(kt, 0.0)
+    np.fill_diagonal(lt, 0.0)
+    one = np.ones(n)
+    cross = one @ kt @ lt @ one
+    return (np.trace(kt @ lt) + kt.sum() * lt.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * cross) / (n * (n - 3))
+
+
 def test_cknna_sparse_terms_equal_dense_hsic1_with_reciprocal_neighbours() -> None:
-    from prh.metrics.cka import hsic1
     from prh.metrics.kernels import indicator, neighbours
 
     x = model_layers(36, (6,), 25)[0]
@@ -158,3 +168,32 @@ def test_cknna_sparse_terms_equal_dense_hsic1_with_reciprocal_neighbours() -> No
         hsic1(np.where(ma, ka, 0), np.where(ma, ka, 0)) * hsic1(np.where(mb, kb, 0), np.where(mb, kb, 0))
     )
     assert pairwise("cknna", x, y, k=8) == pytest.approx(dense, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric,params,key", [("cka", {}, "k"), ("cka", {"kernel": "rbf", "sigma": 5.0}, "k"),
+                                               ("unbiased_cka", {}, "k"), ("cknna", {"k": 6}, "kern")])  # fmt: skip
+def test_stacked_states_share_the_cache_kernels_and_equal_the_per_layer_states(metric: str, params: dict, key: str) -> None:
+    from prh.metrics import get_metric
+    from prh.metrics.registry import resolve_params
+    from prh.metrics.shared import stacked
+
+    cache = prepare_kernels(model_layers(40, (8, 12, 5), 27))
+    record = get_metric(metric)
+    p = resolve_params(record, params, cache.n, cache.dims)
+    got = record.layer_states(cache, p)
+    want = stacked([record.state(cache, i, p) for i in range(len(cache))])
+    assert set(got) == set(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name])
+    kernels = cache.rbfs(5.0) if params.get("kernel") == "rbf" else cache.grams()
+    assert got[key] is kernels  # the cache's buffer, not a copy
+
+
+def test_transient_cache_derives_through_one_buffer_and_equals_a_shared_one() -> None:
+    layers = model_layers(40, (8, 12, 5), 28)
+    shared, transient = KernelCache(layers), KernelCache(layers, transient=True)
+    for i in range(3):
+        np.testing.assert_array_equal(transient.neighbours(i, 6), shared.neighbours(i, 6))
+    np.testing.assert_array_equal(transient.rbfs(3.0), shared.rbfs(3.0))
+    assert "grams" not in repr(transient._memo.keys())  # no Gram matrix kept behind the lists and RBF kernels
+    np.testing.assert_array_equal(transient.grams(), shared.grams())

@@ -309,3 +309,52 @@ def test_topk_path_ties_match_stable_sort_for_small_k() -> None:
     want = np.argsort(np.diag(np.full(300, np.inf)) - kern.astype(np.float64), axis=1, kind="stable")
     for k in (1, 3, 10, 40):
         np.testing.assert_array_equal(neighbours(kern, k), want[:, :k])
+
+
+def match_masks(text: np.ndarray, pattern: np.ndarray, word: type) -> np.ndarray:
+    """(m, ...) masks: bit q of [p, ...] set where text[..., p] == pattern[..., q] (brute force)."""
+    eq = text[..., :, None] == pattern[..., None, :]
+    return np.moveaxis((eq * (word(1) << np.arange(pattern.shape[-1], dtype=word))).sum(axis=-1, dtype=word), -1, 0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 32, 33, 64])
+def test_bit_parallel_lcs_and_levenshtein_equal_the_dp(k: int) -> None:
+    from prh.metrics.knn import lcs_bits, levenshtein_bits
+
+    rng = np.random.default_rng(k)
+    word = np.uint16 if k <= 16 else np.uint32 if k <= 32 else np.uint64
+    for alphabet in (2, k, 4 * k):  # repeated symbols, some, and mostly distinct ones
+        x, y = rng.integers(0, alphabet, (60, k)), rng.integers(0, alphabet, (60, k))
+        masks = match_masks(x, y, word)
+        assert lcs_bits(masks, k).tolist() == [bf_lcs(list(a), list(b)) for a, b in zip(x, y)]
+        assert levenshtein_bits(masks, k).tolist() == [bf_lev(list(a), list(b)) for a, b in zip(x, y)]
+
+
+@pytest.mark.parametrize("metric", ["lcs_knn", "edit_distance_knn"])
+def test_ordered_metrics_beyond_64_neighbours_match_brute_force(metric: str) -> None:
+    a, b = rand(80, 6, 11), rand(80, 5, 12)  # k = 70 > 64 bits: the row DP
+    assert layerwise(metric, [a], [b], k=70)[0, 0] == pytest.approx(bf_knn_metric(metric, a, b, 70), abs=1e-12)
+
+
+@pytest.mark.parametrize("offset", [0.0, 4.0])
+def test_hsic_from_row_sums_equals_explicit_centring(offset: float) -> None:
+    """CKA and unbiased CKA from uncentred kernels, row sums and diagonals == explicit H K H L / K~ L~ (float64)."""
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((70, 5))
+    xs = [(z @ rng.standard_normal((5, d)) + rng.standard_normal((70, d)) + offset).astype(np.float32) for d in (9, 14)]
+    ys = [(z @ rng.standard_normal((5, d)) + 2 * rng.standard_normal((70, d)) + offset).astype(np.float32) for d in (6, 11)]
+    ka, kb = ([(x @ x.T).astype(np.float64) for x in side] for side in (xs, ys))
+    for metric, explicit in (("cka", bf_cka), ("unbiased_cka", bf_unbiased_cka)):
+        want = [[explicit(k, l) for l in kb] for k in ka]
+        np.testing.assert_allclose(layerwise(metric, xs, ys), want, rtol=0, atol=1e-12)
+
+
+def test_gram_matrix_is_exactly_symmetric() -> None:
+    from prh.metrics.kernels import linear_kernel
+
+    rng = np.random.default_rng(14)
+    for n, d in ((1, 3), (37, 5), (300, 64), (513, 1000)):
+        x = rng.standard_normal((n, 2 * d)).astype(np.float32)
+        for view in (x, x[:, ::2]):  # contiguous, and a strided view (copied to contiguous first)
+            g = linear_kernel(view)
+            np.testing.assert_array_equal(g, g.T)

@@ -50,11 +50,9 @@ def prepare_layers(metric: str, layers: Any, **params: Any) -> LayerCache:
     Pass a :class:`KernelCache` (``prepare_kernels(layers)``) to share Grams and neighbour lists across metrics.
     """
     record = get_metric(metric)
-    kc = prepare_kernels(layers)
+    kc = prepare_kernels(layers, transient=True)
     p = resolve_params(record, params, kc.n, kc.dims)
-    states = [record.state(kc, i, p) for i in range(len(kc))]
-    arrays = {key: np.stack([s[key] for s in states]) for key in states[0]}
-    return LayerCache(metric=metric, params=p, n=kc.n, dims=kc.dims, arrays=arrays)
+    return LayerCache(metric=metric, params=p, n=kc.n, dims=kc.dims, arrays=record.layer_states(kc, p))
 
 
 def score_caches(metric: str, cache_a: LayerCache, cache_b: LayerCache, **params: Any) -> np.ndarray:

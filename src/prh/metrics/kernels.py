@@ -9,23 +9,19 @@ import numpy as np
 from prh.errors import PrhError
 
 _BLOCK_BYTES = 32 * 2**20
-_SYM_BLOCK = 128
 
 
-def linear_kernel(x: np.ndarray) -> np.ndarray:
-    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T (BLAS syrk), exactly symmetric."""
-    k = x @ x.T
-    if not is_symmetric(k):
-        k = np.triu(k) + np.triu(k, 1).T
+def linear_kernel(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float32 -> (n, n) float32 Gram matrix x x^T (written into ``out`` if given), exactly symmetric.
+
+    numpy computes ``x @ x.T`` of a contiguous array by one BLAS syrk and mirrors its triangle, so no symmetry pass
+    is needed (tests/test_metrics.py checks the symmetry).
+    """
+    x = np.ascontiguousarray(x)
+    k = np.matmul(x, x.T, out=out)
     if not np.isfinite(k).all():
         raise PrhError("features: kernel overflowed float32; rescale the features")
     return k
-
-
-def is_symmetric(k: np.ndarray) -> bool:
-    """Exact symmetry test of a square matrix, compared in cache-friendly row/column strips."""
-    n = k.shape[0]
-    return all(np.array_equal(k[i : i + _SYM_BLOCK, i:], k[i:, i : i + _SYM_BLOCK].T) for i in range(0, n, _SYM_BLOCK))
 
 
 def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
@@ -33,13 +29,26 @@ def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
     return rbf_from_gram(linear_kernel(x), sigma)
 
 
-def rbf_from_gram(g: np.ndarray, sigma: float) -> np.ndarray:
-    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma``, diagonal exactly 1."""
+def rbf_from_gram(g: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:
+    """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma`` (into ``out``), diagonal 1.
+
+    exp(max(sq_i + sq_j - 2 g_ij, 0) * -1 / (2 sigma^2)), all in float32, computed in place in cache-sized row blocks.
+    """
+    n = g.shape[0]
     sq = np.diagonal(g).copy()
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * g, 0.0, dtype=np.float32)
-    k = np.exp(d2 * np.float32(-1.0 / (2.0 * sigma * sigma)), dtype=np.float32)
-    np.fill_diagonal(k, 1.0)
-    return k
+    scale = np.float32(-1.0 / (2.0 * sigma * sigma))
+    out = np.empty((n, n), dtype=np.float32) if out is None else out
+    step = _row_blocks(n, n).step
+    twice = np.empty((min(step, n), n), dtype=np.float32)
+    for i0 in _row_blocks(n, n):
+        block, rows = out[i0 : i0 + step], slice(i0, i0 + step)
+        np.add(sq[rows, None], sq[None, :], out=block)
+        np.subtract(block, np.multiply(g[rows], 2.0, out=twice[: block.shape[0]]), out=block)
+        np.maximum(block, 0.0, out=block)
+        np.multiply(block, scale, out=block)
+        np.exp(block, out=block)
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -77,25 +86,18 @@ def resampled_neighbours(kernel: np.ndarray, idx: np.ndarray, k: int) -> np.ndar
     return pos[inverse]
 
 
-def _candidates(neg: np.ndarray, k: int) -> np.ndarray:
-    """(n, n) negated similarities -> (n, k) indices of some k smallest per row (torch.topk, else argpartition)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return np.argpartition(neg, k - 1, axis=1)[:, :k]
-    return torch.topk(torch.from_numpy(neg), k, dim=1, largest=False, sorted=True).indices.numpy()
-
-
 def _topk_exact(neg: np.ndarray, k: int) -> np.ndarray:
-    """(n, n) negated similarities -> (n, k) exact stable top-k: candidate set, lexsort, full sort only on tied rows."""
-    rows = np.arange(neg.shape[0])[:, None]
-    part = _candidates(neg, k)
-    vals = neg[rows, part]
-    kth = vals.max(axis=1)
-    n_le = np.count_nonzero(neg <= kth[:, None], axis=1)
-    order = np.lexsort((part, vals), axis=-1)
-    out = np.take_along_axis(part, order, axis=1)
-    tied = np.flatnonzero(n_le > k)
+    """(n, n) negated similarities, k < n - 1 -> (n, k) exact stable top-k.
+
+    torch.topk's k + 1 smallest values per row are exact; where the k-th and (k + 1)-th differ the k chosen indices
+    are the row's k smallest, ordered here by (value, index). Rows tied at that boundary are sorted in full.
+    """
+    import torch
+
+    vals, idx = (t.numpy() for t in torch.topk(torch.from_numpy(neg), k + 1, dim=1, largest=False, sorted=True))
+    top = idx[:, :k]
+    out = np.take_along_axis(top, np.lexsort((top, vals[:, :k]), axis=-1), axis=1)
+    tied = np.flatnonzero(vals[:, k - 1] == vals[:, k])
     if tied.size:
         out[tied] = np.argsort(neg[tied], axis=1, kind="stable")[:, :k]
     return out
@@ -141,36 +143,19 @@ def _row_blocks(n: int, width: int) -> range:
     return range(0, n, max(1, 2**17 // width))
 
 
-def centred(kernel: np.ndarray) -> np.ndarray:
-    """(n, n) kernel K -> (n, n) float32 H K H, H = I - 11^T / n (float64 means and arithmetic, row blocks)."""
+def kernel_sums64(kernel: np.ndarray) -> tuple[np.ndarray, float]:
+    """(n, m) float32 matrix -> its (n,) float64 row sums and float64 squared Frobenius norm (one pass, row blocks)."""
     n, m = kernel.shape
-    row = kernel.mean(axis=1, dtype=np.float64)
-    col = kernel.mean(axis=0, dtype=np.float64)
-    grand = row.mean()
-    out = np.empty((n, m), dtype=np.float32)
+    rows, sq = np.empty(n, dtype=np.float64), 0.0
     step = _row_blocks(n, m).step
+    scratch = np.empty((min(step, n), m), dtype=np.float64)
     for i0 in _row_blocks(n, m):
-        out[i0 : i0 + step] = kernel[i0 : i0 + step] - row[i0 : i0 + step, None] - col[None, :] + grand
-    return out
-
-
-def sq_norm64(x: np.ndarray) -> float:
-    """Squared Frobenius norm of a float32 (n, m) matrix, accumulated in float64 over row blocks."""
-    n, m = x.shape
-    step = _row_blocks(n, m).step
-    return float(sum(_dot64(x[i0 : i0 + step], x[i0 : i0 + step]) for i0 in _row_blocks(n, m)))
-
-
-def trace_prod64(k: np.ndarray, l: np.ndarray) -> float:
-    """tr(K L) = sum_ij K_ij L_ji of two (n, n) matrices, accumulated in float64 over row blocks."""
-    n = k.shape[0]
-    step = _row_blocks(n, n).step
-    return float(sum(_dot64(k[i0 : i0 + step], l[:, i0 : i0 + step].T) for i0 in _row_blocks(n, n)))
-
-
-def _dot64(x: np.ndarray, y: np.ndarray) -> float:
-    """Sum of the elementwise product of two equal-shape blocks, in float64."""
-    return float(np.einsum("ij,ij->", x.astype(np.float64), y.astype(np.float64)))
+        block = scratch[: min(step, n - i0)]
+        block[...] = kernel[i0 : i0 + step]
+        block.sum(axis=1, out=rows[i0 : i0 + step])
+        flat = block.ravel()
+        sq += float(flat @ flat)
+    return rows, sq
 
 
 def flat_inner_symmetric(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
@@ -187,8 +172,8 @@ def flat_inner_symmetric(xa: np.ndarray, xb: np.ndarray) -> np.ndarray:
         i1 = min(i0 + rows, n)
         for c0, c1, weight in ((i0, i1, 1.0), (i1, n, 2.0)):
             if c1 > c0:
-                a = xa[:, i0:i1, c0:c1].reshape(la, -1).astype(np.float64)
-                b = xb[:, i0:i1, c0:c1].reshape(lb, -1).astype(np.float64)
+                a = xa[:, i0:i1, c0:c1].astype(np.float64).reshape(la, -1)
+                b = xb[:, i0:i1, c0:c1].astype(np.float64).reshape(lb, -1)
                 out += weight * (a @ b.T)
     return out
 

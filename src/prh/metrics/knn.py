@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from prh.metrics.kernels import (
     relabelled_neighbours,
     resampled_neighbours,
 )
+from prh.metrics.shared import one_layer
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -93,13 +95,14 @@ def cycle_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> floa
 
 
 def cycle_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) cycle kNN by gathering A's indicators at (N_B(i), i) for every B layer."""
-    la, lb, n = sa["ind"].shape[0], sb["ind"].shape[0], sb["ind"].shape[1]
+    """(La, Lb) cycle kNN: A's flattened indicators gathered at (N_B(i), i) for every B layer."""
+    la, n = sa["ind"].shape[:2]
+    lb, _, k = sb["nbrs"].shape
+    flat_a = sa["ind"].reshape(la, n * n)
+    back = (sb["nbrs"] * n + np.arange(n)[:, None]).reshape(lb, n * k)
     out = np.empty((la, lb), dtype=np.float64)
-    rows = np.arange(n)[:, None]
     for b in range(lb):
-        back = sa["ind"][:, sb["nbrs"][b], rows]
-        out[:, b] = back.any(axis=2).mean(axis=1)
+        out[:, b] = np.take(flat_a, back[b], axis=1).reshape(la, n, k).any(axis=2).mean(axis=1)
     return out
 
 
@@ -139,17 +142,88 @@ def levenshtein(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def lcs_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """Mean over i of LCS(N_A(i), N_B(i)) / k for one layer pair."""
-    n, k = sa["nbrs"].shape
-    return float(lcs_lengths(sa["nbrs"], sb["nbrs"]).sum(dtype=np.int64) / (n * k))
+    return float(lcs_knn_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def edit_distance_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """1 - mean over i of Lev(N_A(i), N_B(i)) / k for one layer pair."""
-    n, k = sa["nbrs"].shape
-    return float(1.0 - levenshtein(sa["nbrs"], sb["nbrs"]).sum(dtype=np.int64) / (n * k))
+    return float(edit_distance_knn_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
-def _dp_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp) -> np.ndarray:
+def lcs_bits(masks: np.ndarray, k: int) -> np.ndarray:
+    """(m, ...) match masks of an m-long text against a k-long pattern -> (...) LCS lengths (bit-parallel).
+
+    ``masks[p]`` has bit q set where text[p] == pattern[q] (unsigned words of >= k bits). One pass over the text
+    (Allison and Dix 1986): V starts all ones; per character U = V & mask, V = (V + U) | (V - U); the LCS is the
+    number of zero bits among V's low k. Bits above k never reach the low ones (carries only move up).
+    """
+    word = masks.dtype.type
+    v = np.full(masks.shape[1:], np.iinfo(word).max, dtype=word)
+    for mask in masks:
+        u = v & mask
+        v = (v + u) | (v - u)
+    return k - np.bitwise_count(v & word((1 << k) - 1))
+
+
+def levenshtein_bits(masks: np.ndarray, k: int) -> np.ndarray:
+    """(m, ...) match masks of a text against a k-long pattern (as in :func:`lcs_bits`) -> (...) edit distances.
+
+    Myers' (1999) bit-vector column DP in Hyyro's (2003) global form: VP / VN hold the +1 / -1 vertical differences
+    of the current DP column (all +1 at the start: D[q][0] = q), the top row steps by +1 (D[0][j] = j, the ``| 1``),
+    and the bottom cell D[k][j], the distance so far, moves by the k-th bit of the horizontal differences.
+    """
+    word = masks.dtype.type
+    one, top = word(1), word(1 << (k - 1))
+    vp = np.full(masks.shape[1:], np.iinfo(word).max, dtype=word)
+    vn = np.zeros_like(vp)
+    dist = np.full(vp.shape, k, dtype=np.int64)
+    for eq in masks:
+        xv = eq | vn
+        xh = (((eq & vp) + vp) ^ vp) | eq
+        hp = vn | ~(xh | vp)
+        hn = vp & xh
+        dist += (hp & top) != 0
+        dist -= (hn & top) != 0
+        hp = (hp << one) | one
+        hn = hn << one
+        vp = hn | ~(xv | hp)
+        vn = hp & xv
+    return dist
+
+
+def _word(k: int) -> type | None:
+    """The smallest unsigned integer dtype with at least k bits; None above 64."""
+    return next((w for w in (np.uint16, np.uint32, np.uint64) if np.iinfo(w).bits >= k), None)
+
+
+def _ordered_sums(
+    sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], bits_fn: Callable[[np.ndarray, int], np.ndarray],
+    dp: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:  # fmt: skip
+    """(La, Lb) per-pair sums over samples of an ordered-list score: bit-parallel for k <= 64, else the row DP.
+
+    Per A layer, its lists become an (n, n) table of position bits (bit q at [i, N_A(i)[q]]); gathering it at every
+    B layer's lists gives the match masks of all B layers and samples at once, O(n k) per layer pair.
+    """
+    xa, xb = sa["nbrs"], sb["nbrs"]
+    la, n, k = xa.shape
+    word = _word(k)
+    if word is None:
+        return _dp_all(sa, sb, dp)
+    where = xb.transpose(2, 0, 1) + (np.arange(n) * n)[None, None, :]  # (k, Lb, n) flat (i, N_B(i)[p])
+    table, rows = np.zeros((n, n), dtype=word), np.arange(n)[:, None]
+    weights = word(1) << np.arange(k, dtype=word)
+    out = np.empty((la, xb.shape[0]), dtype=np.float64)
+    for a in range(la):
+        table[rows, xa[a]] = weights
+        out[a] = bits_fn(np.take(table, where), k).sum(axis=-1, dtype=np.int64)
+        table[rows, xa[a]] = 0
+    return out
+
+
+def _dp_all(
+    sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> np.ndarray:
     """(La, Lb) per-pair sums over samples of ``dp`` on neighbour lists, vectorised over pairs and samples."""
     xa, xb = sa["nbrs"], sb["nbrs"]
     la, n, k = xa.shape
@@ -163,12 +237,12 @@ def _dp_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], dp) -> np.ndar
 
 
 def lcs_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) LCS kNN by a DP vectorised over all layer pairs and samples."""
+    """(La, Lb) LCS kNN, vectorised over all layer pairs and samples."""
     n, k = sa["nbrs"].shape[1:]
-    return _dp_all(sa, sb, lcs_lengths) / (n * k)
+    return _ordered_sums(sa, sb, lcs_bits, lcs_lengths) / (n * k)
 
 
 def edit_distance_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) edit-distance kNN by a DP vectorised over all layer pairs and samples."""
+    """(La, Lb) edit-distance kNN, vectorised over all layer pairs and samples."""
     n, k = sa["nbrs"].shape[1:]
-    return 1.0 - _dp_all(sa, sb, levenshtein) / (n * k)
+    return 1.0 - _ordered_sums(sa, sb, levenshtein_bits, levenshtein) / (n * k)

@@ -33,7 +33,7 @@ from prh.metrics.calibration import recentred_interval
 from prh.metrics.engine import best_pair
 from prh.metrics.kernels import inverse_permutation
 from prh.metrics.registry import Metric, State, get_metric, resolve_params
-from prh.metrics.shared import KernelCache, prepare_kernels
+from prh.metrics.shared import KernelCache, prepare_kernels, stacked
 
 AGGREGATES = ("max", "mean")
 CI_METHOD = "percentile-recentred"
@@ -187,19 +187,9 @@ def _common_n(caches: Mapping[str, KernelCache]) -> int:
     return n
 
 
-def _stack(states: list[State]) -> State:
-    """Per-layer states -> one state whose arrays are stacked over layers (axis 0)."""
-    return {key: np.stack([s[key] for s in states]) for key in states[0]}
-
-
-def _stacked(record: Metric, cache: KernelCache, params: dict[str, Any]) -> State:
-    """A model's per-layer states, stacked over layers (computed once)."""
-    return _stack([record.state(cache, i, params) for i in range(len(cache))])
-
-
 def _resampled(record: Metric, cache: KernelCache, idx: np.ndarray, params: dict[str, Any]) -> State:
     """A model's stacked per-layer states on the sorted bootstrap resample ``idx``."""
-    return _stack([record.resample_state(cache, i, idx, params) for i in range(len(cache))])
+    return stacked([record.resample_state(cache, i, idx, params) for i in range(len(cache))])
 
 
 def _draws(rows: np.ndarray, label: str | None, what: str) -> Any:
@@ -284,7 +274,7 @@ def calibrate_models(
     n = _common_n(caches)
     params = resolve_params(record, metric_params, n, tuple(d for kc in caches.values() for d in kc.dims))
     perms = checked_permutations(permutations, n, seed)
-    states = {m: _stacked(record, kc, params) for m, kc in caches.items()}
+    states = {m: record.layer_states(kc, params) for m, kc in caches.items()}
     null = null_aggregates(record, states, pairs, _draws(perms, progress, "null"), aggregate, _permute_x(caches, pairs))
     boot = bootstrap_aggregates(record, caches, pairs, _draws(bootstrap_indices(n, n_boot, seed), progress, "bootstrap"),
                                 params, aggregate)  # fmt: skip

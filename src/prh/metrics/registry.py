@@ -20,7 +20,7 @@ from prh.metrics import cka as _cka
 from prh.metrics import knn as _knn
 from prh.metrics import rsa as _rsa
 from prh.metrics import svcca as _svcca
-from prh.metrics.shared import KernelCache
+from prh.metrics.shared import KernelCache, stacked
 
 State = dict[str, np.ndarray]
 KERNELS = ("linear", "rbf")
@@ -59,6 +59,8 @@ class Metric:
     ``chance(n, params)``: expected score of unrelated inputs, None where unknown.
     ``large_n(LA, LB, params) -> (La, Lb)``: the bounded-memory scorer of all layer pairs of two
     :class:`~prh.metrics.blockwise.LargeLayers` (no n x n matrix), None where the metric needs one.
+    ``stacked_state(cache, params)``: all layers' states at once, stacked on axis 0, sharing the cache's stacked
+    kernels instead of copying them; None: :meth:`layer_states` stacks ``state`` of each layer.
     """
 
     name: str
@@ -74,6 +76,13 @@ class Metric:
     symmetric: bool = True  # pair(a, b) == pair(b, a)
     min_n: int = 2
     large_n: Callable[[_blockwise.LargeLayers, _blockwise.LargeLayers, dict[str, Any]], np.ndarray] | None = None
+    stacked_state: Callable[[KernelCache, dict[str, Any]], State] | None = None
+
+    def layer_states(self, cache: KernelCache, params: dict[str, Any]) -> State:
+        """All layers' states of one model, stacked on axis 0 (what ``all_pairs`` reads)."""
+        if self.stacked_state is not None:
+            return self.stacked_state(cache, params)
+        return stacked([self.state(cache, i, params) for i in range(len(cache))])
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -167,13 +176,15 @@ RECORDS: tuple[Metric, ...] = (
                 _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all, _blockwise.edit_distance_knn_large),
     Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
            _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance,
-           large_n=_blockwise.cka_large),
+           large_n=_blockwise.cka_large, stacked_state=_cka.cka_stacked_state),
     Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
            _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
-           zero_chance, min_n=4, large_n=_blockwise.unbiased_cka_large),
+           zero_chance, min_n=4, large_n=_blockwise.unbiased_cka_large,
+           stacked_state=_cka.unbiased_stacked_state),
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
-           no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large),
+           no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large,
+           stacked_state=_cka.cknna_stacked_state),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
            _svcca.svcca_resampled_state, no_chance),

@@ -14,12 +14,18 @@ from prh.metrics.svcca import svcca_state
 class KernelCache:
     """Prepared (n, d_l) float32 layers of one model; each per-layer object is computed once, on first use."""
 
-    def __init__(self, layers: list[np.ndarray]) -> None:
-        """Wrap already-validated float32 layers (use :func:`prepare_kernels` for raw input)."""
+    def __init__(self, layers: list[np.ndarray], transient: bool = False) -> None:
+        """Wrap already-validated float32 layers (use :func:`prepare_kernels` for raw input).
+
+        ``transient``: the cache serves one metric's states only, so Gram matrices that no state keeps (those behind
+        neighbour lists and RBF kernels, unless :meth:`grams` was called) go through one reused buffer.
+        """
         self.layers: tuple[np.ndarray, ...] = tuple(layers)
         self.n: int = layers[0].shape[0]
         self.dims: tuple[int, ...] = tuple(x.shape[1] for x in layers)
+        self.transient = transient
         self._memo: dict[tuple[Any, ...], np.ndarray] = {}
+        self._scratch: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of layers."""
@@ -37,17 +43,44 @@ class KernelCache:
             self._memo[key] = value
         return self._memo[key]
 
+    def grams(self) -> np.ndarray:
+        """(L, n, n) float32 Gram matrices of all layers, one buffer (metrics share it as their stacked state)."""
+        return self.memo(("grams",), lambda: self._stacked(lambda i, out: linear_kernel(self.layers[i], out)))
+
     def gram(self, i: int) -> np.ndarray:
-        """(n, n) float32 Gram matrix of layer i."""
-        return self.memo(("gram", i), lambda: linear_kernel(self.layers[i]))
+        """(n, n) float32 Gram matrix of layer i (a view of :meth:`grams`)."""
+        return self.memo(("gram", i), lambda: self.grams()[i])
+
+    def working_gram(self, i: int) -> np.ndarray:
+        """Layer i's Gram matrix to derive from: the kept one, or in a transient cache keeping none, a reused buffer."""
+        if not self.transient or ("grams",) in self._memo:
+            return self.gram(i)
+        if self._scratch is None:
+            self._scratch = np.empty((self.n, self.n), dtype=np.float32)
+        return linear_kernel(self.layers[i], self._scratch)
+
+    def rbfs(self, sigma: float) -> np.ndarray:
+        """(L, n, n) float32 RBF kernels of all layers (from their Gram matrices), one buffer."""
+
+        def fill(i: int, out: np.ndarray) -> np.ndarray:
+            return rbf_from_gram(self.working_gram(i), sigma, out)
+
+        return self.memo(("rbfs", sigma), lambda: self._stacked(fill))
 
     def rbf(self, i: int, sigma: float) -> np.ndarray:
-        """(n, n) float32 RBF kernel of layer i (from its Gram matrix)."""
-        return self.memo(("rbf", i, sigma), lambda: rbf_from_gram(self.gram(i), sigma))
+        """(n, n) float32 RBF kernel of layer i (a view of :meth:`rbfs`)."""
+        return self.memo(("rbf", i, sigma), lambda: self.rbfs(sigma)[i])
+
+    def _stacked(self, fill: Callable[[int, np.ndarray], np.ndarray]) -> np.ndarray:
+        """(L, n, n) float32 buffer whose slice i is written by ``fill(i, out)``."""
+        out = np.empty((len(self), self.n, self.n), dtype=np.float32)
+        for i in range(len(self)):
+            fill(i, out[i])
+        return out
 
     def neighbours(self, i: int, k: int) -> np.ndarray:
         """(n, k) int64 ordered neighbour lists of layer i (spec tie rule)."""
-        return self.memo(("nbrs", i, k), lambda: neighbours(self.gram(i), k))
+        return self.memo(("nbrs", i, k), lambda: neighbours(self.working_gram(i), k))
 
     def indicator(self, i: int, k: int) -> np.ndarray:
         """(n, n) bool kNN indicator of layer i."""
@@ -60,10 +93,24 @@ class KernelCache:
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""
         self._memo.clear()
+        self._scratch = None
 
 
-def prepare_kernels(layers: Any) -> KernelCache:
-    """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics."""
+def stacked(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-layer states -> one state whose arrays are stacked over layers (axis 0)."""
+    return {key: np.stack([s[key] for s in states]) for key in states[0]}
+
+
+def one_layer(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A single layer's state as a stack of one layer (views)."""
+    return {key: v[None] for key, v in state.items()}
+
+
+def prepare_kernels(layers: Any, transient: bool = False) -> KernelCache:
+    """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics.
+
+    A KernelCache is returned as it is; ``transient``: a new cache serves one metric only (see :class:`KernelCache`).
+    """
     if isinstance(layers, KernelCache):
         return layers
-    return KernelCache(as_layers(layers, "layers"))
+    return KernelCache(as_layers(layers, "layers"), transient)
