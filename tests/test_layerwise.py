@@ -187,13 +187,3 @@ def test_stacked_states_share_the_cache_kernels_and_equal_the_per_layer_states(m
         np.testing.assert_array_equal(got[name], want[name])
     kernels = cache.rbfs(5.0) if params.get("kernel") == "rbf" else cache.grams()
     assert got[key] is kernels  # the cache's buffer, not a copy
-
-
-def test_transient_cache_derives_through_one_buffer_and_equals_a_shared_one() -> None:
-    layers = model_layers(40, (8, 12, 5), 28)
-    shared, transient = KernelCache(layers), KernelCache(layers, transient=True)
-    for i in range(3):
-        np.testing.assert_array_equal(transient.neighbours(i, 6), shared.neighbours(i, 6))
-    np.testing.assert_array_equal(transient.rbfs(3.0), shared.rbfs(3.0))
-    assert "grams" not in repr(transient._memo.keys())  # no Gram matrix kept behind the lists and RBF kernels
-    np.testing.assert_array_equal(transient.grams(), shared.grams())

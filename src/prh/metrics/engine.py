@@ -50,7 +50,7 @@ def prepare_layers(metric: str, layers: Any, **params: Any) -> LayerCache:
     Pass a :class:`KernelCache` (``prepare_kernels(layers)``) to share Grams and neighbour lists across metrics.
     """
     record = get_metric(metric)
-    kc = prepare_kernels(layers, transient=True)
+    kc = prepare_kernels(layers)
     p = resolve_params(record, params, kc.n, kc.dims)
     return LayerCache(metric=metric, params=p, n=kc.n, dims=kc.dims, arrays=record.layer_states(kc, p))
 

@@ -14,18 +14,12 @@ from prh.metrics.svcca import svcca_state
 class KernelCache:
     """Prepared (n, d_l) float32 layers of one model; each per-layer object is computed once, on first use."""
 
-    def __init__(self, layers: list[np.ndarray], transient: bool = False) -> None:
-        """Wrap already-validated float32 layers (use :func:`prepare_kernels` for raw input).
-
-        ``transient``: the cache serves one metric's states only, so Gram matrices that no state keeps (those behind
-        neighbour lists and RBF kernels, unless :meth:`grams` was called) go through one reused buffer.
-        """
+    def __init__(self, layers: list[np.ndarray]) -> None:
+        """Wrap already-validated float32 layers (use :func:`prepare_kernels` for raw input)."""
         self.layers: tuple[np.ndarray, ...] = tuple(layers)
         self.n: int = layers[0].shape[0]
         self.dims: tuple[int, ...] = tuple(x.shape[1] for x in layers)
-        self.transient = transient
         self._memo: dict[tuple[Any, ...], np.ndarray] = {}
-        self._scratch: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Number of layers."""
@@ -51,21 +45,9 @@ class KernelCache:
         """(n, n) float32 Gram matrix of layer i (a view of :meth:`grams`)."""
         return self.memo(("gram", i), lambda: self.grams()[i])
 
-    def working_gram(self, i: int) -> np.ndarray:
-        """Layer i's Gram matrix to derive from: the kept one, or in a transient cache keeping none, a reused buffer."""
-        if not self.transient or ("grams",) in self._memo:
-            return self.gram(i)
-        if self._scratch is None:
-            self._scratch = np.empty((self.n, self.n), dtype=np.float32)
-        return linear_kernel(self.layers[i], self._scratch)
-
     def rbfs(self, sigma: float) -> np.ndarray:
         """(L, n, n) float32 RBF kernels of all layers (from their Gram matrices), one buffer."""
-
-        def fill(i: int, out: np.ndarray) -> np.ndarray:
-            return rbf_from_gram(self.working_gram(i), sigma, out)
-
-        return self.memo(("rbfs", sigma), lambda: self._stacked(fill))
+        return self.memo(("rbfs", sigma), lambda: self._stacked(lambda i, out: rbf_from_gram(self.gram(i), sigma, out)))
 
     def rbf(self, i: int, sigma: float) -> np.ndarray:
         """(n, n) float32 RBF kernel of layer i (a view of :meth:`rbfs`)."""
@@ -80,7 +62,7 @@ class KernelCache:
 
     def neighbours(self, i: int, k: int) -> np.ndarray:
         """(n, k) int64 ordered neighbour lists of layer i (spec tie rule)."""
-        return self.memo(("nbrs", i, k), lambda: neighbours(self.working_gram(i), k))
+        return self.memo(("nbrs", i, k), lambda: neighbours(self.gram(i), k))
 
     def indicator(self, i: int, k: int) -> np.ndarray:
         """(n, n) bool kNN indicator of layer i."""
@@ -93,7 +75,6 @@ class KernelCache:
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""
         self._memo.clear()
-        self._scratch = None
 
 
 def stacked(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -106,11 +87,8 @@ def one_layer(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {key: v[None] for key, v in state.items()}
 
 
-def prepare_kernels(layers: Any, transient: bool = False) -> KernelCache:
-    """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics.
-
-    A KernelCache is returned as it is; ``transient``: a new cache serves one metric only (see :class:`KernelCache`).
-    """
+def prepare_kernels(layers: Any) -> KernelCache:
+    """One model's prepared layers (sequence of (n, d_l) arrays or (L, n, d)) -> KernelCache shared across metrics."""
     if isinstance(layers, KernelCache):
         return layers
-    return KernelCache(as_layers(layers, "layers"), transient)
+    return KernelCache(as_layers(layers, "layers"))
