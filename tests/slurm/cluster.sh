@@ -8,7 +8,8 @@
 #   tests/slurm/cluster.sh down    stop exactly the daemons `up` started (their PIDs are in $STATE/pids/)
 #   tests/slurm/cluster.sh status  one line per daemon: name, PID, alive or not
 #
-# State (databases, spool, logs, PIDs, munge key and socket) lives under $PRH_SLURM_STATE (default /var/lib/prh-slurm).
+# State (database, spool, logs, PIDs, munge key) lives under $PRH_SLURM_STATE (default /var/lib/prh-slurm); MariaDB
+# listens on 127.0.0.1:$PRH_SLURM_DB_PORT (13306); munged, if the machine runs none, on the default /run/munge socket.
 # The config must be /etc/slurm/slurm.conf: the job-side executor plugin drops SLURM_CONF before its inner srun.
 # Facts this encodes (each one breaks a real cluster too): munged's socket directory must be mode 0755; NodeName must
 # equal `hostname -s`; RealMemory must not exceed physical memory; a GPU request on a node without GRES is refused.
@@ -54,7 +55,6 @@ write_if_changed() {  # write_if_changed PATH MODE: stdin -> PATH, only if the c
   local tmp; tmp=$(mktemp)
   cat > "$tmp"
   if ! cmp -s "$tmp" "$1"; then install -m "$2" "$tmp" "$1"; CHANGED=1; fi
-  return 0
   rm -f "$tmp"
 }
 
