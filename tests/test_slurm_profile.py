@@ -1,4 +1,8 @@
-"""The SLURM profile through the real executor plugin: fake sbatch/sacct record what would be submitted."""
+"""SLURM resource arithmetic no one-node cluster can run: fake sbatch/sacct record what the real executor plugin submits.
+
+Partitions, GPUs, scancel and retries are tested on a real cluster (tests/slurm/test_cluster.py); a 70B-parameter
+model's 428 GB, 12-hour extraction job would be refused there, so its request is checked here.
+"""
 
 from __future__ import annotations
 
@@ -27,19 +31,20 @@ def _fake_slurm(bin_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_profile_submits_gpu_and_cpu_jobs_with_their_resources(tmp_path):
+def test_profile_scales_gpu_jobs_by_n_params(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("Snakefile", "rules", "workflow", "schemas", "envs", "profiles"):
+    for name in ("Snakefile", "rules", "workflow", "schemas", "envs", "profiles", "configs"):
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
-    shutil.copy(ROOT / "tests" / "e2e" / "config.yaml", work / "config.yaml")
-    (work / "results" / "data").mkdir(parents=True)
-    (work / "results" / "data" / "fmnist.npz").touch()  # so the extraction job is ready at once
+    (work / "results-paper" / "data").mkdir(parents=True)
+    (work / "results-paper" / "data" / "wit.npz").touch()  # so the extraction jobs are ready at once
     _fake_slurm(tmp_path / "bin")
     log = tmp_path / "sbatch.log"
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SBATCH_LOG": str(log)}
-    cmd = [str(Path(sys.executable).with_name("snakemake")), "results/features/fmnist/minilm.json",
-           "results/data/scenes.npz", "--workflow-profile", "profiles/slurm", "--configfile", "config.yaml"]  # fmt: skip
+    big, small = "meta-llama--Meta-Llama-3-70B", "vit-tiny-patch16-224.augreg-in21k"
+    cmd = [str(Path(sys.executable).with_name("snakemake")), f"results-paper/features/wit/{big}.json",
+           f"results-paper/features/wit/{small}.json", "--workflow-profile", "profiles/slurm",
+           "--configfile", "configs/paper.yaml"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     try:
@@ -49,11 +54,12 @@ def test_profile_submits_gpu_and_cpu_jobs_with_their_resources(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    calls = {("extract" if "rule_extract" in line else "dataset"): line.split(" --wrap=")[0]
-             for line in log.read_text().splitlines()}  # fmt: skip
-    extract, dataset = calls["extract"].split(), calls["dataset"].split()
-    assert extract[extract.index("-p") + 1] == "gpu" and "--gpus=1" in extract
-    # no n_params in the config: 1e8 assumed -> 1e8 x 4 B x 3 + 4000 MB, and 30 + 10 min per 1e9 params
-    assert extract[extract.index("--mem") + 1] == "5200" and extract[extract.index("-t") + 1] == "31"
-    assert dataset[dataset.index("-p") + 1] == "cpu" and not any(a.startswith(("--gpus", "--gres")) for a in dataset)
-    assert dataset[dataset.index("-t") + 1] == "60"
+    calls = {(big if big in line else small): line.split(" --wrap=")[0].split() for line in log.read_text().splitlines()}
+    for call in calls.values():
+        assert call[call.index("-p") + 1] == "gpu" and "--gpus=1" in call
+        assert "--cpus-per-task=8" in call
+    # 70.6e9 bfloat16 parameters x 2 B x 3 + 4000 MB, and 30 + 10 min per 1e9 parameters
+    assert calls[big][calls[big].index("--mem") + 1] == str(int(70.6e9 * 2 * 3 / 1e6) + 4000) == "427600"
+    assert calls[big][calls[big].index("-t") + 1] == "736"
+    # 5.7e6 float32 parameters: 68 + 4000 MB, 30 min
+    assert calls[small][calls[small].index("--mem") + 1] == "4068" and calls[small][calls[small].index("-t") + 1] == "30"

@@ -1,0 +1,39 @@
+"""Suite-wide fixtures: one local end-to-end run of the reduced config, shared by the e2e and SLURM tests."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WORKFLOW = ("Snakefile", "rules", "workflow", "schemas", "envs")
+
+
+def _copy_workflow(work: Path, extra: tuple[str, ...] = ()) -> Path:
+    """A fresh copy of the workflow (and ``extra`` repository paths) in ``work``, with the e2e config as config.yaml."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in (*WORKFLOW, *extra):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
+    shutil.copy(ROOT / "tests" / "e2e" / "config.yaml", work / "config.yaml")
+    return work
+
+
+@pytest.fixture(scope="session")
+def copy_workflow():
+    """``copy_workflow(work, extra=())``: the workflow and the e2e config copied into ``work``."""
+    return _copy_workflow
+
+
+@pytest.fixture(scope="session")
+def e2e_run(tmp_path_factory) -> Path:
+    """The reduced config run locally to completion (2 cores); tests only read it or copy it."""
+    work = _copy_workflow(tmp_path_factory.mktemp("workflow"))
+    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "config.yaml", "--rerun-incomplete"]
+    proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return work
