@@ -191,7 +191,7 @@ def fig_scale_confound(align: pd.DataFrame, shapes: dict[str, dict], out: str | 
             ax.set_ylabel(f"{setting}\n{label}")
             fit = shape_slopes(t, col)
             slopes.append({"metric": setting, "value": col, **fit})
-            ax.set_title(f"{label}: {fit['depth_slope']:+.4f}/doubling depth, {fit['width_slope']:+.4f}/doubling width",
+            ax.set_title(f"{label}\n{fit['depth_slope']:+.4f} per doubling of depth, {fit['width_slope']:+.4f} of width",
                          fontsize=8.5)
         row[0].legend(fontsize=7, frameon=True)
     title = "The scale confound: random-init models"
