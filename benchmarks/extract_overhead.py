@@ -37,7 +37,8 @@ from prh.data import Dataset, load_dataset, save_dataset
 from prh.extract import extract
 from prh.extract.vision import intermediate_kwargs
 from prh.models import LoadedModel, load_model
-from prh.pipeline import extract_features, resolved_spec, set_threads, train_zoo_model
+from prh.pipeline import extract_features, resolved_spec, train_zoo_model
+from prh.runtime import prepare_job
 from prh.plan import Plan
 from prh.store import FeatureStore, make_request
 
@@ -169,7 +170,7 @@ def main() -> None:
     ap.add_argument("--n-texts", type=int, default=1024)
     args = ap.parse_args()
     cfg = load_config(args.config)
-    set_threads(args.threads or cfg["threads"])
+    prepare_job(args.threads or cfg["threads"])
     print(f"torch threads {torch.get_num_threads()}, min of {args.repeats} interleaved runs, CPU")
     work = Path(tempfile.mkdtemp(prefix="prh-bench-"))
     try:

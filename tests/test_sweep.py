@@ -86,7 +86,7 @@ def test_sample_size_figure_draws_raw_and_calibrated_panels(swept: dict, tmp_pat
 @pytest.fixture(scope="module")
 def config() -> dict:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["alignment"]["experiments"]["sweep"] = {"dataset": "fmnist", "x": ["vit-s-sup"], "y": ["resnet-s-sup"],
+    cfg["alignment"]["experiments"]["sweep"] = {"dataset": "fmnist", "x": ["vit-m-sup"], "y": ["resnet-s-sup"],
                                                 "metrics": [{"name": "mutual_knn", "k": 10}], "sizes": [64, 1000]}
     cfg["report"]["sample_size"] = "sweep"
     return cfg

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from prh.errors import PrhError
+
+if TYPE_CHECKING:  # jsonschema is imported only when a config is validated, not by every job that reads one
+    import jsonschema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 # `package:` of a packaged model -> its modality (prh.models routes vision packages to prh.models.vision)
@@ -101,10 +104,17 @@ def _with_defaults(validator_class: type) -> type:
                     instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
+    import jsonschema
+
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
 
 
-DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
+@functools.cache
+def default_filling_validator() -> type:
+    """The draft 2020-12 validator that fills defaults (built on first use)."""
+    import jsonschema
+
+    return _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _field(path: Any) -> str:
@@ -124,7 +134,9 @@ def _message(err: jsonschema.ValidationError) -> str:
 
 def _schema_check(cfg: dict, schema: dict) -> None:
     """Fill the schema's defaults into ``cfg`` in place while validating it; the best-matching error as one line."""
-    errors = sorted(DefaultFillingValidator(schema).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
+    import jsonschema
+
+    errors = sorted(default_filling_validator()(schema).iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
     if not errors:
         return
     err = jsonschema.exceptions.best_match(errors)
@@ -264,7 +276,12 @@ def _check_sizes(cfg: dict, exp: dict, field: str) -> None:
 
 def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
     """A metric entry's parameters against its registry record: only its own, valid, and valid for each dataset's n."""
-    from prh.metrics.registry import ParamError, entry_params, get_metric, resolve_params
+    from prh.metrics.registry import (
+        ParamError,
+        entry_params,
+        get_metric,
+        resolve_params,
+    )
 
     record, params = get_metric(entry["name"]), entry_params(entry)
     try:
@@ -288,7 +305,9 @@ def _check_sections(cfg: dict) -> None:
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
-    from prh.plan import FIGURES  # the figure registry names the report keys that pick an experiment
+    from prh.plan import (
+        FIGURES,  # the figure registry names the report keys that pick an experiment
+    )
 
     for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
         value = cfg["report"][key]

@@ -9,12 +9,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from prh.errors import PrhError
 from prh.io import write_csv_atomic, write_json_atomic
+
+if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
+    import pandas as pd
 
 @contextlib.contextmanager
 def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
@@ -40,13 +43,6 @@ def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
     finally:
         if handle is not None:
             handle.close()
-
-
-def set_threads(n: int) -> None:
-    """Bound torch's intra-op threads to the job's core allowance."""
-    import torch
-
-    torch.set_num_threads(max(1, int(n)))
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -151,6 +147,8 @@ def probe_model(
 ) -> None:  # fmt: skip
     """Fit every probe task on one model's stored features (``receipts``, with their datasets' ``data`` in the same
     order); write its accuracy rows."""
+    import pandas as pd
+
     from prh import probe
     from prh.data import load_saved
     from prh.store import FeatureStore, read_receipt
@@ -171,6 +169,8 @@ def probe_model(
 
 def probe_summary(tables: list[str], threshold: float, outputs: dict[str, str]) -> None:
     """Merge per-model probe tables into accuracy, solved matrix and tasks-solved tables."""
+    import pandas as pd
+
     from prh import probe
 
     acc = pd.concat([pd.read_csv(t) for t in tables], ignore_index=True)
@@ -199,6 +199,8 @@ def align_job(
 
 def model_table(models: dict, receipts: list[str], out: str) -> None:
     """One row per model: modality, source, family, objective, width, steps and parameter count."""
+    import pandas as pd
+
     from prh.config import model_modality
     from prh.store import read_receipt
 
@@ -236,6 +238,8 @@ def score_language_model(
 
 def language_table(scores: list[str], published: str | None, out: str) -> None:
     """One row per language model (bpb, 1 - bpb, downstream accuracy), merged with published scores if given."""
+    import pandas as pd
+
     from prh import lm
 
     rows = [json.loads(Path(p).read_text()) for p in scores]
@@ -278,6 +282,8 @@ def _draw_caption_density(tables: dict, params: dict, stem: str) -> None:
 
 
 def _draw_locality(tables: dict, params: dict, stem: str) -> None:
+    import pandas as pd
+
     from prh import figures
 
     lm = tables["lm"]
@@ -322,6 +328,8 @@ def draw_figure(figure: str, inputs: dict[str, str], params: dict, out_png: str)
 
 def _read_tables(paths: str | list[str]) -> pd.DataFrame:
     """One CSV table, or several (sample-size sweeps) stacked."""
+    import pandas as pd
+
     if isinstance(paths, str):
         return pd.read_csv(paths)
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
@@ -330,6 +338,8 @@ def _read_tables(paths: str | list[str]) -> pd.DataFrame:
 def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:
     """Assemble the self-contained HTML report from its declared inputs (prh.plan.Plan.report_inputs): figures,
     alignment tables (headline metric), the solved matrix and the receipts whose store keys it lists."""
+    import pandas as pd
+
     from prh import report
     from prh.store import read_receipt
 

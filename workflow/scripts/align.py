@@ -1,9 +1,10 @@
 """Score every model pair of one experiment (see prh.experiment.align_experiment)."""
 
-from prh.pipeline import align_job, logged, set_threads
+from prh.pipeline import align_job, logged
+from prh.runtime import prepare_job
 
 with logged(snakemake.log[0]):
-    set_threads(snakemake.threads)
+    prepare_job(snakemake.threads)
     align_job(
         snakemake.params.experiment,
         snakemake.params.xs,

@@ -1,9 +1,10 @@
 """Extract one model's features on one dataset into the store (see prh.pipeline.extract_features)."""
 
-from prh.pipeline import extract_features, logged, set_threads
+from prh.pipeline import extract_features, logged
+from prh.runtime import prepare_job
 
 with logged(snakemake.log[0]):
-    set_threads(snakemake.threads)
+    prepare_job(snakemake.threads)
     extract_features(
         snakemake.wildcards.model,
         snakemake.params.spec,

@@ -1,9 +1,10 @@
 """Bits-per-byte and downstream accuracy of one language model (see prh.pipeline.score_language_model)."""
 
-from prh.pipeline import logged, score_language_model, set_threads
+from prh.pipeline import logged, score_language_model
+from prh.runtime import prepare_job
 
 with logged(snakemake.log[0]):
-    set_threads(snakemake.threads)
+    prepare_job(snakemake.threads)
     score_language_model(
         snakemake.wildcards.model,
         snakemake.params.spec,

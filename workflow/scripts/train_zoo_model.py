@@ -1,9 +1,10 @@
 """Train or reuse one zoo model (see prh.pipeline.train_zoo_model)."""
 
-from prh.pipeline import logged, set_threads, train_zoo_job
+from prh.pipeline import logged, train_zoo_job
+from prh.runtime import prepare_job
 
 with logged(snakemake.log[0]):
-    set_threads(snakemake.threads)
+    prepare_job(snakemake.threads)
     train_zoo_job(
         snakemake.wildcards.model,
         snakemake.params.spec,

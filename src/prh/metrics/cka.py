@@ -150,9 +150,15 @@ def _cknna_hsic(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndar
     """
     na, kv = sa["nbrs"], sa["kv"].ravel()
     lb, n, k = sb["nbrs"].shape
-    fwd = (np.arange(n)[:, None] * n + na).ravel()  # flat (i, N_A(i)[p])
-    mb = np.take(sb["ind"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k): also a B neighbour
-    lv = np.take(sb["kern"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k) float32 L at A's positions
+    if "perm" in sb:  # B's inputs reordered by perm: its kernel and indicator read at (perm(i), perm(N_A(i)[p]))
+        p = sb["perm"].reshape(lb, n)
+        fwd = (p[:, :, None] * n + p[:, na]).reshape(lb, n * k)
+        mb = np.take_along_axis(sb["ind"].reshape(lb, n * n), fwd, axis=1)
+        lv = np.take_along_axis(sb["kern"].reshape(lb, n * n), fwd, axis=1)
+    else:
+        fwd = (np.arange(n)[:, None] * n + na).ravel()  # flat (i, N_A(i)[p])
+        mb = np.take(sb["ind"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k): also a B neighbour
+        lv = np.take(sb["kern"].reshape(lb, n * n), fwd, axis=1)  # (Lb, n k) float32 L at A's positions
     x = mb * kv
     y_rows = np.where(mb, lv, np.float32(0.0)).reshape(lb, n, k).sum(axis=2, dtype=np.float64)
     mirror = sa["mirror"].ravel()
@@ -272,11 +278,18 @@ def cknna_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: d
 
 
 def cknna_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
-    """CKNNA state of inputs x[perm]: lists and mirrors relabelled, indicator rebuilt, kernel permuted, S(K, K) kept."""
-    nbrs = relabelled_neighbours(state["nbrs"], perm)
-    return {"nbrs": nbrs, "ind": indicator(nbrs, perm.size), "kern": permuted_square(state["kern"], perm),
+    """CKNNA state of inputs x[perm] in O(n k) per layer: lists, values and mirrors relabelled, S(K, K) kept.
+
+    The (n, n) kernel and indicator are not permuted: the state keeps them with ``perm`` (one row per layer, so
+    per-layer slicing keeps working), and :func:`_cknna_hsic` reads them at permuted positions when the state is B.
+    As A, only its lists, values and mirrors are read. Permuting an already permuted state composes the two.
+    """
+    n = perm.size
+    base = state.get("perm")
+    combined = np.broadcast_to(perm, state["nbrs"].shape[:-2] + (n,)) if base is None else base[..., perm]
+    return {"nbrs": relabelled_neighbours(state["nbrs"], perm), "ind": state["ind"], "kern": state["kern"],
             "kv": state["kv"][..., perm, :], "mirror": _relabelled_mirrors(state["mirror"], perm),
-            "self": state["self"]}  # fmt: skip
+            "self": state["self"], "perm": combined}  # fmt: skip
 
 
 def _relabelled_mirrors(mirror: np.ndarray, perm: np.ndarray) -> np.ndarray:
