@@ -119,3 +119,32 @@ def test_task_tables_cover_all_groups() -> None:
     assert len(VTAB_TASKS) == 19
     assert [sum(s["group"] == g for s in VTAB_TASKS.values()) for g in GROUPS] == [7, 4, 8]
     assert len(DEFAULT_TASKS) >= 8 and {s["group"] for s in DEFAULT_TASKS.values()} == set(GROUPS)
+
+
+def test_probe_job_runs_the_tasks_of_a_dataset_whose_features_a_twin_holds(tmp_path) -> None:
+    """emoji-names' tasks read emoji-keywords' features (same images): the tasks follow the labels' dataset."""
+    from prh.data import make_dataset, save_dataset
+    from prh.pipeline import probe_model as probe_job
+    from prh.extract import Features
+    from prh.store import FeatureStore, make_request, write_receipt
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = rng.integers(0, 3, n)
+    x = (np.eye(3)[y] * 3 + rng.standard_normal((n, 3))).astype(np.float32)
+    images = np.zeros((n, 2, 2, 3), np.uint8)
+    store = FeatureStore(tmp_path / "store")
+    req = make_request("m", "a" * 64, "twin", "image", "c" * 64, {"pooling": "cls", "layers": "all"})
+    key = store.key(req)
+    with store.put(key, req) as w:
+        w.write(Features([x], ["l0"]))
+    write_receipt(tmp_path / "twin.json", key, req, store.info(key))
+    labels = make_dataset("named", images=images, labels={"group": y}, is_train=np.arange(n) % 3 != 0)
+    save_dataset(labels, tmp_path / "named.npz")
+    tasks = {"named-group": {"dataset": "named", "label": "group", "group": "natural"},
+             "other-task": {"dataset": "other", "label": "group", "group": "natural"}}  # fmt: skip
+    out = tmp_path / "acc.csv"
+    probe_job("m", [str(tmp_path / "twin.json")], [str(tmp_path / "named.npz")], tasks, "last", 10_000,
+              str(tmp_path / "store"), str(out))  # fmt: skip
+    df = pd.read_csv(out)
+    assert df["task"].tolist() == ["named-group"] and df["accuracy"].iloc[0] > 0.9

@@ -157,8 +157,10 @@ def probe_model(
     tables = []
     for receipt_path, data_path in zip(receipts, data, strict=True):
         receipt = read_receipt(receipt_path)
-        name = receipt["request"]["dataset"]["id"]
         dataset = load_saved(data_path)
+        # the tasks are the labels' dataset's: the features may be a twin's (same images, e.g. emoji-keywords for
+        # emoji-names), whose receipt names the twin
+        name = dataset.name
         if dataset.is_train is None:
             raise PrhError(f"datasets.{name}: probe tasks need `probe_split: true`")
         layers = store.open(receipt["key"]).layers()
