@@ -58,6 +58,17 @@ def test_competence_bins_disjoint_and_cumulative() -> None:
     assert cum[0] == ["a", "b"] and cum[2] == ["a", "b", "c", "d"] and cum[4] == list("abcde")
 
 
+def _bin_means(align: pd.DataFrame, members: dict[str, list[str]]) -> pd.DataFrame:
+    """Per bin (label -> its models): pairs, mean and SE of the pair scores (both orders averaged), by pandas."""
+    key = align.assign(a=align[["model_x", "model_y"]].min(axis=1), b=align[["model_x", "model_y"]].max(axis=1))
+    pairs = key.groupby(["a", "b"])["score"].mean().reset_index()
+    rows = {}
+    for label, models in members.items():
+        s = pairs[pairs["a"].isin(models) & pairs["b"].isin(models)]["score"]
+        rows[label] = {"n_models": len(models), "n_pairs": len(s), "mean": s.mean(), "se": s.sem()}
+    return pd.DataFrame(rows).T
+
+
 def test_convergence_bins_match_independent_means(tmp_path: Path) -> None:
     frac = {"m1": 0.1, "m2": 0.15, "m3": 0.05, "m4": 0.5, "m5": 0.55, "m6": 0.45, "m7": 0.9, "m8": 0.95, "m9": 1.0}
     align = _vv(sorted(frac), seed=0)
@@ -67,22 +78,31 @@ def test_convergence_bins_match_independent_means(tmp_path: Path) -> None:
     ts = pd.DataFrame({"model": list(frac), "frac_solved": list(frac.values())})
     res = fig_convergence(align, ts, tmp_path / "conv.png")
     assert_rendered(res)
-    csv = pd.read_csv(res.csv).set_index("bin")
-    pair = {tuple(sorted((r.model_x, r.model_y))): [] for r in align.itertuples()}
-    for r in align.itertuples():
-        pair[tuple(sorted((r.model_x, r.model_y)))].append(r.score)
-    pair_mean = {k: np.mean(v) for k, v in pair.items()}
-    for label, members in (("0-20%", ["m1", "m2", "m3"]), ("40-60%", ["m4", "m5", "m6"]),
-                           ("80-100%", ["m7", "m8", "m9"])):
-        s = [v for (a, b), v in pair_mean.items() if a in members and b in members]
-        assert csv.loc[label, "n_pairs"] == 3 and csv.loc[label, "n_models"] == 3
-        assert csv.loc[label, "mean"] == pytest.approx(np.mean(s))
-        assert csv.loc[label, "se"] == pytest.approx(np.std(s, ddof=1) / np.sqrt(3))
-    assert csv.loc["20-40%", "n_models"] == 0 and np.isnan(csv.loc["20-40%", "mean"])
-    keys = list(pair_mean)
-    rho = stats.spearmanr([min(frac[a], frac[b]) for a, b in keys], [pair_mean[k] for k in keys]).statistic
+    csv = pd.read_csv(res.csv)
+    assert list(csv["binning"].unique()) == ["disjoint", "cumulative"] and len(csv) == 10
+    f = pd.Series(frac)
+    low, mid, high = (sorted(f.index[(f > lo) & (f <= hi)]) for lo, hi in ((0, 0.2), (0.4, 0.6), (0.8, 1.0)))
+    disjoint = _bin_means(align, {"0-20%": low, "40-60%": mid, "80-100%": high})
+    cumulative = _bin_means(align, {"0-20%": low, "0-60%": low + mid, "0-100%": low + mid + high})
+    for binning, expect in (("disjoint", disjoint), ("cumulative", cumulative)):
+        got = csv[csv["binning"] == binning].set_index("bin")
+        for label, r in expect.iterrows():
+            assert got.loc[label, "n_models"] == r["n_models"] and got.loc[label, "n_pairs"] == r["n_pairs"]
+            assert got.loc[label, "mean"] == pytest.approx(r["mean"]) and got.loc[label, "se"] == pytest.approx(r["se"])
+    got = csv.set_index(["binning", "bin"])
+    assert got.loc[("disjoint", "20-40%"), "n_models"] == 0 and np.isnan(got.loc[("disjoint", "20-40%"), "mean"])
+    assert got.loc[("cumulative", "0-40%"), "n_models"] == 3  # cumulative bins keep the lower models
+    line1 = res.reading.splitlines()[0]
+    assert (f"disjoint bins: {disjoint.loc['0-20%', 'mean']:.3f} (0-20%, m=3) -> "
+            f"{disjoint.loc['80-100%', 'mean']:.3f} (80-100%, m=3)") in line1
+    assert f"cumulative bins: {cumulative.loc['0-20%', 'mean']:.3f} (0-20%, m=3) -> " in line1
+    assert f"{cumulative.loc['0-100%', 'mean']:.3f} (0-100%, m=9)" in line1
+    pair = align.assign(a=align[["model_x", "model_y"]].min(axis=1), b=align[["model_x", "model_y"]].max(axis=1))
+    pair_mean = pair.groupby(["a", "b"])["score"].mean()
+    rho = stats.spearmanr([min(frac[a], frac[b]) for a, b in pair_mean.index], pair_mean).statistic
     assert f"= {rho:.3f}" in res.reading.splitlines()[1]
     assert "n = 100" in res.caption and "mutual_knn(k=10)" in res.caption and "places" in res.caption
+    assert "disjoint bins" in res.caption and "cumulative bins" in res.caption
 
 
 def test_convergence_tolerates_tiny_bins_and_rejects_missing_columns(tmp_path: Path) -> None:
@@ -90,7 +110,10 @@ def test_convergence_tolerates_tiny_bins_and_rejects_missing_columns(tmp_path: P
     ts = pd.DataFrame({"model": ["a", "b"], "n_solved": [1, 9], "n_tasks": [10, 10]})
     res = fig_convergence(align, ts, tmp_path / "tiny")
     assert_rendered(res)
-    assert pd.read_csv(res.csv)["n_pairs"].sum() == 0
+    csv = pd.read_csv(res.csv)
+    assert csv.loc[csv["binning"] == "disjoint", "n_pairs"].sum() == 0  # a and b fall in different bins
+    assert csv.loc[csv["binning"] == "cumulative", "n_pairs"].tolist() == [0, 0, 0, 0, 1]  # b (0.9) joins a at 100%
+    assert "disjoint bins: no bin holds two models" in res.reading
     with pytest.raises(PrhError, match="score"):
         fig_convergence(align.drop(columns="score"), ts, tmp_path / "bad")
 

@@ -297,7 +297,7 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
     from prh.plan import HEATMAP
 
     return {
-        "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, cumulative=True, metric=p["metric"]),
+        "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, metric=p["metric"]),
         "umap": lambda t, p, s: figures.fig_umap(t["alignment"], t["solved"], t["models"], s, metric=p["metric"]),
         "vision_language": lambda t, p, s: figures.fig_vision_language(t["alignment"], t["lm"], t["models"], s, metric=p["metric"]),
         "downstream": lambda t, p, s: figures.fig_downstream(t["alignment"], t["lm"], s, model_meta=t["models"], metric=p["metric"]),
