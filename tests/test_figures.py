@@ -188,26 +188,48 @@ def test_vision_language_table_and_trend(tmp_path: Path) -> None:
     assert f"= {rho:.3f}" in res.reading.splitlines()[0]
 
 
-def test_downstream_uses_strongest_vision_model(tmp_path: Path) -> None:
-    align, lm = _vl(5), _lm()
+def _downstream_expect(align: pd.DataFrame, ref: str) -> pd.Series:
+    """Alignment of each LM to `ref`, recomputed from the table (the LM may sit on either side)."""
     d = align.assign(vision=np.where(align["model_x"].str.startswith("v"), align["model_x"], align["model_y"]),
                      lm=np.where(align["model_x"].str.startswith("l"), align["model_x"], align["model_y"]))
-    ref = d.groupby("vision")["score"].mean().idxmax()
-    res = fig_downstream(align, lm, tmp_path / "down")
+    return d[d["vision"] == ref].groupby("lm")["score"].mean()
+
+
+def test_downstream_reference_is_the_pretrained_model_solving_most_tasks(tmp_path: Path) -> None:
+    align, lm = _vl(5), _lm()
+    align = align.iloc[::-1].reset_index(drop=True)  # vc's rows first: the tie must be broken by name, not order
+    meta = _meta(["va", "vb", "vc"], ["mae", "imagenet", "imagenet"]).assign(source=["zoo", "packaged", "timm"])
+    solved = pd.DataFrame({"model": ["va", "vb", "vc"], "n_solved": [9, 6, 6], "n_tasks": 9})  # va is zoo-trained
+    res = fig_downstream(align, lm, tmp_path / "down", tasks_solved=solved, model_meta=meta)
     assert_rendered(res)
+    expect = _downstream_expect(align, "vb")
     csv = pd.read_csv(res.csv).set_index("lm")
-    expect = d[d["vision"] == ref].set_index("lm")["score"]
-    assert np.allclose(csv.loc[expect.index, "alignment"], expect)
+    assert set(csv["reference"]) == {"vb"} and np.allclose(csv.loc[expect.index, "alignment"], expect)
     assert list(csv.loc[["l1", "l4"], "bpb_rank"]) == [4, 1]
     for task in ("acc_gloss", "acc_arith"):
         rho = stats.spearmanr(lm.set_index("model").loc[expect.index, task], expect).statistic
         assert f"{task[4:]}: rho = {rho:.3f}" in res.reading
-    assert ref in res.title
+    assert "vb" in res.title and "Alignment to vb" in res.reading
+    assert ("Reference: vb, report.downstream_reference is null: the pretrained vision model solving the largest "
+            "fraction of probe tasks (67%, tied with vc, first by name)") in res.caption
+    zoo_only = fig_downstream(align, lm, tmp_path / "zoo", tasks_solved=solved, model_meta=meta.assign(source="zoo"))
+    assert "Reference: va" in zoo_only.caption and "(none is pretrained)" in zoo_only.caption
+
+
+def test_downstream_named_reference_and_errors(tmp_path: Path) -> None:
+    align, lm = _vl(5), _lm()
+    named = fig_downstream(align, lm, tmp_path / "named", reference_model="vc")
+    assert np.allclose(pd.read_csv(named.csv).set_index("lm")["alignment"], _downstream_expect(align, "vc"))
+    assert "Reference: vc, named in report.downstream_reference." in named.caption
     no_tasks = fig_downstream(align, lm.drop(columns=["acc_gloss", "acc_arith"]), tmp_path / "none",
                               reference_model="vb")
     assert "no downstream" in no_tasks.reading
-    with pytest.raises(PrhError, match="reference_model"):
+    with pytest.raises(PrhError, match="report.downstream_reference 'nope' is not a vision model"):
         fig_downstream(align, lm, tmp_path / "x", reference_model="nope")
+    with pytest.raises(PrhError, match="report.downstream_reference is null and there are no probe results"):
+        fig_downstream(align, lm, tmp_path / "y")
+    with pytest.raises(PrhError, match="no vision model of the alignment table has probe results"):
+        fig_downstream(align, lm, tmp_path / "z", tasks_solved=pd.DataFrame({"model": ["other"], "frac_solved": [1.0]}))
 
 
 def test_caption_density_means_and_bands(tmp_path: Path) -> None:
