@@ -278,6 +278,35 @@ def test_locality_correlations_per_k(tmp_path: Path) -> None:
     assert "No language-score column" in bare.reading
 
 
+def test_locality_normalises_per_objective_as_the_paper(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    ls = {"l1": 0.1, "l2": 0.2, "l3": 0.3, "l4": 0.4, "enc": np.nan}  # enc: an encoder, no language score
+    size = {"l1": 5e8, "l2": 1e8, "l3": 2e9, "l4": 7e9, "enc": 1e7}  # l2 the smallest scored LM, not the worst
+    df = pd.DataFrame([{"k": k, "model_x": v, "model_y": lm, "score": float(rng.uniform(0.1, 0.5)), "lm_score": s,
+                        "n": 50} for k in (5, 49) for v in ("va", "vb", "vc") for lm, s in ls.items()])
+    objective = {"va": "sup", "vb": "sup", "vc": "mae"}
+    meta = pd.DataFrame({"model": [*objective, *size], "objective": [*objective.values(), *["lm"] * len(size)],
+                         "n_params": [1e6] * len(objective) + list(size.values())})
+    res = fig_locality(df, tmp_path / "loc", model_meta=meta)
+    assert_rendered(res)
+    got = pd.read_csv(tmp_path / "loc_normalised.csv").set_index(["k", "objective", "lm"])["normalised"]
+    scored = df[df["lm_score"].notna()]
+    gaps = {}
+    for k in (5, 49):
+        for obj in ("sup", "mae"):
+            members = [v for v, o in objective.items() if o == obj]
+            a = scored[(scored["k"] == k) & scored["model_x"].isin(members)].groupby("model_y")["score"].mean()
+            expect = (a - a["l2"]) / a.std(ddof=1)
+            assert np.allclose(got.loc[(k, obj)].reindex(expect.index), expect)
+            gaps.setdefault(k, []).append(expect["l4"])
+    assert len(got) == 2 * 2 * 4  # k x objective x scored LM
+    assert "smallest language model by parameters (l2)" in res.caption and "2: mae, sup" in res.caption
+    assert (f"the best LM (l4) sits {np.mean(gaps[5]):+.2f} std from l2 at k=5 and {np.mean(gaps[49]):+.2f} at k=49"
+            in res.reading.splitlines()[0])
+    bare = fig_locality(df, tmp_path / "bare")  # no models table: raw panels only, and the caption says so
+    assert "needs the models table" in bare.caption and "normalised" not in bare.reading
+
+
 def test_metric_agreement_is_spearman_over_pairs(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     pairs = [(f"m{i}", f"m{j}") for i in range(6) for j in range(i + 1, 6)]

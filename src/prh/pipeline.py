@@ -288,7 +288,8 @@ def _draw_locality(tables: dict, params: dict, stem: str) -> None:
 
     lm = tables["lm"]
     scores = lm.set_index("model")["lm_score"] if "lm_score" in lm.columns else pd.Series(dtype=float)
-    figures.fig_locality(tables["alignment"].assign(lm_score=lambda t: t["model_y"].map(scores)), stem)
+    figures.fig_locality(tables["alignment"].assign(lm_score=lambda t: t["model_y"].map(scores)), stem,
+                         model_meta=tables["models"])
 
 
 def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:

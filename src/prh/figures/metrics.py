@@ -12,9 +12,9 @@ import seaborn as sns
 from prh.errors import PrhError
 from prh.figures._common import (
     FigureResult,
+    _params_dict,
     context_text,
     fmt_p,
-    _params_dict,
     note,
     params_label,
     pearson,
@@ -71,13 +71,41 @@ def locality_table(df: pd.DataFrame, score_col: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def normalised_alignment(df: pd.DataFrame, model_meta: pd.DataFrame | None, score_col: str | None) -> pd.DataFrame:
+    """The paper's Fig. 10 normalisation. Per (k, vision objective, LM): mean alignment over that objective's vision
+    models (model_x; the LM is model_y), then per (k, objective): minus the value at the smallest LM by n_params (of
+    models.csv), over its std across LMs (ddof=1). LMs without a `score_col` value are left out. Empty without meta."""
+    cols = ["k", "objective", "lm", "n_params", "alignment", "smallest_lm", "normalised"]
+    meta = model_meta.drop_duplicates("model").set_index("model") if model_meta is not None else pd.DataFrame()
+    if not {"objective", "n_params"} <= set(meta.columns):
+        return pd.DataFrame(columns=cols)
+    d = df[df[score_col].notna()] if score_col else df
+    d = d.assign(objective=d["model_x"].map(meta["objective"]).fillna("unknown").astype(str))
+    t = d.groupby(["k", "objective", "model_y"], as_index=False)["score"].mean()
+    t = t.rename(columns={"model_y": "lm", "score": "alignment"})
+    t["n_params"] = t["lm"].map(meta["n_params"]).astype(float)
+    sizes = t.drop_duplicates("lm").sort_values(["n_params", "lm"])
+    if sizes.empty or not np.isfinite(sizes["n_params"].iloc[0]):
+        return pd.DataFrame(columns=cols)
+    smallest = str(sizes["lm"].iloc[0])
+    groups = t.groupby(["k", "objective"])["alignment"]
+    anchor = t.set_index(["k", "objective", "lm"])["alignment"].xs(smallest, level="lm")
+    centre = pd.Series(list(zip(t["k"], t["objective"]))).map(anchor).to_numpy()
+    std = groups.transform(lambda a: a.std(ddof=1) if len(a) > 1 else np.nan).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t["normalised"] = np.where(std > 0, (t["alignment"] - centre) / std, np.nan)
+    return t.assign(smallest_lm=smallest)[cols]
+
+
 def fig_locality(
     cknna_k: pd.DataFrame,
     out: str | os.PathLike,
     *,
+    model_meta: pd.DataFrame | None = None,
     context: dict | None = None,
 ) -> FigureResult:
-    """Fig. 10: how the alignment-vs-language-score trend of CKNNA changes from small k to k = n - 1 (CKA)."""
+    """Fig. 10: how the alignment-vs-language-score trend of CKNNA changes from small k to k = n - 1 (CKA), raw and
+    normalised per vision objective as in the paper (`normalised_alignment`; needs model_meta)."""
     require(cknna_k, ["model_x", "model_y", "score"], "locality")
     df = cknna_k.copy()
     df["k"] = _k_column(df)
@@ -90,9 +118,13 @@ def fig_locality(
     score_col = next((c for c in COMPETENCE_COLUMNS if c in df.columns and df[c].notna().any()), None)
     table = locality_table(df, score_col).merge(excluded, on="k", how="left").fillna({"n_excluded": 0})
     table["n_excluded"] = table["n_excluded"].astype(int)
+    norm = normalised_alignment(df, model_meta, score_col)
+    if score_col:
+        norm[score_col] = norm["lm"].map(df.drop_duplicates("model_y").set_index("model_y")[score_col])
     set_style()
-    fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig, (ax_l, ax_m, ax_r) = plt.subplots(1, 3, figsize=(16.5, 4.6))
     lines = _locality_lines(ax_l, df, score_col)
+    _normalised_lines(ax_m, norm, score_col)
     _locality_trend(ax_r, table, score_col)
     title = "Locality: CKNNA trend with language score across k"
     fig.suptitle(title, fontsize=12, fontweight="bold")
@@ -101,10 +133,22 @@ def fig_locality(
     ks = sorted(table["k"])
     ctx = context_text(df.drop(columns=["n"], errors="ignore"), "cknna", context)
     caption = (f"CKNNA with k from {ks[0]} to {ks[-1]} ({n}k = n - 1 is unbiased CKA). Left: mean alignment per "
-               f"language model vs its {score_col or 'score'}, one line per k. Right: rank (Spearman) and linear "
-               f"(Pearson) correlation of alignment with {score_col or 'score'} at each k. {ctx}."
-               f"{_excluded_text(excluded)}")
-    return save(fig, table, out, title, caption, _locality_reading(table, score_col), extra={"lines": lines})
+               f"language model vs its {score_col or 'score'}, one line per k. Middle: {_normalised_text(norm)} "
+               f"Right: rank (Spearman) and linear (Pearson) correlation of alignment with {score_col or 'score'} "
+               f"at each k. {ctx}.{_excluded_text(excluded)}")
+    reading = _locality_reading(table, norm, score_col)
+    return save(fig, table, out, title, caption, reading, extra={"lines": lines, "normalised": norm})
+
+
+def _normalised_text(norm: pd.DataFrame) -> str:
+    """Caption sentence for the normalised panel."""
+    if norm.empty:
+        return "the paper's normalisation needs the models table (objective, n_params); not available."
+    return (f"the paper's normalisation: per vision objective ({norm['objective'].nunique()}: "
+            f"{', '.join(sorted(norm['objective'].unique()))}), the mean alignment of its vision models to each "
+            f"language model, minus that to the smallest language model by parameters ({norm['smallest_lm'].iloc[0]}), "
+            f"divided by its standard deviation across the {norm['lm'].nunique()} language models; mean over "
+            f"objectives, one line per k.")
 
 
 def _locality_lines(ax: plt.Axes, df: pd.DataFrame, score_col: str | None) -> pd.DataFrame:
@@ -119,16 +163,36 @@ def _locality_lines(ax: plt.Axes, df: pd.DataFrame, score_col: str | None) -> pd
         ax.set_title("no lm_score column: mean alignment only", fontsize=9)
         return t
     t = df.groupby(["k", score_col], as_index=False)["score"].mean()
-    cmap = plt.get_cmap("viridis")
-    logs = np.log(ks)
     for k in ks:
         g = t[t["k"] == k].sort_values(score_col)
-        frac = (np.log(k) - logs.min()) / (np.ptp(logs) or 1)
-        ax.plot(g[score_col], g["score"], marker="o", ms=3.5, color=cmap(0.05 + 0.85 * frac), label=f"k={k}")
+        ax.plot(g[score_col], g["score"], marker="o", ms=3.5, color=_k_colour(k, ks), label=f"k={k}")
     ax.set_xlabel(score_col.replace("_", " "))
     ax.set_ylabel("mean CKNNA over vision models")
+    ax.set_title("raw", fontsize=10)
     ax.legend(fontsize=7, ncol=2 if len(ks) > 5 else 1, frameon=True, loc="best")
     return t
+
+
+def _k_colour(k: int, ks: list[int]) -> tuple:
+    """Colour of k on a log scale over ks (viridis)."""
+    logs = np.log(ks)
+    return plt.get_cmap("viridis")(0.05 + 0.85 * (np.log(k) - logs.min()) / (np.ptp(logs) or 1))
+
+
+def _normalised_lines(ax: plt.Axes, norm: pd.DataFrame, score_col: str | None) -> None:
+    """Middle panel: normalised alignment (mean over objectives) vs language score, a line per k."""
+    if score_col is None or norm.empty or norm["normalised"].isna().all():
+        note(ax, "normalised alignment needs a language score and the models table (objective, n_params)")
+        return
+    ks = sorted(norm["k"].unique())
+    t = norm.groupby(["k", score_col], as_index=False)["normalised"].mean()
+    for k in ks:
+        g = t[t["k"] == k].sort_values(score_col)
+        ax.plot(g[score_col], g["normalised"], marker="o", ms=3.5, color=_k_colour(k, ks), label=f"k={k}")
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xlabel(score_col.replace("_", " "))
+    ax.set_ylabel(f"(alignment - that to {norm['smallest_lm'].iloc[0]})\n/ std across LMs")
+    ax.set_title("normalised per vision objective (paper)", fontsize=10)
 
 
 def _locality_trend(ax: plt.Axes, table: pd.DataFrame, score_col: str | None) -> None:
@@ -149,16 +213,25 @@ def _locality_trend(ax: plt.Axes, table: pd.DataFrame, score_col: str | None) ->
     ax.legend(fontsize=8, frameon=True)
 
 
-def _locality_reading(table: pd.DataFrame, score_col: str | None) -> str:
-    """Two lines: the correlation at the smallest and largest k, and its rank trend with k."""
+def _locality_reading(table: pd.DataFrame, norm: pd.DataFrame, score_col: str | None) -> str:
+    """Two lines: the correlation (and the normalised gap of the best LM) at the smallest and largest k, and the rank
+    trend of the correlation with k."""
     lo, hi = table.iloc[0], table.iloc[-1]
     if score_col is None:
         return (f"Mean CKNNA: {lo['mean_score']:.3f} at k={int(lo['k'])}, {hi['mean_score']:.3f} at k={int(hi['k'])}.\n"
                 "No language-score column, so no trend correlation.")
+    line1 = (f"Spearman rho(alignment, {score_col}) = {lo['spearman']:.3f} at k={int(lo['k'])} and "
+             f"{hi['spearman']:.3f} at k={int(hi['k'])}")
+    gap = norm.dropna(subset=["normalised"]).groupby(["k", "lm", score_col], as_index=False)["normalised"].mean()
+    if not gap.empty:
+        best = gap.sort_values([score_col, "lm"]).iloc[-1]["lm"]
+        at = gap[gap["lm"] == best].set_index("k")["normalised"]
+        line1 += (f"; normalised per vision objective, the best LM ({best}) sits {at.iloc[0]:+.2f} std from "
+                  f"{norm['smallest_lm'].iloc[0]} at k={int(at.index[0])} and {at.iloc[-1]:+.2f} at "
+                  f"k={int(at.index[-1])}")
     rho, p = spearman(table["k"], table["spearman"])
-    return (f"Spearman rho(alignment, {score_col}) = {lo['spearman']:.3f} at k={int(lo['k'])} and "
-            f"{hi['spearman']:.3f} at k={int(hi['k'])}.\n"
-            f"Across {len(table)} values of k, Spearman rho(k, trend strength) = {rho:.3f} (p = {fmt_p(p)}).")
+    return (f"{line1}.\nAcross {len(table)} values of k, Spearman rho(k, trend strength) = {rho:.3f} "
+            f"(p = {fmt_p(p)}).")
 
 
 def agreement_matrix(align_all: pd.DataFrame) -> tuple[pd.DataFrame, int]:
