@@ -328,6 +328,35 @@ def test_metric_agreement_is_spearman_over_pairs(tmp_path: Path) -> None:
     assert f"= {mean:.3f}" in res.reading
 
 
+def _three_metrics(pairs: list[tuple[str, str]], seed: int) -> pd.DataFrame:
+    """mutual_knn, a noisy cka and a reversed svcca over the given model pairs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (x, y), b in zip(pairs, rng.uniform(size=len(pairs))):
+        rows += [_row(x, y, b), _row(x, y, b + rng.normal(0, 0.3), metric="cka", params='{"kernel": "linear"}'),
+                 _row(x, y, -b + rng.normal(0, 0.3), metric="svcca", params='{"dim": 10}')]
+    return pd.DataFrame(rows)
+
+
+def test_metric_agreement_beside_vision_vision_pairs(tmp_path: Path) -> None:
+    vision, lms = ["va", "vb", "vc", "vd", "ve"], ["l1", "l2", "l3"]
+    vl = _three_metrics([(v, lm) for v in vision[:4] for lm in lms], seed=12)
+    vv = _three_metrics([(a, b) for i, a in enumerate(vision) for b in vision[i + 1:]], seed=13)
+    meta = pd.DataFrame({"model": vision + lms, "modality": ["vision"] * 5 + ["language"] * 3})
+    res = fig_metric_agreement(vl, tmp_path / "agree2", align_vision=vv, model_meta=meta)
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index(["pairs", "metric"])
+    for kind, table, n_pairs in (("vision-language", vl, 12), ("vision-vision", vv, 10)):
+        wide = table.pivot_table(index=["model_x", "model_y"], columns="metric", values="score")
+        rho = stats.spearmanr(wide["mutual_knn"], wide["svcca"]).statistic
+        assert csv.loc[(kind, "mutual_knn(k=10)"), "svcca(dim=10)"] == pytest.approx(rho)
+        assert f"{kind.capitalize()} pairs: {n_pairs} model pairs" in res.caption
+    first, second = res.reading.splitlines()
+    assert first.startswith("Vision-language pairs: over 12 model pairs") and second.startswith(
+        "Vision-vision pairs: over 10 model pairs")
+    assert "report.agreement_vision" in res.caption
+
+
 def test_layer_heatmap_marks_best_pair(tmp_path: Path) -> None:
     mat = np.random.default_rng(9).uniform(0, 0.2, size=(4, 6))
     mat[2, 3] = 0.9

@@ -245,48 +245,90 @@ def agreement_matrix(align_all: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return wide.corr(method="spearman", min_periods=3), len(wide)
 
 
+def pair_kind(align: pd.DataFrame, model_meta: pd.DataFrame | None) -> str:
+    """'vision-language', 'vision-vision' (or several, comma-joined) from the models' modalities; 'model' unknown."""
+    meta = model_meta.drop_duplicates("model").set_index("model") if model_meta is not None else pd.DataFrame()
+    if "modality" not in meta.columns:
+        return "model"
+    mod = meta["modality"].astype(str)
+    kinds = {"-".join(sorted((mod.get(x, "?"), mod.get(y, "?")), key=lambda m: m != "vision"))
+             for x, y in zip(align["model_x"], align["model_y"])}
+    return ", ".join(sorted(kinds))
+
+
 def fig_metric_agreement(
     align_all: pd.DataFrame,
     out: str | os.PathLike,
     *,
+    align_vision: pd.DataFrame | None = None,
+    model_meta: pd.DataFrame | None = None,
     context: dict | None = None,
 ) -> FigureResult:
-    """Fig. 12: annotated heatmap of Spearman correlations between all (metric, params) settings over model pairs."""
-    corr, n_pairs = agreement_matrix(align_all)
-    m = len(corr)
+    """Fig. 12: annotated heatmap of Spearman correlations between all (metric, params) settings over model pairs;
+    with `align_vision` (report.agreement_vision), a second heatmap over its pairs (the paper: vision-vision among
+    all vision models) beside the first."""
+    panels = {pair_kind(t, model_meta): t for t in (align_all, align_vision) if t is not None}
+    if len(panels) < (1 if align_vision is None else 2):
+        panels = {f"{pair_kind(t, model_meta)} ({i + 1})": t for i, t in enumerate((align_all, align_vision))}
+    corrs = {kind: agreement_matrix(t) for kind, t in panels.items()}
+    m = max(len(c) for c, _ in corrs.values())
     set_style()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.75 * m), max(4.2, 0.6 + 0.62 * m)))
+    fig, axes = plt.subplots(1, len(corrs), figsize=(max(5.0, 1.0 + 0.75 * m) * len(corrs), max(4.2, 0.9 + 0.62 * m)),
+                             squeeze=False)
+    for i, (ax, (kind, (corr, n_pairs))) in enumerate(zip(axes[0], corrs.items())):
+        _agreement_heatmap(ax, corr, colorbar=i == len(corrs) - 1, labels_y=i == 0)
+        ax.set_title(f"{kind} pairs ({n_pairs})", fontsize=10)
+    title = "Agreement between alignment metrics"
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    where = "; ".join(f"{kind.capitalize()} pairs: {n} model pairs, {context_text(panels[kind], None, context)}"
+                      for kind, (_, n) in corrs.items())
+    side = (" Left and right: the two experiments (report.agreement and report.agreement_vision), the paper's "
+            "Fig. 12 being computed on vision-vision pairs among all vision models." if len(corrs) > 1 else "")
+    caption = (f"Spearman rank correlation between {m} metric settings over model pairs (pairwise complete, at least "
+               f"3 pairs).{side} {where}.")
+    table = pd.concat([c.reset_index().rename(columns={"setting": "metric"}).assign(pairs=kind)
+                       for kind, (c, _) in corrs.items()], ignore_index=True)
+    table = table[["pairs", *[c for c in table.columns if c != "pairs"]]]
+    return save(fig, table, out, title, caption, _agreement_reading(corrs))
+
+
+def _agreement_heatmap(ax: plt.Axes, corr: pd.DataFrame, colorbar: bool, labels_y: bool) -> None:
+    """One annotated correlation heatmap (a note when there is nothing to compare)."""
+    m = len(corr)
     if m < 2:
         note(ax, "fewer than two metric settings: nothing to compare")
-    else:
-        sns.heatmap(corr, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=m <= 16, fmt=".2f", square=True,
-                    annot_kws={"fontsize": 7}, cbar_kws={"label": "Spearman rho", "shrink": 0.8},
-                    linewidths=0.5, linecolor="white")
-        ax.set_xlabel("")
-        ax.set_ylabel("")
-        plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
-        plt.setp(ax.get_yticklabels(), rotation=0, fontsize=8)
-    title = "Agreement between alignment metrics"
-    ax.set_title(title, fontsize=11)
-    ctx = context_text(align_all, None, context)
-    caption = (f"Spearman rank correlation between {m} metric settings over {n_pairs} model pairs "
-               f"(pairwise complete, at least 3 pairs). {ctx}.")
-    table = corr.reset_index().rename(columns={"setting": "metric"})
-    return save(fig, table, out, title, caption, _agreement_reading(corr, n_pairs))
+        return
+    sns.heatmap(corr, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=m <= 16, fmt=".2f", square=True,
+                annot_kws={"fontsize": 7}, cbar=colorbar, cbar_kws={"label": "Spearman rho", "shrink": 0.8},
+                linewidths=0.5, linecolor="white", yticklabels=labels_y)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right", fontsize=8)
+    plt.setp(ax.get_yticklabels(), rotation=0, fontsize=8)
 
 
-def _agreement_reading(corr: pd.DataFrame, n_pairs: int) -> str:
-    """Two lines: mean off-diagonal agreement and the least / most agreeing pair of settings."""
+def _agreement_summary(corr: pd.DataFrame, n_pairs: int) -> str:
+    """'over 20 model pairs, mean Spearman rho ... ; least agreement: a vs b (rho = ...); most: ...' of one matrix."""
     if len(corr) < 2:
-        return f"Only {len(corr)} metric setting over {n_pairs} model pairs.\n-"
+        return f"only {len(corr)} metric setting over {n_pairs} model pairs"
     iu = np.triu_indices(len(corr), 1)
     vals = corr.to_numpy()[iu]
     names = [(corr.index[i], corr.columns[j]) for i, j in zip(*iu)]
     ok = np.isfinite(vals)
     if not ok.any():
-        return f"Too few model pairs ({n_pairs}) to correlate metrics.\n-"
+        return f"too few model pairs ({n_pairs}) to correlate metrics"
     lo, hi = int(np.nanargmin(vals)), int(np.nanargmax(vals))
-    return (f"Over {n_pairs} model pairs, mean Spearman rho between {len(corr)} metric settings = "
-            f"{np.nanmean(vals):.3f}; {int((vals[ok] > 0.5).sum())} of {int(ok.sum())} setting pairs exceed 0.5.\n"
-            f"Least agreement: {names[lo][0]} vs {names[lo][1]} (rho = {vals[lo]:.3f}); most: "
-            f"{names[hi][0]} vs {names[hi][1]} (rho = {vals[hi]:.3f}).")
+    return (f"over {n_pairs} model pairs, mean Spearman rho between {len(corr)} metric settings = "
+            f"{np.nanmean(vals):.3f}; {int((vals[ok] > 0.5).sum())} of {int(ok.sum())} setting pairs exceed 0.5; "
+            f"least agreement: {names[lo][0]} vs {names[lo][1]} (rho = {vals[lo]:.3f}); most: "
+            f"{names[hi][0]} vs {names[hi][1]} (rho = {vals[hi]:.3f})")
+
+
+def _agreement_reading(corrs: dict[str, tuple[pd.DataFrame, int]]) -> str:
+    """Two lines: one summary per panel, or (one panel) its summary split over two lines."""
+    lines = [f"{kind.capitalize()} pairs: {_agreement_summary(c, n)}." for kind, (c, n) in corrs.items()]
+    if len(lines) == 1:
+        head, _, tail = lines[0].partition("; least")
+        lines = [f"{head}.", f"Least{tail}"] if tail else [head, "-"]
+    return "\n".join(lines)
