@@ -271,13 +271,16 @@ def fig_metric_agreement(
     if len(panels) < (1 if align_vision is None else 2):
         panels = {f"{pair_kind(t, model_meta)} ({i + 1})": t for i, t in enumerate((align_all, align_vision))}
     corrs = {kind: agreement_matrix(t) for kind, t in panels.items()}
-    m = max(len(c) for c, _ in corrs.values())
+    order = list(dict.fromkeys(s for c, _ in corrs.values() for s in c.index))  # one setting order for all panels
+    corrs = {kind: (c.reindex(index=order, columns=order), n) for kind, (c, n) in corrs.items()}
+    m = len(order)
     set_style()
-    fig, axes = plt.subplots(1, len(corrs), figsize=(max(5.0, 1.0 + 0.75 * m) * len(corrs), max(4.2, 0.9 + 0.62 * m)),
-                             squeeze=False)
-    for i, (ax, (kind, (corr, n_pairs))) in enumerate(zip(axes[0], corrs.items())):
-        _agreement_heatmap(ax, corr, colorbar=i == len(corrs) - 1, labels_y=i == 0)
+    fig, axes = plt.subplots(1, len(corrs) + 1, figsize=(3.0 + (0.75 + 0.62 * m) * len(corrs), max(4.2, 2.4 + 0.62 * m)),
+                             gridspec_kw={"width_ratios": [1] * len(corrs) + [0.05]})
+    for i, (ax, (kind, (corr, n_pairs))) in enumerate(zip(axes, corrs.items())):
+        _agreement_heatmap(ax, corr, axes[-1], labels_y=i == 0)
         ax.set_title(f"{kind} pairs ({n_pairs})", fontsize=10)
+    axes[-1].set_visible(m >= 2)  # the colour bar's axes
     title = "Agreement between alignment metrics"
     fig.suptitle(title, fontsize=12, fontweight="bold")
     fig.tight_layout()
@@ -293,14 +296,14 @@ def fig_metric_agreement(
     return save(fig, table, out, title, caption, _agreement_reading(corrs))
 
 
-def _agreement_heatmap(ax: plt.Axes, corr: pd.DataFrame, colorbar: bool, labels_y: bool) -> None:
-    """One annotated correlation heatmap (a note when there is nothing to compare)."""
+def _agreement_heatmap(ax: plt.Axes, corr: pd.DataFrame, cbar_ax: plt.Axes, labels_y: bool) -> None:
+    """One annotated correlation heatmap, its colour bar drawn in cbar_ax (a note when there is nothing to compare)."""
     m = len(corr)
     if m < 2:
         note(ax, "fewer than two metric settings: nothing to compare")
         return
     sns.heatmap(corr, ax=ax, vmin=-1, vmax=1, cmap="vlag", annot=m <= 16, fmt=".2f", square=True,
-                annot_kws={"fontsize": 7}, cbar=colorbar, cbar_kws={"label": "Spearman rho", "shrink": 0.8},
+                annot_kws={"fontsize": 7}, cbar_ax=cbar_ax, cbar_kws={"label": "Spearman rho"},
                 linewidths=0.5, linecolor="white", yticklabels=labels_y)
     ax.set_xlabel("")
     ax.set_ylabel("")
