@@ -342,12 +342,19 @@ def test_metric_agreement_beside_vision_vision_pairs(tmp_path: Path) -> None:
     vision, lms = ["va", "vb", "vc", "vd", "ve"], ["l1", "l2", "l3"]
     vl = _three_metrics([(v, lm) for v in vision[:4] for lm in lms], seed=12)
     vv = _three_metrics([(a, b) for i, a in enumerate(vision) for b in vision[i + 1:]], seed=13)
+    # vision-vision tables hold both orders: symmetric metrics mirrored, an asymmetric one (svcca here) not
+    mirror = vv.rename(columns={"model_x": "model_y", "model_y": "model_x"})
+    asym = mirror["metric"] == "svcca"
+    mirror.loc[asym, "score"] += np.random.default_rng(14).normal(0, 0.3, asym.sum())
+    vv = pd.concat([vv, mirror], ignore_index=True)
     meta = pd.DataFrame({"model": vision + lms, "modality": ["vision"] * 5 + ["language"] * 3})
     res = fig_metric_agreement(vl, tmp_path / "agree2", align_vision=vv, model_meta=meta)
     assert_rendered(res)
     csv = pd.read_csv(res.csv).set_index(["pairs", "metric"])
     for kind, table, n_pairs in (("vision-language", vl, 12), ("vision-vision", vv, 10)):
-        wide = table.pivot_table(index=["model_x", "model_y"], columns="metric", values="score")
+        pair = table.assign(a=table[["model_x", "model_y"]].min(axis=1), b=table[["model_x", "model_y"]].max(axis=1))
+        wide = pair.pivot_table(index=["a", "b"], columns="metric", values="score", aggfunc="mean")
+        assert len(wide) == n_pairs
         rho = stats.spearmanr(wide["mutual_knn"], wide["svcca"]).statistic
         assert csv.loc[(kind, "mutual_knn(k=10)"), "svcca(dim=10)"] == pytest.approx(rho)
         assert f"{kind.capitalize()} pairs: {n_pairs} model pairs" in res.caption

@@ -235,11 +235,14 @@ def _locality_reading(table: pd.DataFrame, norm: pd.DataFrame, score_col: str | 
 
 
 def agreement_matrix(align_all: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """(Spearman correlation between metric settings over model pairs, number of model pairs)."""
+    """(Spearman correlation between metric settings over model pairs, number of model pairs). A pair's two orders
+    (vision-vision tables hold both) count once, with their scores averaged."""
     require(align_all, ["model_x", "model_y", "metric", "score"], "all-metrics alignment")
     df = align_all.copy()
     params = df["params"] if "params" in df.columns else pd.Series("{}", index=df.index)
     df["setting"] = [params_label(m, p) for m, p in zip(df["metric"], params)]
+    first = df["model_x"] <= df["model_y"]
+    df["model_x"], df["model_y"] = np.where(first, df["model_x"], df["model_y"]), np.where(first, df["model_y"], df["model_x"])
     keys = ["model_x", "model_y"] + (["dataset"] if "dataset" in df.columns else [])
     wide = df.pivot_table(index=keys, columns="setting", values="score", aggfunc="mean")
     return wide.corr(method="spearman", min_periods=3), len(wide)
@@ -289,7 +292,7 @@ def fig_metric_agreement(
     side = (" Left and right: the two experiments (report.agreement and report.agreement_vision), the paper's "
             "Fig. 12 being computed on vision-vision pairs among all vision models." if len(corrs) > 1 else "")
     caption = (f"Spearman rank correlation between {m} metric settings over model pairs (pairwise complete, at least "
-               f"3 pairs).{side} {where}.")
+               f"3 pairs; a pair's two orders averaged).{side} {where}.")
     table = pd.concat([c.reset_index().rename(columns={"setting": "metric"}).assign(pairs=kind)
                        for kind, (c, _) in corrs.items()], ignore_index=True)
     table = table[["pairs", *[c for c in table.columns if c != "pairs"]]]
