@@ -80,6 +80,9 @@ def test_optional_tables_are_read_when_the_config_produces_them(config: dict) ->
     plan = Plan(config)
     assert plan.figures["downstream"].inputs["solved"] == plan.paths.probe_table("tasks_solved")
     assert plan.figures["downstream"].params["reference"] is None
+    named = copy.deepcopy(config)
+    named["report"]["downstream_reference"] = "effnet-lite2"
+    assert "solved" not in Plan(named).figures["downstream"].inputs  # a named reference needs no probe results
     assert "av" not in plan.figures["agreement"].inputs  # no report.agreement_vision in the default
     cfg = copy.deepcopy(config)
     cfg["report"]["agreement_vision"] = "vision-vision"

@@ -87,7 +87,8 @@ class FigureSpec:
     optional: tuple[str, ...] = ()
 
     def required(self, params: dict[str, Any]) -> tuple[str, ...]:
-        """The tables it cannot be drawn without: `tables`, plus solved when its reference is left to it (null)."""
+        """The tables it reads and cannot be drawn without: `tables`, plus solved when it picks its reference itself
+        (report.downstream_reference null)."""
         return self.tables + (("solved",) if "reference" in params and params["reference"] is None else ())
 
 
@@ -97,7 +98,7 @@ FIGURES: dict[str, FigureSpec] = {
     "convergence": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
     "umap": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
     "vision_language": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
-    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric", "reference"), ("solved",)),
+    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric", "reference")),
     "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
     "locality": FigureSpec("locality", ("lm", "models")),
     "agreement": FigureSpec("agreement", ("models",), (), ("av",)),
@@ -278,7 +279,7 @@ class Plan:
             if any(t not in tables for t in spec.required(params)):
                 continue
             aligned = [self.paths.alignment(e) for e in ([exp] if isinstance(exp, str) else exp)]  # sweeps: a list
-            read = [t for t in spec.tables + spec.optional if t in tables]
+            read = [*spec.required(params), *(t for t in spec.optional if t in tables)]
             inputs = {"alignment": aligned[0] if len(aligned) == 1 else aligned, **{t: tables[t] for t in read}}
             out[name] = Figure(name, inputs, params)
         for i, (exp, mx, my) in enumerate(rep["heatmaps"]):
