@@ -133,6 +133,15 @@ def _mutate(cfg: dict, case: str) -> dict:
         exps["scale-confound"]["x"] = "vision:nosuchgroup"
     elif case == "bad_selector":
         exps["scale-confound"]["x"] = "visual:confound"
+    elif case == "reference_is_language":
+        cfg["report"]["downstream_reference"] = "smollm2"
+    elif case == "reference_outside_experiment":
+        cfg["report"]["downstream_reference"] = "rand-vit-d2-w32"  # a vision model, but of the confound group
+    elif case == "reference_without_figure":
+        cfg["report"]["downstream_reference"] = "effnet-lite2"
+        cfg["report"]["vision_language"] = None
+    elif case == "undefined_agreement_vision":
+        cfg["report"]["agreement_vision"] = "vision-vision-metrics"
     return cfg
 
 
@@ -154,7 +163,20 @@ CASES = {
     "zoo_vision_no_arch": "models.vit-m-sup.arch: is required for zoo vision models",
     "empty_group": "alignment.experiments.scale-confound.x: selects no model ('vision:nosuchgroup')",
     "bad_selector": "alignment.experiments.scale-confound.x:",
+    "reference_is_language": "report.downstream_reference: 'smollm2' is not a vision model of experiment "
+                             "'vision-language' (vit-m-sup, vit-s-mae,",
+    "reference_outside_experiment": "report.downstream_reference: 'rand-vit-d2-w32' is not a vision model of "
+                                    "experiment 'vision-language'",
+    "reference_without_figure": "report.downstream_reference: names 'effnet-lite2', but report.vision_language is null",
+    "undefined_agreement_vision": "report.agreement_vision: experiment 'vision-vision-metrics' is not defined",
 }
+
+
+def test_downstream_reference_accepts_a_vision_model_of_the_experiment(default):
+    cfg = copy.deepcopy(default)
+    cfg["report"]["downstream_reference"] = "effnet-lite2"
+    assert validate_config(cfg)["report"]["downstream_reference"] == "effnet-lite2"
+    assert validate_config(default)["report"]["downstream_reference"] is None  # the schema default
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

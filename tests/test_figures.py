@@ -58,6 +58,17 @@ def test_competence_bins_disjoint_and_cumulative() -> None:
     assert cum[0] == ["a", "b"] and cum[2] == ["a", "b", "c", "d"] and cum[4] == list("abcde")
 
 
+def _bin_means(align: pd.DataFrame, members: dict[str, list[str]]) -> pd.DataFrame:
+    """Per bin (label -> its models): pairs, mean and SE of the pair scores (both orders averaged), by pandas."""
+    key = align.assign(a=align[["model_x", "model_y"]].min(axis=1), b=align[["model_x", "model_y"]].max(axis=1))
+    pairs = key.groupby(["a", "b"])["score"].mean().reset_index()
+    rows = {}
+    for label, models in members.items():
+        s = pairs[pairs["a"].isin(models) & pairs["b"].isin(models)]["score"]
+        rows[label] = {"n_models": len(models), "n_pairs": len(s), "mean": s.mean(), "se": s.sem()}
+    return pd.DataFrame(rows).T
+
+
 def test_convergence_bins_match_independent_means(tmp_path: Path) -> None:
     frac = {"m1": 0.1, "m2": 0.15, "m3": 0.05, "m4": 0.5, "m5": 0.55, "m6": 0.45, "m7": 0.9, "m8": 0.95, "m9": 1.0}
     align = _vv(sorted(frac), seed=0)
@@ -67,22 +78,31 @@ def test_convergence_bins_match_independent_means(tmp_path: Path) -> None:
     ts = pd.DataFrame({"model": list(frac), "frac_solved": list(frac.values())})
     res = fig_convergence(align, ts, tmp_path / "conv.png")
     assert_rendered(res)
-    csv = pd.read_csv(res.csv).set_index("bin")
-    pair = {tuple(sorted((r.model_x, r.model_y))): [] for r in align.itertuples()}
-    for r in align.itertuples():
-        pair[tuple(sorted((r.model_x, r.model_y)))].append(r.score)
-    pair_mean = {k: np.mean(v) for k, v in pair.items()}
-    for label, members in (("0-20%", ["m1", "m2", "m3"]), ("40-60%", ["m4", "m5", "m6"]),
-                           ("80-100%", ["m7", "m8", "m9"])):
-        s = [v for (a, b), v in pair_mean.items() if a in members and b in members]
-        assert csv.loc[label, "n_pairs"] == 3 and csv.loc[label, "n_models"] == 3
-        assert csv.loc[label, "mean"] == pytest.approx(np.mean(s))
-        assert csv.loc[label, "se"] == pytest.approx(np.std(s, ddof=1) / np.sqrt(3))
-    assert csv.loc["20-40%", "n_models"] == 0 and np.isnan(csv.loc["20-40%", "mean"])
-    keys = list(pair_mean)
-    rho = stats.spearmanr([min(frac[a], frac[b]) for a, b in keys], [pair_mean[k] for k in keys]).statistic
+    csv = pd.read_csv(res.csv)
+    assert list(csv["binning"].unique()) == ["disjoint", "cumulative"] and len(csv) == 10
+    f = pd.Series(frac)
+    low, mid, high = (sorted(f.index[(f > lo) & (f <= hi)]) for lo, hi in ((0, 0.2), (0.4, 0.6), (0.8, 1.0)))
+    disjoint = _bin_means(align, {"0-20%": low, "40-60%": mid, "80-100%": high})
+    cumulative = _bin_means(align, {"0-20%": low, "0-60%": low + mid, "0-100%": low + mid + high})
+    for binning, expect in (("disjoint", disjoint), ("cumulative", cumulative)):
+        got = csv[csv["binning"] == binning].set_index("bin")
+        for label, r in expect.iterrows():
+            assert got.loc[label, "n_models"] == r["n_models"] and got.loc[label, "n_pairs"] == r["n_pairs"]
+            assert got.loc[label, "mean"] == pytest.approx(r["mean"]) and got.loc[label, "se"] == pytest.approx(r["se"])
+    got = csv.set_index(["binning", "bin"])
+    assert got.loc[("disjoint", "20-40%"), "n_models"] == 0 and np.isnan(got.loc[("disjoint", "20-40%"), "mean"])
+    assert got.loc[("cumulative", "0-40%"), "n_models"] == 3  # cumulative bins keep the lower models
+    line1 = res.reading.splitlines()[0]
+    assert (f"disjoint bins: {disjoint.loc['0-20%', 'mean']:.3f} (0-20%, m=3) -> "
+            f"{disjoint.loc['80-100%', 'mean']:.3f} (80-100%, m=3)") in line1
+    assert f"cumulative bins: {cumulative.loc['0-20%', 'mean']:.3f} (0-20%, m=3) -> " in line1
+    assert f"{cumulative.loc['0-100%', 'mean']:.3f} (0-100%, m=9)" in line1
+    pair = align.assign(a=align[["model_x", "model_y"]].min(axis=1), b=align[["model_x", "model_y"]].max(axis=1))
+    pair_mean = pair.groupby(["a", "b"])["score"].mean()
+    rho = stats.spearmanr([min(frac[a], frac[b]) for a, b in pair_mean.index], pair_mean).statistic
     assert f"= {rho:.3f}" in res.reading.splitlines()[1]
     assert "n = 100" in res.caption and "mutual_knn(k=10)" in res.caption and "places" in res.caption
+    assert "disjoint bins" in res.caption and "cumulative bins" in res.caption
 
 
 def test_convergence_tolerates_tiny_bins_and_rejects_missing_columns(tmp_path: Path) -> None:
@@ -90,7 +110,10 @@ def test_convergence_tolerates_tiny_bins_and_rejects_missing_columns(tmp_path: P
     ts = pd.DataFrame({"model": ["a", "b"], "n_solved": [1, 9], "n_tasks": [10, 10]})
     res = fig_convergence(align, ts, tmp_path / "tiny")
     assert_rendered(res)
-    assert pd.read_csv(res.csv)["n_pairs"].sum() == 0
+    csv = pd.read_csv(res.csv)
+    assert csv.loc[csv["binning"] == "disjoint", "n_pairs"].sum() == 0  # a and b fall in different bins
+    assert csv.loc[csv["binning"] == "cumulative", "n_pairs"].tolist() == [0, 0, 0, 0, 1]  # b (0.9) joins a at 100%
+    assert "disjoint bins: no bin holds two models" in res.reading
     with pytest.raises(PrhError, match="score"):
         fig_convergence(align.drop(columns="score"), ts, tmp_path / "bad")
 
@@ -165,26 +188,48 @@ def test_vision_language_table_and_trend(tmp_path: Path) -> None:
     assert f"= {rho:.3f}" in res.reading.splitlines()[0]
 
 
-def test_downstream_uses_strongest_vision_model(tmp_path: Path) -> None:
-    align, lm = _vl(5), _lm()
+def _downstream_expect(align: pd.DataFrame, ref: str) -> pd.Series:
+    """Alignment of each LM to `ref`, recomputed from the table (the LM may sit on either side)."""
     d = align.assign(vision=np.where(align["model_x"].str.startswith("v"), align["model_x"], align["model_y"]),
                      lm=np.where(align["model_x"].str.startswith("l"), align["model_x"], align["model_y"]))
-    ref = d.groupby("vision")["score"].mean().idxmax()
-    res = fig_downstream(align, lm, tmp_path / "down")
+    return d[d["vision"] == ref].groupby("lm")["score"].mean()
+
+
+def test_downstream_reference_is_the_pretrained_model_solving_most_tasks(tmp_path: Path) -> None:
+    align, lm = _vl(5), _lm()
+    align = align.iloc[::-1].reset_index(drop=True)  # vc's rows first: the tie must be broken by name, not order
+    meta = _meta(["va", "vb", "vc"], ["mae", "imagenet", "imagenet"]).assign(source=["zoo", "packaged", "timm"])
+    solved = pd.DataFrame({"model": ["va", "vb", "vc"], "n_solved": [9, 6, 6], "n_tasks": 9})  # va is zoo-trained
+    res = fig_downstream(align, lm, tmp_path / "down", tasks_solved=solved, model_meta=meta)
     assert_rendered(res)
+    expect = _downstream_expect(align, "vb")
     csv = pd.read_csv(res.csv).set_index("lm")
-    expect = d[d["vision"] == ref].set_index("lm")["score"]
-    assert np.allclose(csv.loc[expect.index, "alignment"], expect)
+    assert set(csv["reference"]) == {"vb"} and np.allclose(csv.loc[expect.index, "alignment"], expect)
     assert list(csv.loc[["l1", "l4"], "bpb_rank"]) == [4, 1]
     for task in ("acc_gloss", "acc_arith"):
         rho = stats.spearmanr(lm.set_index("model").loc[expect.index, task], expect).statistic
         assert f"{task[4:]}: rho = {rho:.3f}" in res.reading
-    assert ref in res.title
+    assert "vb" in res.title and "Alignment to vb" in res.reading
+    assert ("Reference: vb, report.downstream_reference is null: the pretrained vision model solving the largest "
+            "fraction of probe tasks (67%, tied with vc, first by name)") in res.caption
+    zoo_only = fig_downstream(align, lm, tmp_path / "zoo", tasks_solved=solved, model_meta=meta.assign(source="zoo"))
+    assert "Reference: va" in zoo_only.caption and "(none is pretrained)" in zoo_only.caption
+
+
+def test_downstream_named_reference_and_errors(tmp_path: Path) -> None:
+    align, lm = _vl(5), _lm()
+    named = fig_downstream(align, lm, tmp_path / "named", reference_model="vc")
+    assert np.allclose(pd.read_csv(named.csv).set_index("lm")["alignment"], _downstream_expect(align, "vc"))
+    assert "Reference: vc, named in report.downstream_reference." in named.caption
     no_tasks = fig_downstream(align, lm.drop(columns=["acc_gloss", "acc_arith"]), tmp_path / "none",
                               reference_model="vb")
     assert "no downstream" in no_tasks.reading
-    with pytest.raises(PrhError, match="reference_model"):
+    with pytest.raises(PrhError, match="report.downstream_reference 'nope' is not a vision model"):
         fig_downstream(align, lm, tmp_path / "x", reference_model="nope")
+    with pytest.raises(PrhError, match="report.downstream_reference is null and there are no probe results"):
+        fig_downstream(align, lm, tmp_path / "y")
+    with pytest.raises(PrhError, match="no vision model of the alignment table has probe results"):
+        fig_downstream(align, lm, tmp_path / "z", tasks_solved=pd.DataFrame({"model": ["other"], "frac_solved": [1.0]}))
 
 
 def test_caption_density_means_and_bands(tmp_path: Path) -> None:
@@ -233,6 +278,35 @@ def test_locality_correlations_per_k(tmp_path: Path) -> None:
     assert "No language-score column" in bare.reading
 
 
+def test_locality_normalises_per_objective_as_the_paper(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    ls = {"l1": 0.1, "l2": 0.2, "l3": 0.3, "l4": 0.4, "enc": np.nan}  # enc: an encoder, no language score
+    size = {"l1": 5e8, "l2": 1e8, "l3": 2e9, "l4": 7e9, "enc": 1e7}  # l2 the smallest scored LM, not the worst
+    df = pd.DataFrame([{"k": k, "model_x": v, "model_y": lm, "score": float(rng.uniform(0.1, 0.5)), "lm_score": s,
+                        "n": 50} for k in (5, 49) for v in ("va", "vb", "vc") for lm, s in ls.items()])
+    objective = {"va": "sup", "vb": "sup", "vc": "mae"}
+    meta = pd.DataFrame({"model": [*objective, *size], "objective": [*objective.values(), *["lm"] * len(size)],
+                         "n_params": [1e6] * len(objective) + list(size.values())})
+    res = fig_locality(df, tmp_path / "loc", model_meta=meta)
+    assert_rendered(res)
+    got = pd.read_csv(tmp_path / "loc_normalised.csv").set_index(["k", "objective", "lm"])["normalised"]
+    scored = df[df["lm_score"].notna()]
+    gaps = {}
+    for k in (5, 49):
+        for obj in ("sup", "mae"):
+            members = [v for v, o in objective.items() if o == obj]
+            a = scored[(scored["k"] == k) & scored["model_x"].isin(members)].groupby("model_y")["score"].mean()
+            expect = (a - a["l2"]) / a.std(ddof=1)
+            assert np.allclose(got.loc[(k, obj)].reindex(expect.index), expect)
+            gaps.setdefault(k, []).append(expect["l4"])
+    assert len(got) == 2 * 2 * 4  # k x objective x scored LM
+    assert "smallest language model by parameters (l2)" in res.caption and "2: mae, sup" in res.caption
+    assert (f"the best LM (l4) sits {np.mean(gaps[5]):+.2f} std from l2 at k=5 and {np.mean(gaps[49]):+.2f} at k=49"
+            in res.reading.splitlines()[0])
+    bare = fig_locality(df, tmp_path / "bare")  # no models table: raw panels only, and the caption says so
+    assert "needs the models table" in bare.caption and "normalised" not in bare.reading
+
+
 def test_metric_agreement_is_spearman_over_pairs(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     pairs = [(f"m{i}", f"m{j}") for i in range(6) for j in range(i + 1, 6)]
@@ -252,6 +326,42 @@ def test_metric_agreement_is_spearman_over_pairs(tmp_path: Path) -> None:
     assert "15 model pairs" in res.caption
     mean = np.mean([rho, -1.0, stats.spearmanr(cka, -base).statistic])
     assert f"= {mean:.3f}" in res.reading
+
+
+def _three_metrics(pairs: list[tuple[str, str]], seed: int) -> pd.DataFrame:
+    """mutual_knn, a noisy cka and a reversed svcca over the given model pairs."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (x, y), b in zip(pairs, rng.uniform(size=len(pairs))):
+        rows += [_row(x, y, b), _row(x, y, b + rng.normal(0, 0.3), metric="cka", params='{"kernel": "linear"}'),
+                 _row(x, y, -b + rng.normal(0, 0.3), metric="svcca", params='{"dim": 10}')]
+    return pd.DataFrame(rows)
+
+
+def test_metric_agreement_beside_vision_vision_pairs(tmp_path: Path) -> None:
+    vision, lms = ["va", "vb", "vc", "vd", "ve"], ["l1", "l2", "l3"]
+    vl = _three_metrics([(v, lm) for v in vision[:4] for lm in lms], seed=12)
+    vv = _three_metrics([(a, b) for i, a in enumerate(vision) for b in vision[i + 1:]], seed=13)
+    # vision-vision tables hold both orders: symmetric metrics mirrored, an asymmetric one (svcca here) not
+    mirror = vv.rename(columns={"model_x": "model_y", "model_y": "model_x"})
+    asym = mirror["metric"] == "svcca"
+    mirror.loc[asym, "score"] += np.random.default_rng(14).normal(0, 0.3, asym.sum())
+    vv = pd.concat([vv, mirror], ignore_index=True)
+    meta = pd.DataFrame({"model": vision + lms, "modality": ["vision"] * 5 + ["language"] * 3})
+    res = fig_metric_agreement(vl, tmp_path / "agree2", align_vision=vv, model_meta=meta)
+    assert_rendered(res)
+    csv = pd.read_csv(res.csv).set_index(["pairs", "metric"])
+    for kind, table, n_pairs in (("vision-language", vl, 12), ("vision-vision", vv, 10)):
+        pair = table.assign(a=table[["model_x", "model_y"]].min(axis=1), b=table[["model_x", "model_y"]].max(axis=1))
+        wide = pair.pivot_table(index=["a", "b"], columns="metric", values="score", aggfunc="mean")
+        assert len(wide) == n_pairs
+        rho = stats.spearmanr(wide["mutual_knn"], wide["svcca"]).statistic
+        assert csv.loc[(kind, "mutual_knn(k=10)"), "svcca(dim=10)"] == pytest.approx(rho)
+        assert f"{kind.capitalize()} pairs: {n_pairs} model pairs" in res.caption
+    first, second = res.reading.splitlines()
+    assert first.startswith("Vision-language pairs: over 12 model pairs") and second.startswith(
+        "Vision-vision pairs: over 10 model pairs")
+    assert "report.agreement_vision" in res.caption
 
 
 def test_layer_heatmap_marks_best_pair(tmp_path: Path) -> None:

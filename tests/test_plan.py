@@ -70,6 +70,25 @@ def test_figures_reading_probes_need_probes(config: dict) -> None:
     names = set(Plan(cfg).figures)
     assert not names & {n for n, f in FIGURES.items() if "solved" in f.tables} and "vision_language" in names
     assert Plan(cfg).report_inputs()["solved"] == []
+    assert "downstream" not in names  # its null reference is picked by probe tasks solved
+    cfg["report"]["downstream_reference"] = "effnet-lite2"
+    named = Plan(cfg).figures["downstream"]
+    assert named.params["reference"] == "effnet-lite2" and "solved" not in named.inputs
+
+
+def test_optional_tables_are_read_when_the_config_produces_them(config: dict) -> None:
+    plan = Plan(config)
+    assert plan.figures["downstream"].inputs["solved"] == plan.paths.probe_table("tasks_solved")
+    assert plan.figures["downstream"].params["reference"] is None
+    named = copy.deepcopy(config)
+    named["report"]["downstream_reference"] = "effnet-lite2"
+    assert "solved" not in Plan(named).figures["downstream"].inputs  # a named reference needs no probe results
+    assert "av" not in plan.figures["agreement"].inputs  # no report.agreement_vision in the default
+    cfg = copy.deepcopy(config)
+    cfg["report"]["agreement_vision"] = "vision-vision"
+    agreement = Plan(cfg).figures["agreement"]
+    assert agreement.inputs["av"] == plan.paths.alignment("vision-vision")
+    assert agreement.inputs["alignment"] == plan.paths.alignment(config["report"]["agreement"])
 
 
 def test_rules_build_no_result_path_themselves() -> None:

@@ -95,6 +95,24 @@ def test_alignment_matrix_is_best_score_symmetrised_with_ci_on_hover(figures: li
     assert re.search(r"m1</th><td[^>]*>0.900</td><td[^>]*>0.500</td><td>1</td><td>0.500</td>", solved_tab)
 
 
+def test_alignment_matrix_per_dataset_shows_every_caption_density(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = [{"model_x": v, "model_y": lm, "dataset": ds, "metric": "mutual_knn", "params": '{"k": 10}',
+             "score": float(rng.uniform(0.05, 0.3))}
+            for ds in ("scenes-w5", "scenes-w10", "scenes-w30") for v in ("v1", "v2") for lm in ("l1", "l2")]
+    align = pd.DataFrame(rows)
+    doc = build_report([], {}, {}, [], tmp_path / "d.html", alignment={"caption-density": align}).read_text()
+    for ds in ("scenes-w5", "scenes-w10", "scenes-w30"):
+        table = doc.split(f'id="mat-caption-density-{ds}"')[1].split("</table>")[0]
+        found = dict(re.findall(r"<th scope=row>(\w+)</th>(.*?)</tr>", table))
+        expect = align[align["dataset"] == ds].pivot(index="model_x", columns="model_y", values="score")
+        for v in ("v1", "v2"):
+            assert re.findall(r"<td[^>]*>([^<]*)</td>", found[v]) == [f"{x:.3f}" for x in expect.loc[v, ["l1", "l2"]]]
+    assert doc.index("dataset scenes-w5") < doc.index("dataset scenes-w10") < doc.index("dataset scenes-w30")
+    pairs = doc.split('id="pairs-caption-density"')[1].split("</table>")[0]
+    assert "<th>dataset</th>" in pairs and pairs.count("<tr>") == 1 + len(align)  # header + every (pair, density)
+
+
 def test_report_write_is_atomic(figures: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "report.html"
     out.write_text("old report")

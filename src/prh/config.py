@@ -305,11 +305,12 @@ def _check_sections(cfg: dict) -> None:
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
-    from prh.plan import (
-        FIGURES,  # the figure registry names the report keys that pick an experiment
+    from prh.plan import (  # the figure registry and its extra tables name the report keys that pick an experiment
+        FIGURES,
+        REPORT_TABLES,
     )
 
-    for key in dict.fromkeys(f.report_key for f in FIGURES.values()):
+    for key in dict.fromkeys([*(f.report_key for f in FIGURES.values()), *REPORT_TABLES.values()]):
         value = cfg["report"][key]
         for exp in [value] if isinstance(value, str) else value or []:
             if exp not in cfg["alignment"]["experiments"]:
@@ -324,6 +325,23 @@ def _check_sections(cfg: dict) -> None:
         for m in (mx, my):
             if m not in cfg["models"]:
                 raise ConfigError(f"report.heatmaps.{i}", f"model {m!r} is not defined")
+    _check_downstream_reference(cfg)
+
+
+def _check_downstream_reference(cfg: dict) -> None:
+    """A named report.downstream_reference is a vision model of the report.vision_language experiment."""
+    ref, exp = cfg["report"]["downstream_reference"], cfg["report"]["vision_language"]
+    field = "report.downstream_reference"
+    if ref is None:
+        return
+    if exp is None:
+        raise ConfigError(field, f"names {ref!r}, but report.vision_language is null (no Fig. 4 to draw)")
+    spec = cfg["alignment"]["experiments"][exp]
+    names = select_models(cfg, spec["x"], f"alignment.experiments.{exp}.x") + select_models(
+        cfg, spec["y"], f"alignment.experiments.{exp}.y")
+    vision = [m for m in dict.fromkeys(names) if model_modality(m, cfg["models"][m]) == "vision"]
+    if ref not in vision:
+        raise ConfigError(field, f"{ref!r} is not a vision model of experiment {exp!r} ({', '.join(vision)})")
 
 
 def validate_config(cfg: dict) -> dict:

@@ -290,7 +290,8 @@ def _draw_locality(tables: dict, params: dict, stem: str) -> None:
 
     lm = tables["lm"]
     scores = lm.set_index("model")["lm_score"] if "lm_score" in lm.columns else pd.Series(dtype=float)
-    figures.fig_locality(tables["alignment"].assign(lm_score=lambda t: t["model_y"].map(scores)), stem)
+    figures.fig_locality(tables["alignment"].assign(lm_score=lambda t: t["model_y"].map(scores)), stem,
+                         model_meta=tables["models"])
 
 
 def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
@@ -299,13 +300,15 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
     from prh.plan import HEATMAP
 
     return {
-        "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, cumulative=True, metric=p["metric"]),
+        "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, metric=p["metric"]),
         "umap": lambda t, p, s: figures.fig_umap(t["alignment"], t["solved"], t["models"], s, metric=p["metric"]),
         "vision_language": lambda t, p, s: figures.fig_vision_language(t["alignment"], t["lm"], t["models"], s, metric=p["metric"]),
-        "downstream": lambda t, p, s: figures.fig_downstream(t["alignment"], t["lm"], s, model_meta=t["models"], metric=p["metric"]),
+        "downstream": lambda t, p, s: figures.fig_downstream(t["alignment"], t["lm"], s, p["reference"], tasks_solved=t.get("solved"),
+                                                             model_meta=t["models"], metric=p["metric"]),
         "caption_density": _draw_caption_density,
         "locality": _draw_locality,
-        "agreement": lambda t, p, s: figures.fig_metric_agreement(t["alignment"], s),
+        "agreement": lambda t, p, s: figures.fig_metric_agreement(t["alignment"], s, align_vision=t.get("av"),
+                                                                  model_meta=t["models"]),
         "calibration": lambda t, p, s: figures.fig_calibration_survival(t["alignment"], t["solved"], t["vl"], t["lm"], s,
                                                                         model_meta=t["models"]),
         "scale_confound": lambda t, p, s: figures.fig_scale_confound(t["alignment"], p["shapes"], s),

@@ -75,24 +75,33 @@ class Paths:
 @dataclass(frozen=True)
 class FigureSpec:
     """A figure of the report: the report key naming the experiment it draws, the tables it reads beside that
-    experiment's alignment table (solved, lm, models; vl / vv: the vision_language / vision_vision alignment tables), and the
-    config values it reads (metric: report.headline_metric; density: caption density of each of its datasets;
-    shapes: depth and width of each x model; calibration: permutations and calibrate_max_n of a sweep). A
-    figure whose tables the config does not produce is not drawn."""
+    experiment's alignment table (solved, lm, models, or a REPORT_TABLES key), the tables it also reads when the
+    config produces them (`optional`: drawn without them), and the config values it reads (metric:
+    report.headline_metric; reference: report.downstream_reference; density: caption density of each of its
+    datasets; shapes: depth and width of each x model; calibration: permutations and calibrate_max_n of a sweep). A
+    figure whose `tables` the config does not produce is not drawn."""
 
     report_key: str
     tables: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    def required(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The tables it reads and cannot be drawn without: `tables`, plus solved when it picks its reference itself
+        (report.downstream_reference null)."""
+        return self.tables + (("solved",) if "reference" in params and params["reference"] is None else ())
 
 
+# Alignment tables a figure may read beside its own experiment's: table name -> the report key naming the experiment
+REPORT_TABLES = {"vl": "vision_language", "vv": "vision_vision", "av": "agreement_vision"}
 FIGURES: dict[str, FigureSpec] = {
     "convergence": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
     "umap": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
     "vision_language": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
-    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
+    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric", "reference")),
     "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
-    "locality": FigureSpec("locality", ("lm",)),
-    "agreement": FigureSpec("agreement"),
+    "locality": FigureSpec("locality", ("lm", "models")),
+    "agreement": FigureSpec("agreement", ("models",), (), ("av",)),
     "calibration": FigureSpec("vision_vision", ("solved", "lm", "vl", "models")),
     "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
     "pretrained": FigureSpec("vision_language", ("vv", "solved", "models"), ("metric",)),
@@ -260,18 +269,19 @@ class Plan:
         tables = {"lm": self.paths.lm_table(), "models": self.paths.models_table()}
         if self.probe_models():
             tables["solved"] = self.paths.probe_table("tasks_solved")
-        if rep["vision_language"] is not None:
-            tables["vl"] = self.paths.alignment(rep["vision_language"])
-        if rep["vision_vision"] is not None:
-            tables["vv"] = self.paths.alignment(rep["vision_vision"])
+        tables |= {t: self.paths.alignment(rep[key]) for t, key in REPORT_TABLES.items() if rep[key] is not None}
         out: dict[str, Figure] = {}
         for name, spec in FIGURES.items():
             exp = rep[spec.report_key]
-            if exp is None or any(t not in tables for t in spec.tables):
+            if exp is None:
+                continue
+            params = {p: self._figure_param(p, exp) for p in spec.params}
+            if any(t not in tables for t in spec.required(params)):
                 continue
             aligned = [self.paths.alignment(e) for e in ([exp] if isinstance(exp, str) else exp)]  # sweeps: a list
-            inputs = {"alignment": aligned[0] if len(aligned) == 1 else aligned, **{t: tables[t] for t in spec.tables}}
-            out[name] = Figure(name, inputs, {p: self._figure_param(p, exp) for p in spec.params})
+            read = [*spec.required(params), *(t for t in spec.optional if t in tables)]
+            inputs = {"alignment": aligned[0] if len(aligned) == 1 else aligned, **{t: tables[t] for t in read}}
+            out[name] = Figure(name, inputs, params)
         for i, (exp, mx, my) in enumerate(rep["heatmaps"]):
             label = ", ".join(experiment_datasets(self.config["alignment"]["experiments"][exp]))
             params = {"experiment": exp, "model_x": mx, "model_y": my, "dataset": label}
@@ -282,6 +292,8 @@ class Plan:
         """The value of one config param a figure reads (see FigureSpec)."""
         if param == "metric":
             return self.config["report"]["headline_metric"]
+        if param == "reference":
+            return self.config["report"]["downstream_reference"]
         if param == "density":
             datasets = experiment_datasets(self.config["alignment"]["experiments"][experiment])
             return {d: self.config["datasets"][d].get("density", DEFAULT_DENSITY) for d in datasets}

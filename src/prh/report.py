@@ -119,15 +119,16 @@ def _hover(r: pd.Series) -> str:
 
 
 def best_pairs(align: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, str]:
-    """One row per (model_x, model_y): the highest score of the chosen metric setting, with its calibration (a
-    sample-size sweep: at its largest n)."""
+    """One row per (model_x, model_y) and dataset: the highest score of the chosen metric setting, with its
+    calibration (a sample-size sweep: at its largest n)."""
     df, setting = select_metric(align, metric, "alignment")
     if "n" in df.columns and df["n"].nunique() > 1:
         df, setting = df[df["n"] == df["n"].max()], f"{setting} at n = {int(df['n'].max())}"
     if not {"model_x", "model_y"} <= set(df.columns):
         raise PrhError("alignment table lacks columns model_x / model_y")
-    best = df.sort_values("score", ascending=False).drop_duplicates(["model_x", "model_y"])
-    return best.sort_values(["model_x", "model_y"]).reset_index(drop=True), setting
+    keys = ["model_x", "model_y"] + (["dataset"] if "dataset" in df.columns else [])
+    best = df.sort_values("score", ascending=False).drop_duplicates(keys)
+    return best.sort_values(keys).reset_index(drop=True), setting
 
 
 def _square(best: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -143,22 +144,37 @@ def _square(best: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return mat, hover.fillna("")
 
 
+def _datasets(align: pd.DataFrame) -> list[str | None]:
+    """The table's datasets in the order they first appear, or [None] when it has one (or no dataset column)."""
+    names = list(dict.fromkeys(align["dataset"].astype(str))) if "dataset" in align.columns else []
+    return names if len(names) > 1 else [None]
+
+
 def alignment_html(align: pd.DataFrame, name: str, metric: str | None = None) -> str:
-    """Model x model matrix of best scores (hover: calibration) plus a sortable long table with CIs."""
+    """Model x model matrix of best scores (hover: calibration), one per dataset when the experiment has several
+    (caption densities), plus a sortable long table with CIs."""
     best, setting = best_pairs(align, metric)
-    mat, hover = _square(best)
-    mat.index.name = "model"
-    cols = [c for c in ("model_x", "model_y", "score", "calibrated", "tau", "p_value", "effect", "null_mean", "chance",
-                        "ci_low", "ci_high", "layer_x", "layer_y", "n") if c in best.columns]
-    long = best[cols].set_index("model_x")
     tid = re.sub(r"[^a-z0-9]+", "-", name.lower())
+    datasets = _datasets(align)
+    matrices = []
+    for ds in datasets:
+        mat, hover = _square(best if ds is None else best[best["dataset"].astype(str) == ds])
+        mat.index.name = "model"
+        mid = f"mat-{tid}" if ds is None else f"mat-{tid}-{re.sub(r'[^a-z0-9]+', '-', ds.lower())}"
+        head = "" if ds is None else f"<h4>dataset {_esc(ds)}</h4>"
+        matrices.append(f"{head}<div class=scroll>{_table(mat, mid, cell_title=hover)}</div>")
+    cols = [c for c in ("model_x", "model_y", "dataset", "score", "calibrated", "tau", "p_value", "effect",
+                        "null_mean", "chance", "ci_low", "ci_high", "layer_x", "layer_y", "n") if c in best.columns
+            and (c != "dataset" or datasets != [None])]
+    long = best[cols].set_index("model_x")
+    per = f" One matrix per dataset ({len(datasets)})." if datasets != [None] else ""
     return (f"<h3>{_esc(name)}: {_esc(setting)}</h3>"
             f"<p class=note>Best score over layer pairs; hover a cell for the calibrated score, 95% CI, "
             f"permutation p-value and chance. The null is that of the maximum over all layer pairs (every layer of "
             f"model_y permuted alike): calibrated = clamp((score - tau) / (1 - tau), 0, 1), tau its 95% point, so 0 "
             f"means not distinguishable from shuffled pairs; effect = (score - null mean) / (1 - null mean); chance "
-            f"is that of one layer pair. Click a header to sort.</p>"
-            f"<div class=scroll>{_table(mat, f'mat-{tid}', cell_title=hover)}</div>"
+            f"is that of one layer pair.{per} Click a header to sort.</p>"
+            f"{''.join(matrices)}"
             f"<details><summary>All {len(best)} pairs with calibration</summary>"
             f"<div class=scroll>{_table(long, f'pairs-{tid}')}</div></details>")
 

@@ -19,14 +19,15 @@ from prh.figures._common import (
     fmt_p,
     note,
     pearson,
+    place_labels,
     require,
     save,
     select_metric,
     set_style,
-    place_labels,
     spearman,
     spread,
 )
+from prh.figures.vision import _competence
 
 
 def _lm_table(lm_scores: pd.DataFrame) -> pd.DataFrame:
@@ -174,29 +175,60 @@ def _vl_reading(t: pd.DataFrame) -> str:
     return f"{line1}\n{line2}"
 
 
+TRAINED_HERE = "zoo"  # models.csv source of the models the workflow trains itself; every other source is pretrained
+REFERENCE_FIELD = "report.downstream_reference"
+
+
+def pick_reference(vision: list[str], frac: pd.Series, model_meta: pd.DataFrame | None) -> tuple[str, str]:
+    """(reference, the rule that picked it): of the `vision` models with probe results, the pretrained (source not
+    zoo) one solving the largest fraction of probe tasks, ties broken by name; any of them when none is pretrained."""
+    solved = frac.reindex(sorted(set(vision))).dropna()
+    if solved.empty:
+        raise PrhError(f"{REFERENCE_FIELD} is null and no vision model of the alignment table has probe results to "
+                       f"pick the reference by; name one")
+    meta = _meta(model_meta)
+    source = meta["source"] if "source" in meta.columns else pd.Series(dtype=str)
+    pretrained = [m for m in solved.index if source.get(m, TRAINED_HERE) != TRAINED_HERE]
+    pool = solved[pretrained] if pretrained else solved
+    best = pool[np.isclose(pool, pool.max())]
+    kind = "pretrained vision model" if pretrained else "vision model (none is pretrained)"
+    ties = f", tied with {', '.join(best.index[1:])}, first by name" if len(best) > 1 else ""
+    return str(best.index[0]), (f"{REFERENCE_FIELD} is null: the {kind} solving the largest fraction of probe "
+                                f"tasks ({best.iloc[0]:.0%}{ties})")
+
+
 def fig_downstream(
     align_vl: pd.DataFrame,
     lm_scores: pd.DataFrame,
     out: str | os.PathLike,
     reference_model: str | None = None,
     *,
+    tasks_solved: pd.DataFrame | None = None,
     model_meta: pd.DataFrame | None = None,
     metric: str | None = None,
     context: dict | None = None,
 ) -> FigureResult:
-    """Fig. 4: each LM's alignment to the reference vision model vs its downstream accuracy (`acc_*` columns)."""
+    """Fig. 4: each LM's alignment to the reference vision model vs its downstream accuracy (`acc_*` columns).
+
+    The reference is `reference_model` (report.downstream_reference), else picked by `pick_reference` from
+    `tasks_solved`; the caption names it and the rule."""
     lm = _lm_table(lm_scores)
     df, setting = select_metric(align_vl, metric, "vision-language alignment")
     d = orient(df, _language_models(model_meta, lm))
     d = d[d["lm"].isin(lm.index)]
     if d.empty:
         raise PrhError("vision-language alignment table has no pair with a model from the lm scores table")
-    ref = reference_model or str(d.groupby("vision")["score"].mean().idxmax())
+    if reference_model is not None:
+        ref, rule = reference_model, f"named in {REFERENCE_FIELD}"
+    elif tasks_solved is not None:
+        ref, rule = pick_reference(list(d["vision"]), _competence(tasks_solved), model_meta)
+    else:
+        raise PrhError(f"{REFERENCE_FIELD} is null and there are no probe results to pick the reference by")
     if ref not in set(d["vision"]):
-        raise PrhError(f"report.reference_model {ref!r} is not a vision model of the alignment table")
+        raise PrhError(f"{REFERENCE_FIELD} {ref!r} is not a vision model of the alignment table")
     r = d[d["vision"] == ref].groupby("lm")["score"].mean()
     tasks = [c for c in lm.columns if c.startswith("acc_")]
-    table = _downstream_table(lm.loc[r.index], r, tasks)
+    table = _downstream_table(lm.loc[r.index], r, tasks).assign(reference=ref)
     set_style()
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(4.8 * max(len(tasks), 1) + 1.2, 4.4),
                              sharey=True, squeeze=False)
@@ -204,7 +236,7 @@ def fig_downstream(
         note(axes[0, 0], "no downstream accuracy columns (acc_*) in the LM scores table")
     for ax, task in zip(axes.flat, tasks):
         _downstream_panel(ax, table, task)
-    axes[0, 0].set_ylabel(f"Alignment to {ref}\n{setting}")
+    axes[0, 0].set_ylabel(f"Alignment to {ref} (reference)\n{setting}")
     if tasks:
         _downstream_legends(fig, axes, table)
     for ax, task in zip(axes.flat, tasks):
@@ -213,7 +245,8 @@ def fig_downstream(
     fig.suptitle(title, fontsize=12, fontweight="bold")
     ctx = context_text(d[d["vision"] == ref], setting, context)
     caption = (f"Each point is a language model: x = accuracy on a downstream task, y = alignment to the "
-               f"reference vision model {ref}; size = parameters, colour = bits-per-byte rank (1 = best). {ctx}.")
+               f"reference vision model {ref}; size = parameters, colour = bits-per-byte rank (1 = best). "
+               f"Reference: {ref}, {rule}. {ctx}.")
     return save(fig, table, out, title, caption, _downstream_reading(table, tasks, ref))
 
 

@@ -60,6 +60,10 @@ def _bin_label(b: int, bins: int, cumulative: bool) -> str:
     return f"{lo}-{hi}%"
 
 
+BINNINGS = {"disjoint": False, "cumulative": True}  # binning name -> competence_bins(cumulative=...)
+BINNING_TEXT = {"disjoint": "Disjoint bins: lo < frac <= hi", "cumulative": "Cumulative bins (the paper's): frac <= hi"}
+
+
 def convergence_table(pairs: pd.DataFrame, frac: pd.Series, bins: int, cumulative: bool) -> pd.DataFrame:
     """Per bin: models, pairs, mean intra-bin alignment, its standard error over pairs, chance."""
     rows = []
@@ -67,6 +71,7 @@ def convergence_table(pairs: pd.DataFrame, frac: pd.Series, bins: int, cumulativ
         inside = pairs[pairs["a"].isin(models) & pairs["b"].isin(models)]
         s = inside["score"].to_numpy(float)
         rows.append({
+            "binning": "cumulative" if cumulative else "disjoint",
             "bin": _bin_label(b, bins, cumulative), "lo": 0.0 if cumulative else b / bins, "hi": (b + 1) / bins,
             "n_models": len(models), "n_pairs": len(s), "mean": float(s.mean()) if len(s) else np.nan,
             "se": float(s.std(ddof=1) / np.sqrt(len(s))) if len(s) > 1 else np.nan,
@@ -81,56 +86,69 @@ def fig_convergence(
     out: str | os.PathLike,
     *,
     bins: int = 5,
-    cumulative: bool = False,
     metric: str | None = None,
     context: dict | None = None,
 ) -> FigureResult:
-    """Fig. 2 left: mean intra-bin alignment (SE bars) of models binned by the fraction of probe tasks solved."""
+    """Fig. 2 left: mean intra-bin alignment (SE bars) of models binned by the fraction of probe tasks solved, in
+    disjoint bins (left panel) and in the paper's cumulative bins (right panel)."""
     require(align_vv, ["model_x", "model_y", "score"], "vision-vision alignment")
     df, setting = select_metric(align_vv, metric, "vision-vision alignment")
     frac = _competence(tasks_solved)
     df = df[df["model_x"].isin(frac.index) & df["model_y"].isin(frac.index)]
     pairs = unordered_pairs(df)
-    table = convergence_table(pairs, frac, bins, cumulative)
+    tables = {name: convergence_table(pairs, frac, bins, cum) for name, cum in BINNINGS.items()}
+    table = pd.concat(tables.values(), ignore_index=True)
+    tops = (table["mean"] + table["se"].fillna(0)).to_numpy()
+    top = float(np.nanmax(tops)) if np.isfinite(tops).any() else 1.0
     set_style()
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
-    x = np.arange(len(table))
-    colors = plt.get_cmap(SEQUENTIAL)(np.linspace(0.15, 0.85, len(table)))
-    ax.bar(x, table["mean"].fillna(0), yerr=table["se"].fillna(0), color=colors, capsize=4, edgecolor="0.2")
-    top = np.nanmax((table["mean"] + table["se"].fillna(0)).to_numpy()) if table["mean"].notna().any() else 1.0
-    for xi, r in zip(x, table.itertuples()):
+    fig, axes = plt.subplots(1, len(tables), figsize=(11.5, 4.6), sharey=True)
+    for ax, (name, t) in zip(axes, tables.items()):
+        _convergence_panel(ax, t, top, chance_level(df))
+        ax.set_title(BINNING_TEXT[name], fontsize=10)
+        ax.set_xlabel(f"Fraction of probe tasks solved ({name} bins)")
+    axes[0].set_ylabel(f"Intra-bin alignment\n{setting}")
+    axes[0].set_ylim(0, top * 1.25 if top > 0 else 1)
+    title = "Alignment within competence bins"
+    fig.suptitle(title, fontsize=12, fontweight="bold")
+    fig.tight_layout()
+    ctx = context_text(df, setting, context)
+    caption = (f"Mean pairwise alignment among the vision models in each competence bin (error bars: standard "
+               f"error over model pairs; m = models in the bin; dashed: chance). Left: disjoint bins, each model "
+               f"in one bin (lo < fraction solved <= hi); right: cumulative bins as in the paper, each bin holding "
+               f"every model solving at most its upper edge, so the last bin holds all models and bins share "
+               f"pairs. {ctx}; {int(frac.size)} models, {len(pairs)} pairs.")
+    return save(fig, table, out, title, caption, _convergence_reading(tables, pairs, frac))
+
+
+def _convergence_panel(ax: plt.Axes, t: pd.DataFrame, top: float, chance: float) -> None:
+    """Bars of one binning: mean with SE, the bin's model and pair counts above, chance dashed."""
+    x = np.arange(len(t))
+    colors = plt.get_cmap(SEQUENTIAL)(np.linspace(0.15, 0.85, len(t)))
+    ax.bar(x, t["mean"].fillna(0), yerr=t["se"].fillna(0), color=colors, capsize=4, edgecolor="0.2")
+    for xi, r in zip(x, t.itertuples()):
         label = f"m={r.n_models}\n{r.n_pairs} pair{'s' * (r.n_pairs != 1)}"
         ax.text(xi, (0 if np.isnan(r.mean) else r.mean) + (0 if np.isnan(r.se) else r.se) + 0.02 * top,
                 label, ha="center", va="bottom", fontsize=8, color="0.3")
-    chance = chance_level(df)
     if np.isfinite(chance):
         ax.axhline(chance, ls="--", color="0.3", lw=1.2, label=f"chance ({chance:.3f})")
         ax.legend(loc="upper left", frameon=True)
-    ax.set_xticks(x, table["bin"])
-    ax.set_ylim(0, top * 1.2 if np.isfinite(top) and top > 0 else 1)
-    kind = "cumulative bins" if cumulative else "bins"
-    ax.set_xlabel(f"Fraction of probe tasks solved ({kind}, {int(frac.size)} models)")
-    ax.set_ylabel(f"Intra-bin alignment\n{setting}")
-    title = "Alignment within competence bins"
-    ax.set_title(title, fontsize=11)
-    ctx = context_text(df, setting, context)
-    caption = (f"Mean pairwise alignment among the vision models in each competence bin (error bars: standard "
-               f"error over model pairs; m = models in the bin; dashed: chance). {ctx}; "
-               f"{int(frac.size)} models, {len(pairs)} pairs.")
-    return save(fig, table, out, title, caption, _convergence_reading(table, pairs, frac))
+    ax.set_xticks(x, t["bin"])
 
 
-def _convergence_reading(table: pd.DataFrame, pairs: pd.DataFrame, frac: pd.Series) -> str:
-    """Two lines: the trend of bin means, and the per-pair rank correlation with competence."""
-    ok = table[table["mean"].notna()]
-    rho, p = spearman(ok["hi"], ok["mean"])
-    if len(ok):
-        lo, hi = ok.iloc[0], ok.iloc[-1]
-        line1 = (f"Intra-bin alignment goes from {lo['mean']:.3f} ({lo['bin']}, m={lo['n_models']}) to "
-                 f"{hi['mean']:.3f} ({hi['bin']}, m={hi['n_models']}); Spearman rho(bin, mean) = {rho:.3f} "
-                 f"over {len(ok)} bins.")
-    else:
-        line1 = "No bin holds two models, so no intra-bin alignment could be computed."
+def _bins_trend(t: pd.DataFrame) -> str:
+    """'0.162 (40-60%, m=2) -> 0.270 (80-100%, m=3), Spearman rho(bin, mean) = 1.000 over 3 bins' of one binning."""
+    ok = t[t["mean"].notna()]
+    if ok.empty:
+        return "no bin holds two models"
+    rho, _ = spearman(ok["hi"], ok["mean"])
+    lo, hi = ok.iloc[0], ok.iloc[-1]
+    return (f"{lo['mean']:.3f} ({lo['bin']}, m={lo['n_models']}) -> {hi['mean']:.3f} ({hi['bin']}, "
+            f"m={hi['n_models']}), Spearman rho(bin, mean) = {rho:.3f} over {len(ok)} bins")
+
+
+def _convergence_reading(tables: dict[str, pd.DataFrame], pairs: pd.DataFrame, frac: pd.Series) -> str:
+    """Two lines: the trend of bin means in each binning, and the per-pair rank correlation with competence."""
+    line1 = "Intra-bin alignment, " + "; ".join(f"{name} bins: {_bins_trend(t)}" for name, t in tables.items()) + "."
     pmin = np.minimum(pairs["a"].map(frac), pairs["b"].map(frac))
     r2, p2 = spearman(pmin, pairs["score"])
     line2 = (f"Over {len(pairs)} model pairs, Spearman rho(min fraction solved of the pair, alignment) = "
