@@ -59,8 +59,8 @@ def fig_colour(alignment: pd.DataFrame, layout: pd.DataFrame, out: str | os.Path
     sources = list(dict.fromkeys(layout["source"]))
     if "cielab" not in sources:
         raise PrhError("colour layout table has no cielab layout")
-    ncols = min(4, len(sources))
-    nrows = int(np.ceil(len(sources) / ncols))
+    nrows = int(np.ceil(len(sources) / 4))
+    ncols = int(np.ceil(len(sources) / nrows))
     set_style()
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.5 * nrows), squeeze=False)
     for ax, source in zip(axes.flat, sources):
