@@ -97,7 +97,7 @@ def colour_inputs(wildcards):
 
 def colour_params(wildcards):
     """The colour stage's settings (config colour), without the names of its inputs."""
-    return {k: v for k, v in config["colour"].items() if k not in ("names", "images", "models")}
+    return PLAN.colour_params()
 
 
 def figure_inputs(wildcards):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from scipy.spatial.distance import squareform
+from scipy.spatial.distance import pdist, squareform
 from scipy.stats import spearmanr
 
 from prh import colour as C
@@ -189,6 +189,8 @@ def test_colour_tables_test_only_the_fixed_layer() -> None:
     chosen = layout[layout["source"] == "cielab"]["name"].map(names.index).to_numpy()
     rho = C.spearman_condensed(C.cosine_distance(layers[2][chosen]), C.lab_distance(rgb[chosen]))
     assert lm["rho"].iloc[2] == pytest.approx(rho)
+    srgb = spearmanr(pdist(rgb[chosen].astype(float)), pdist(C.cielab(rgb[chosen]))).statistic
+    assert align.set_index("source").loc["srgb", "rho"] == pytest.approx(srgb)
 
 
 # -- data sources ------------------------------------------------------------------------------------

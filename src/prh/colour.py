@@ -47,7 +47,7 @@ def cell_centres(levels: int) -> np.ndarray:
 
 def window_offsets(radius: int) -> list[tuple[int, int]]:
     """(dy, dx) offsets of one half of the (2 radius + 1)^2 window without its centre: each pixel pair once."""
-    return [(dy, dx) for dy in range(0, radius + 1) for dx in range(-radius, radius + 1) if dy > 0 or dx > 0]
+    return [(dy, dx) for dy in range(radius + 1) for dx in range(-radius, radius + 1) if dy > 0 or dx > 0]
 
 
 def cooccurrence(cells: np.ndarray, n_cells: int, radius: int) -> np.ndarray:
@@ -186,8 +186,9 @@ def compare(distance: np.ndarray, reference: np.ndarray, permutations: int, seed
 
 def colour_tables(names: list[str], rgb: np.ndarray, image_sets: list[np.ndarray], features: dict[str, list[np.ndarray]],
                   layer_names: dict[str, list[str]], params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(alignment, layout) tables of the colour experiment: one alignment row per source (pixels; every layer of every
-    language model, its fixed layer with a Mantel p-value), and each source's 2-D layout of the chosen colours.
+    """(alignment, layout) tables of the colour experiment: one alignment row per source (pixels; plain sRGB distance
+    as a baseline, how much of CIELAB any RGB-local measure gets for free; every layer of every language model, its
+    fixed layer with a Mantel p-value), and each compared source's 2-D layout of the chosen colours.
 
     names, rgb: the (n,) colour names and (n, 3) sRGB values; features: model -> its layers, each (n, d);
     params: levels, radius, min_share, layer, permutations, seed."""
@@ -200,7 +201,9 @@ def colour_tables(names: list[str], rgb: np.ndarray, image_sets: list[np.ndarray
     common = {"n_colours": len(idx), "levels": levels, "radius": radius, "min_share": params["min_share"]}
     distances = {"cielab": reference, "pixels": pmi_distance(pmi(counts)[np.ix_(cells, cells)])}
     rows = [{"source": "pixels", "kind": "pixels", "layer": "", "layer_index": -1, "chosen": True,
-             **compare(distances["pixels"], reference, k, seed), **common}]
+             **compare(distances["pixels"], reference, k, seed), **common},
+            {"source": "srgb", "kind": "baseline", "layer": "", "layer_index": -1, "chosen": True,
+             **compare(squareform(pdist(rgb[idx].astype(np.float64))), reference, k, seed), **common}]
     for model, layers in features.items():
         chosen = stored_layer(params["layer"], len(layers))
         for i, layer in enumerate(layers):

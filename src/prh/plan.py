@@ -243,6 +243,11 @@ class Plan:
         return {"names": [self.paths.data(col["names"])], "images": [self.paths.data(d) for d in col["images"]],
                 "receipts": [self.paths.receipt(col["names"], m) for m in self.colour_models()]}  # fmt: skip
 
+    def colour_params(self) -> dict:
+        """The colour stage's settings (config colour) without the names of its inputs: levels, radius, min_share,
+        layer, permutations, seed."""
+        return {k: v for k, v in self.config["colour"].items() if k not in ("names", "images", "models")}
+
     def colour_tables(self) -> list[str]:
         return [self.paths.colour(t) for t in COLOUR_TABLES] if self.config["colour"]["names"] is not None else []
 

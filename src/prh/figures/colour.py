@@ -39,9 +39,11 @@ def colour_reading(alignment: pd.DataFrame) -> str:
     rows = chosen_rows(alignment)
     px = rows[rows["kind"] == "pixels"]
     lm = rows[rows["kind"] == "language"]
+    base = rows[rows["kind"] == "baseline"]
     line1 = (f"Pixel co-occurrence PMI vs CIELAB over {int(rows['n_colours'].iloc[0])} colours: Spearman rho = "
-             f"{px['rho'].iloc[0]:.2f} (Mantel p = {fmt_p(px['p_value'].iloc[0])})." if len(px) else
-             "No pixel comparison.")  # fmt: skip
+             f"{px['rho'].iloc[0]:.2f} (Mantel p = {fmt_p(px['p_value'].iloc[0])})" if len(px) else
+             "No pixel comparison")  # fmt: skip
+    line1 += f"; plain sRGB distance, for scale: rho = {base['rho'].iloc[0]:.2f}." if len(base) else "."
     if lm.empty:
         return f"{line1}\nNo language model compared."
     best = lm["rho"].idxmax()
@@ -85,7 +87,7 @@ def fig_colour(alignment: pd.DataFrame, layout: pd.DataFrame, out: str | os.Path
         f"mean-pooled features of the bare names at one layer fixed in advance (named in the title). rho: Spearman "
         f"correlation of the condensed distance matrix with CIELAB's (the paper shows the layouts and prints no "
         f"statistic); p: one-sided Mantel test of that rho, {int(first['permutations'])} joint row/column "
-        f"permutations."
+        f"permutations. For scale, the reading gives plain sRGB Euclidean distance's rho with CIELAB."
     )
     data = layout.merge(rows[["rho", "p_value", "layer"]], left_on="source", right_index=True, how="left")
     return save(fig, data, out, "Colour from co-occurrence (Fig. 8)", caption, colour_reading(alignment),
