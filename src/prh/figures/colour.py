@@ -87,7 +87,7 @@ def fig_colour(alignment: pd.DataFrame, layout: pd.DataFrame, out: str | os.Path
         f"mean-pooled features of the bare names at one layer fixed in advance (named in the title). rho: Spearman "
         f"correlation of the condensed distance matrix with CIELAB's (the paper shows the layouts and prints no "
         f"statistic); p: one-sided Mantel test of that rho, {int(first['permutations'])} joint row/column "
-        f"permutations. For scale, the reading gives plain sRGB Euclidean distance's rho with CIELAB."
+        f"permutations (the smallest p they can give is {1 / (int(first['permutations']) + 1):.3g}). For scale, the reading gives plain sRGB Euclidean distance's rho with CIELAB."
     )
     data = layout.merge(rows[["rho", "p_value", "layer"]], left_on="source", right_index=True, how="left")
     return save(fig, data, out, "Colour from co-occurrence (Fig. 8)", caption, colour_reading(alignment),
