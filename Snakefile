@@ -29,6 +29,7 @@ include: "rules/extract.smk"
 include: "rules/lm.smk"
 include: "rules/probe.smk"
 include: "rules/align.smk"
+include: "rules/colour.smk"
 include: "rules/report.smk"
 
 

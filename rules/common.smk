@@ -90,6 +90,16 @@ def experiment_receipts(wildcards):
     return PLAN.experiment_receipts(wildcards.experiment)
 
 
+def colour_inputs(wildcards):
+    """What the colour stage reads (prh.plan.Plan.colour_inputs)."""
+    return PLAN.colour_inputs()
+
+
+def colour_params(wildcards):
+    """The colour stage's settings (config colour), without the names of its inputs."""
+    return PLAN.colour_params()
+
+
 def figure_inputs(wildcards):
     """The files one figure reads (prh.plan.FIGURES)."""
     return PLAN.figures[wildcards.figure].inputs

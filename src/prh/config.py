@@ -297,6 +297,29 @@ def _check_metric_entry(cfg: dict, exp: dict, entry: dict, field: str) -> None:
             raise ConfigError(err.field, f"{err.reason} ({where})") from None
 
 
+COLOUR_NAMES_SOURCE = "xkcd-colours"  # the one source of colour names with RGB labels
+TEXT_SOURCES = frozenset({"wordnet", "pydoc", COLOUR_NAMES_SOURCE})  # sources without images
+
+
+def _check_colour(cfg: dict) -> None:
+    """The colour experiment names a colour-name dataset, image datasets and language models."""
+    col = cfg["colour"]
+    if col["names"] is None:
+        return
+    _check_dataset_ref(cfg, col["names"], "colour.names")
+    if cfg["datasets"][col["names"]]["source"] != COLOUR_NAMES_SOURCE:
+        raise ConfigError("colour.names", f"dataset {col['names']!r} is not of source {COLOUR_NAMES_SOURCE}")
+    if not col["images"]:
+        raise ConfigError("colour.images", "names no image dataset (e.g. one of source skimage-photos or emoji)")
+    for i, name in enumerate(col["images"]):
+        _check_dataset_ref(cfg, name, f"colour.images.{i}")
+        if cfg["datasets"][name]["source"] in TEXT_SOURCES:
+            raise ConfigError(f"colour.images.{i}", f"dataset {name!r} has no images")
+    for name in select_models(cfg, col["models"], "colour.models"):
+        if model_modality(name, cfg["models"][name]) != "language":
+            raise ConfigError("colour.models", f"model {name!r} is not a language model")
+
+
 def _check_sections(cfg: dict) -> None:
     for tname, task in cfg["probes"]["tasks"].items():
         _check_dataset_ref(cfg, task["dataset"], f"probes.tasks.{tname}.dataset")
@@ -305,12 +328,14 @@ def _check_sections(cfg: dict) -> None:
     corpus = cfg["language"]["bpb_corpus"]
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
+    _check_colour(cfg)
     from prh.plan import (  # the figure registry and its extra tables name the report keys that pick an experiment
         FIGURES,
         REPORT_TABLES,
     )
 
-    for key in dict.fromkeys([*(f.report_key for f in FIGURES.values()), *REPORT_TABLES.values()]):
+    report_keys = [f.report_key for f in FIGURES.values() if f.report_key is not None]
+    for key in dict.fromkeys([*report_keys, *REPORT_TABLES.values()]):
         value = cfg["report"][key]
         for exp in [value] if isinstance(value, str) else value or []:
             if exp not in cfg["alignment"]["experiments"]:

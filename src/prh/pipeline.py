@@ -251,6 +251,35 @@ def language_table(scores: list[str], published: str | None, out: str) -> None:
     write_csv_atomic(out, table)
 
 
+# -- colour ----------------------------------------------------------------------------------------
+def colour_job(names_npz: str, image_npzs: list[str], receipts: list[str], store_root: str, params: dict,
+               outputs: dict[str, str]) -> None:
+    """The colour experiment: pixel-PMI and language-model distances of colours against CIELAB (prh.colour); writes
+    its alignment and layout tables (prh.plan.COLOUR_TABLES)."""
+    from prh import colour
+    from prh.data import load_saved
+    from prh.store import FeatureStore, read_receipt
+
+    names = load_saved(names_npz)
+    rgb = np.stack([names.labels[c] for c in ("r", "g", "b")], axis=1)
+    images = []
+    for path in image_npzs:
+        ds = load_saved(path)
+        if ds.images is None:
+            raise PrhError(f"colour.images: dataset {ds.name!r} has no images")
+        images.append(ds.images)
+    store = FeatureStore(store_root)
+    features, layer_names = {}, {}
+    for path in receipts:
+        receipt = read_receipt(path)
+        entry = store.open(receipt["key"])
+        model = receipt["request"]["model"]["id"]
+        features[model], layer_names[model] = entry.layers(), entry.layer_names
+    alignment, layout = colour.colour_tables(names.texts or [], rgb, images, features, layer_names, params)
+    write_csv_atomic(outputs["alignment"], alignment)
+    write_csv_atomic(outputs["layout"], layout)
+
+
 # -- figures and report ----------------------------------------------------------------------------
 def _read_matrix(zarr_path: str, model_x: str, model_y: str) -> tuple[np.ndarray, list[str], list[str], str]:
     """The first stored layer-pair matrix of (model_x, model_y), or its transpose, with its metric id."""
@@ -315,6 +344,7 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "pretrained": lambda t, p, s: figures.fig_pretrained(t["vv"], t["alignment"], t["solved"], t["models"], s,
                                                              metric=p["metric"]),
         "sample_size": lambda t, p, s: figures.fig_sample_size(t["alignment"], s, **p["calibration"]),
+        "colour": lambda t, p, s: figures.fig_colour(t["colour"], t["colour_layout"], s),
         HEATMAP: _draw_heatmap,
     }  # fmt: skip
 

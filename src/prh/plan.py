@@ -15,6 +15,7 @@ from typing import Any
 from prh.config import DTYPE_BYTES, experiment_datasets, model_modality, select_models
 
 PROBE_TABLES = ("accuracy", "solved", "tasks_solved")
+COLOUR_TABLES = ("alignment", "layout")  # the colour stage's rho / p-value per source, and 2-D layouts per source
 FIGURE_FILES = ("png", "svg", "csv", "json")  # what one figure job writes (the JSON holds caption and reading)
 
 
@@ -59,6 +60,10 @@ class Paths:
         """A job's Snakemake benchmark (wall s, cpu_time, max_rss, ...: benchmarks/dag_cost.py sums them)."""
         return f"{self.root}/benchmarks/{rule}/{'/'.join(names)}.tsv"
 
+    def colour(self, table: str) -> str:
+        """One of COLOUR_TABLES of the colour experiment."""
+        return f"{self.root}/colour/{table}.csv"
+
     def figure(self, figure: str, ext: str = "png") -> str:
         """One of a figure's FIGURE_FILES."""
         return f"{self.root}/figures/{figure}.{ext}"
@@ -74,14 +79,15 @@ class Paths:
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A figure of the report: the report key naming the experiment it draws, the tables it reads beside that
-    experiment's alignment table (solved, lm, models, or a REPORT_TABLES key), the tables it also reads when the
-    config produces them (`optional`: drawn without them), and the config values it reads (metric:
+    """A figure of the report: the report key naming the experiment it draws (None: it draws no alignment
+    experiment, only its own stage's tables), the tables it reads beside that experiment's alignment table (solved,
+    lm, models, a REPORT_TABLES key, or colour / colour_layout: the colour stage's tables), the tables it also reads
+    when the config produces them (`optional`: drawn without them), and the config values it reads (metric:
     report.headline_metric; reference: report.downstream_reference; density: caption density of each of its
     datasets; shapes: depth and width of each x model; calibration: permutations and calibrate_max_n of a sweep). A
     figure whose `tables` the config does not produce is not drawn."""
 
-    report_key: str
+    report_key: str | None
     tables: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
@@ -106,6 +112,7 @@ FIGURES: dict[str, FigureSpec] = {
     "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
     "pretrained": FigureSpec("vision_language", ("vv", "solved", "models"), ("metric",)),
     "sample_size": FigureSpec("sample_size", (), ("calibration",)),
+    "colour": FigureSpec(None, ("colour", "colour_layout")),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
@@ -234,10 +241,30 @@ class Plan:
         corpus = self.config["language"]["bpb_corpus"]
         return {"zoo": self.zoo_receipt(model), "corpus": [self.paths.data(corpus)] if corpus else []}
 
+    def colour_models(self) -> list[str]:
+        """The language models of the colour experiment (none when it is not configured)."""
+        col = self.config["colour"]
+        return [] if col["names"] is None else select_models(self.config, col["models"], "colour.models")
+
+    def colour_inputs(self) -> dict[str, list[str]]:
+        """The colour stage reads the colour-name dataset, the image datasets and each model's receipt on the names."""
+        col = self.config["colour"]
+        return {"names": [self.paths.data(col["names"])], "images": [self.paths.data(d) for d in col["images"]],
+                "receipts": [self.paths.receipt(col["names"], m) for m in self.colour_models()]}  # fmt: skip
+
+    def colour_params(self) -> dict:
+        """The colour stage's settings (config colour) without the names of its inputs: levels, radius, min_share,
+        layer, permutations, seed."""
+        return {k: v for k, v in self.config["colour"].items() if k not in ("names", "images", "models")}
+
+    def colour_tables(self) -> list[str]:
+        return [self.paths.colour(t) for t in COLOUR_TABLES] if self.config["colour"]["names"] is not None else []
+
     def extractions(self) -> list[tuple[str, str]]:
         """Every (dataset, model) pair some stage reads from the store."""
         pairs = [dm for name in self.config["alignment"]["experiments"] for dm in self.experiment_extractions(name).values()]
         pairs += [(self.feature_dataset(d, model), model) for model in self.probe_models() for d in self.probe_datasets()]
+        pairs += [(self.config["colour"]["names"], model) for model in self.colour_models()]
         return list(dict.fromkeys(pairs))
 
     def extraction_receipts(self) -> list[str]:
@@ -259,7 +286,7 @@ class Plan:
         """Every table of the run: alignment tables and matrices, probe tables, LM scores, the model table."""
         exps = self.config["alignment"]["experiments"]
         out = [self.paths.alignment(e) for e in exps] + [self.paths.matrices(e) for e in exps]
-        return out + self.probe_tables() + [self.paths.lm_table(), self.paths.models_table()]
+        return out + self.probe_tables() + self.colour_tables() + [self.paths.lm_table(), self.paths.models_table()]
 
     @cached_property
     def figures(self) -> dict[str, Figure]:
@@ -270,8 +297,14 @@ class Plan:
         if self.probe_models():
             tables["solved"] = self.paths.probe_table("tasks_solved")
         tables |= {t: self.paths.alignment(rep[key]) for t, key in REPORT_TABLES.items() if rep[key] is not None}
+        if self.colour_tables():
+            tables["colour"], tables["colour_layout"] = self.colour_tables()
         out: dict[str, Figure] = {}
         for name, spec in FIGURES.items():
+            if spec.report_key is None:  # a figure of its own stage's tables, drawn when the config runs that stage
+                if all(t in tables for t in spec.tables):
+                    out[name] = Figure(name, {t: tables[t] for t in spec.tables})
+                continue
             exp = rep[spec.report_key]
             if exp is None:
                 continue

@@ -7,6 +7,8 @@
 - ``scenes``: image-caption pairs generated from real Fashion-MNIST items (`prh.data.scenes`)
 - ``emoji``: Noto Color Emoji glyphs paired with their CLDR names / keywords (`prh.data.emoji`; designed icons)
 - ``wordnet`` / ``pydoc``: English glosses / Python docs as text corpora (`prh.data.text`)
+- ``xkcd-colours`` / ``skimage-photos``: XKCD colour names with RGB (text) and scikit-image's photographs, the
+  colour experiment's inputs (`prh.data.colours`)
 - ``hf``: a Hugging Face dataset, hub id or local ``save_to_disk`` folder (`prh.data.hub`; paper config only)
 
 Digests are content-only: ``image_digest`` covers the image bytes and shape, ``text_digest`` the texts;
@@ -39,6 +41,8 @@ SOURCES: dict[str, str] = {
     "emoji": "prh.data.emoji:load",
     "wordnet": "prh.data.text:load_wordnet",
     "pydoc": "prh.data.text:load_pydoc",
+    "xkcd-colours": "prh.data.colours:load_xkcd",
+    "skimage-photos": "prh.data.colours:load_photos",
     "hf": "prh.data.hub:load",
 }
 COMMON_KEYS = frozenset({"source", "description"})  # accepted by every source

@@ -7,6 +7,7 @@ and returns a `FigureResult` whose ``reading`` is two lines computed from the da
 
 from prh.figures._common import FigureResult, load_result, set_style
 from prh.figures.calibration import fig_calibration_survival, fig_scale_confound
+from prh.figures.colour import fig_colour
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
 from prh.figures.pretrained import fig_pretrained
@@ -17,6 +18,7 @@ __all__ = [
     "FigureResult",
     "fig_calibration_survival",
     "fig_caption_density",
+    "fig_colour",
     "fig_convergence",
     "fig_downstream",
     "fig_layer_heatmap",
