@@ -44,7 +44,7 @@ def test_every_declared_figure_has_a_drawer(config: dict) -> None:
     assert set(_drawers()) == set(FIGURES) | {HEATMAP}
     figures = Plan(config).figures
     drawn = [f for f, spec in FIGURES.items() if spec.report_key and config["report"][spec.report_key]]
-    # the default config draws every figure but the sweep's and the colour experiment's (configs/offline-full.yaml)
+    # the default config draws every figure but the sweep's and the colour experiment's (configs/hypotheses.yaml)
     assert drawn == [f for f in FIGURES if f not in ("sample_size", "colour")] and config["colour"]["names"] is None
     assert list(figures)[: len(drawn) + 1] == [*drawn, "heatmap-0"]
     for fig in figures.values():
