@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: one local end-to-end run of the reduced config, shared by the e2e and SLURM tests."""
+"""Suite-wide fixtures: one local end-to-end run of the reduced config, shared by the e2e and SLURM tests, and a
+small store of synthetic two-layer features for the experiment and sweep tests."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,3 +39,30 @@ def e2e_run(tmp_path_factory) -> Path:
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return work
+
+
+def store_latent_features(tmp: Path, models: tuple[str, ...], n: int, seed: int, extraction: dict) -> dict:
+    """Each model's two 6-wide layers of one shared 4-d latent plus noise, stored on dataset "d" with receipts under
+    tmp/results -> {"receipts": {"d/<model>": path}, "feats": {model: [layer, layer]}}."""
+    from prh.extract import Features
+    from prh.store import FeatureStore, make_request, write_receipt
+
+    store, receipts, feats = FeatureStore(tmp / "store"), {}, {}
+    rng = np.random.default_rng(seed)
+    latent = rng.standard_normal((n, 4))
+    for m in models:
+        feats[m] = [(latent @ rng.standard_normal((4, 6)) + rng.standard_normal((n, 6))).astype(np.float32) for _ in range(2)]
+        req = make_request(m, m * 64, "d", "image", "c" * 64, extraction)
+        key = store.key(req)
+        with store.put(key, req) as w:
+            w.write(Features(feats[m], ["l0", "l1"]))
+        path = tmp / "results" / "features" / "d" / f"{m}.json"
+        write_receipt(path, key, req, store.info(key))
+        receipts[f"d/{m}"] = str(path)
+    return {"receipts": receipts, "feats": feats}
+
+
+@pytest.fixture(scope="session")
+def latent_store():
+    """:func:`store_latent_features`, for module-scoped fixtures."""
+    return store_latent_features

@@ -14,9 +14,7 @@ import yaml
 from prh.align import best_pair, prepare
 from prh.config import validate_config
 from prh.experiment import align_experiment, model_pairs
-from prh.extract import Features
 from prh.metrics import METRICS, chance_level, get_metric, layerwise
-from prh.store import FeatureStore, make_request, write_receipt
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("a", "b", "c")
@@ -30,20 +28,11 @@ def small_entry(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fan_in(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def fan_in(tmp_path_factory: pytest.TempPathFactory, latent_store) -> dict:
     """Three models' two-layer features of a shared latent on one dataset, stored with their receipts."""
     tmp = tmp_path_factory.mktemp("fan_in")
-    store, receipts, feats = FeatureStore(tmp / "store"), {}, {}
-    rng = np.random.default_rng(0)
-    latent = rng.standard_normal((N, 4))
-    for m in MODELS:
-        feats[m] = [(latent @ rng.standard_normal((4, 6)) + rng.standard_normal((N, 6))).astype(np.float32) for _ in range(2)]
-        req = make_request(m, m * 64, "d", "image", "c" * 64, {"pooling": "cls", "layers": "all"})
-        key = store.key(req)
-        with store.put(key, req) as w:
-            w.write(Features(feats[m], ["l0", "l1"]))
-        write_receipt(tmp / "results" / "features" / "d" / f"{m}.json", key, req, store.info(key))
-        receipts[f"d/{m}"] = str(tmp / "results" / "features" / "d" / f"{m}.json")
+    stored = latent_store(tmp, MODELS, N, 0, {"pooling": "cls", "layers": "all"})
+    receipts, feats = stored["receipts"], stored["feats"]
     return {"tmp": tmp, "receipts": receipts, "feats": feats}
 
 

@@ -14,10 +14,8 @@ from PIL import Image
 
 from prh.align import best_pair, prepare
 from prh.config import ConfigError, validate_config
-from prh.extract import Features
 from prh.figures import fig_sample_size
 from prh.metrics import layerwise
-from prh.store import FeatureStore, make_request, write_receipt
 from prh.sweep import nested_subsets, sweep_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,21 +25,11 @@ METRICS = [{"name": "mutual_knn", "k": 4}, {"name": "cka"}, {"name": "cknna", "k
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def swept(tmp_path_factory: pytest.TempPathFactory, latent_store) -> dict:
     """Two models' two-layer features of one latent, stored; the sweep run once over them."""
     tmp = tmp_path_factory.mktemp("sweep")
-    store, receipts, feats = FeatureStore(tmp / "store"), {}, {}
-    rng = np.random.default_rng(3)
-    latent = rng.standard_normal((N, 4))
-    for m in ("a", "b"):
-        feats[m] = [(latent @ rng.standard_normal((4, 6)) + rng.standard_normal((N, 6))).astype(np.float32) for _ in range(2)]
-        req = make_request(m, m * 64, "d", "image", "c" * 64, {"pooling": "cls"})
-        key = store.key(req)
-        with store.put(key, req) as w:
-            w.write(Features(feats[m], ["l0", "l1"]))
-        path = tmp / "results" / "features" / "d" / f"{m}.json"
-        write_receipt(path, key, req, store.info(key))
-        receipts[f"d/{m}"] = str(path)
+    stored = latent_store(tmp, ("a", "b"), N, 3, {"pooling": "cls"})
+    receipts, feats = stored["receipts"], stored["feats"]
     exp = {"dataset": "d", "metrics": METRICS, "sizes": SIZES, "calibrate": True, "calibrate_max_n": 45}
     args = (exp, ["a"], ["b"], receipts, str(tmp / "store"), 0.95, {"permutations": 5, "bootstrap": 0, "seed": 2})
     table = sweep_experiment(*args, str(tmp / "e.csv"), str(tmp / "e.zarr"))

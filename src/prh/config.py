@@ -92,10 +92,14 @@ def load_schema() -> dict:
     return schema
 
 
-def _with_defaults(validator_class: type) -> type:
-    """The validator class, extended so that validating an object first sets each absent property's schema default
-    (a copy): jsonschema's default-filling recipe, the one ``snakemake.utils.validate(set_default=True)`` uses."""
-    validate_properties = validator_class.VALIDATORS["properties"]
+@functools.cache
+def default_filling_validator() -> type:
+    """The draft 2020-12 validator, extended so that validating an object first sets each absent property's schema
+    default (a copy): jsonschema's default-filling recipe, the one ``snakemake.utils.validate(set_default=True)``
+    uses. Built on first use, so jobs that only read a validated config never import jsonschema."""
+    import jsonschema
+
+    validate_properties = jsonschema.Draft202012Validator.VALIDATORS["properties"]
 
     def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
         if validator.is_type(instance, "object"):
@@ -104,17 +108,7 @@ def _with_defaults(validator_class: type) -> type:
                     instance[key] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    import jsonschema
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-@functools.cache
-def default_filling_validator() -> type:
-    """The draft 2020-12 validator that fills defaults (built on first use)."""
-    import jsonschema
-
-    return _with_defaults(jsonschema.Draft202012Validator)
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, {"properties": set_defaults})
 
 
 def _field(path: Any) -> str:

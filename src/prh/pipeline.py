@@ -19,6 +19,7 @@ from prh.io import write_csv_atomic, write_json_atomic
 if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
     import pandas as pd
 
+
 @contextlib.contextmanager
 def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
     """Send a job's stdout/stderr to its log; a PrhError becomes one line on the console and exit status 1."""
