@@ -31,9 +31,9 @@ def model_spec(wildcards):
     return config["models"][wildcards.model]
 
 
-def zoo_receipt(wildcards):
-    """The zoo checkpoint receipt a model needs, or nothing for packaged and hub models."""
-    return PLAN.zoo_receipt(wildcards.model)
+def model_receipt(wildcards):
+    """What a job loading the model waits for: its zoo training or weights-cache receipt, or nothing."""
+    return PLAN.model_receipt(wildcards.model)
 
 
 def extraction_params(wildcards):

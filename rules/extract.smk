@@ -5,7 +5,7 @@
 rule extract:
     input:
         data=PATHS.data("{dataset}"),
-        zoo=zoo_receipt,
+        model=model_receipt,
     output:
         receipt=PATHS.receipt("{dataset}", "{model}"),
     log:

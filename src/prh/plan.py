@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prh.config import DTYPE_BYTES, experiment_datasets, model_modality, select_models
+from prh.config import CACHED_PACKAGES, DTYPE_BYTES, experiment_datasets, model_modality, select_models
 
 PROBE_TABLES = ("accuracy", "solved", "tasks_solved")
 COLOUR_TABLES = ("alignment", "layout")  # the colour stage's rho / p-value per source, and 2-D layouts per source
@@ -30,6 +30,10 @@ class Paths:
 
     def zoo(self, model: str) -> str:
         return f"{self.root}/zoo/{model}.json"
+
+    def prepared(self, model: str) -> str:
+        """A packaged model's weights-cache receipt (prepare_model)."""
+        return f"{self.root}/prepared/{model}.json"
 
     def receipt(self, dataset: str, model: str) -> str:
         return f"{self.root}/features/{dataset}/{model}.json"
@@ -71,10 +75,16 @@ class Paths:
     def report(self) -> str:
         return f"{self.root}/report.html"
 
-    def existing_receipts(self) -> list[Path]:
-        """Extraction and zoo receipts on disk now, whichever config wrote them (for `prh store gc / rm`)."""
+    def existing_feature_receipts(self, model: str) -> list[Path]:
+        """One model's extraction receipts on disk now, on whichever datasets."""
         on_disk = Paths(glob.escape(self.root))
-        return [Path(p) for pattern in (on_disk.receipt("*", "*"), on_disk.zoo("*")) for p in sorted(glob.glob(pattern))]
+        return [Path(p) for p in sorted(glob.glob(on_disk.receipt("*", glob.escape(model))))]
+
+    def existing_receipts(self) -> list[Path]:
+        """Extraction, zoo and weights-cache receipts on disk now, whichever config wrote them (`prh store gc / rm`)."""
+        on_disk = Paths(glob.escape(self.root))
+        patterns = (on_disk.receipt("*", "*"), on_disk.zoo("*"), on_disk.prepared("*"))
+        return [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
 
 
 @dataclass(frozen=True)
@@ -156,9 +166,13 @@ class Plan:
     def modality(self, model: str) -> str:
         return model_modality(model, self.config["models"][model])
 
-    def zoo_receipt(self, model: str) -> list[str]:
-        """The zoo training receipt a model needs, or nothing for packaged and hub models."""
-        return [self.paths.zoo(model)] if self.config["models"][model]["source"] == "zoo" else []
+    def model_receipt(self, model: str) -> list[str]:
+        """What a job loading the model waits for: its zoo training receipt, its weights-cache receipt (packaged
+        models in CACHED_PACKAGES), or nothing (models that load straight from their files)."""
+        spec = self.config["models"][model]
+        if spec["source"] == "zoo":
+            return [self.paths.zoo(model)]
+        return [self.paths.prepared(model)] if spec.get("package") in CACHED_PACKAGES else []
 
     def extraction_params(self, model: str) -> dict:
         """Extraction parameters for one model (these enter the store key)."""
@@ -239,7 +253,7 @@ class Plan:
 
     def lm_inputs(self, model: str) -> dict[str, list[str]]:
         corpus = self.config["language"]["bpb_corpus"]
-        return {"zoo": self.zoo_receipt(model), "corpus": [self.paths.data(corpus)] if corpus else []}
+        return {"model": self.model_receipt(model), "corpus": [self.paths.data(corpus)] if corpus else []}
 
     def colour_models(self) -> list[str]:
         """The language models of the colour experiment (none when it is not configured)."""

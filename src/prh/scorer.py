@@ -106,7 +106,7 @@ class Scorer:
             return name
         path = Path(self.paths.receipt(self.dataset, name))
         if not path.is_file():
-            hits = [p for p in self.paths.existing_receipts() if p.stem == name and p.parent.name != "zoo"]
+            hits = self.paths.existing_feature_receipts(name)
             same = [p for p in hits if read_receipt(p)["request"]["dataset"]["id"] == self.dataset]
             if not same:
                 raise PrhError(

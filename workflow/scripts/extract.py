@@ -8,7 +8,7 @@ with logged(snakemake.log[0]):
     extract_features(
         snakemake.wildcards.model,
         snakemake.params.spec,
-        list(snakemake.input.zoo),
+        list(snakemake.input.model),
         snakemake.input.data,
         snakemake.params.store,
         snakemake.params.extraction,

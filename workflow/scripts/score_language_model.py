@@ -8,7 +8,7 @@ with logged(snakemake.log[0]):
     score_language_model(
         snakemake.wildcards.model,
         snakemake.params.spec,
-        list(snakemake.input.zoo),
+        list(snakemake.input.model),
         list(snakemake.input.corpus),
         snakemake.params.max_chars,
         snakemake.params.downstream,

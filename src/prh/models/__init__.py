@@ -78,3 +78,13 @@ def load_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32
     from prh.models.language import load_language_model
 
     return load_language_model(name, spec, device, dtype)
+
+
+def prepare_model(name: str, spec: dict) -> tuple[Path, str] | None:
+    """Build a packaged model's one-time weights cache (``prh.config.CACHED_PACKAGES``): (cache dir, source digest),
+    or None for a model that loads straight from its files."""
+    if _is_vision(name, spec):
+        return None
+    from prh.models.language import prepare_language_model
+
+    return prepare_language_model(name, spec)

@@ -180,6 +180,11 @@ def default_cache_dir(name: str, digest: str, root: str | Path = "features") -> 
     return Path(root) / "hf-cache" / f"{safe}-{digest[:12]}"
 
 
+def _cache_dir(name: str, spec: dict, digest: str) -> Path:
+    """``spec["cache_dir"]`` when given, else the default cache under ``spec["cache_root"]`` (the store)."""
+    return Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
+
+
 def _cache_is_valid(cache: Path, digest: str) -> bool:
     """True when the cache directory is complete (per its manifest) and was converted from the source with this digest."""
     marker = cache / _SOURCE_MARKER
@@ -252,19 +257,35 @@ def _gguf_source(name: str, package: str, pkg_dir: Path, workdir: Path) -> tuple
     return workdir, str(gemma.MODEL_NAME)
 
 
-def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str, Path]:
-    """(float32 model, tokenizer, source digest, cache dir) of a packaged GGUF LM, converting once."""
+def gguf_cache(name: str, spec: dict) -> tuple[Path, str]:
+    """(cache dir, source digest) of a packaged GGUF LM, dequantised into the cache once (under a lock)."""
     package = _package(name, spec)
     split = _PACKAGES[package]["kind"] == "gguf-split"
     pkg_dir = Path() if split else _package_dir(name, package)
     digest = language_weights_digest(name, spec)
-    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
+    cache = _cache_dir(name, spec, digest)
     if not _cache_is_valid(cache, digest):
         with exclusive(cache.parent / ".locks" / f"{cache.name}.lock"):  # concurrent jobs convert once
             if not _cache_is_valid(cache, digest):
                 _convert_gguf(name, package, pkg_dir, cache, digest)
+    return cache, digest
+
+
+def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str, Path]:
+    """(float32 model, tokenizer, source digest, cache dir) of a packaged GGUF LM, converting once."""
+    cache, digest = gguf_cache(name, spec)
     model, tokenizer = _load_cached(name, cache)
     return model, tokenizer, digest, cache
+
+
+def prepare_language_model(name: str, spec: dict) -> tuple[Path, str] | None:
+    """Build a packaged LM's one-time cache (GGUF dequantised, split zip unzipped): (cache dir, source digest), or
+    None for a model that loads straight from its package, the zoo or the hub."""
+    if _source(name, spec) != "packaged" or _PACKAGES[_package(name, spec)]["kind"] == "encoder":
+        return None
+    if _PACKAGES[_package(name, spec)]["kind"] == "encoder-split":
+        return cached_split_encoder(name, spec)
+    return gguf_cache(name, spec)
 
 
 def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: str) -> None:
@@ -303,7 +324,7 @@ def cached_split_encoder(name: str, spec: dict) -> tuple[Path, str]:
     package = _package(name, spec)
     sp = SPLIT_PACKAGES[package]
     digest = language_weights_digest(name, spec)
-    cache = Path(spec["cache_dir"]) if spec.get("cache_dir") else default_cache_dir(name, digest, spec.get("cache_root", "features"))
+    cache = _cache_dir(name, spec, digest)
     if _cache_is_valid(cache, digest):
         return cache, digest
     with exclusive(cache.parent / ".locks" / f"{cache.name}.lock"):
