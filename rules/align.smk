@@ -17,6 +17,7 @@ rule align:
         "logs/align/{experiment}.log",
     benchmark:
         PATHS.benchmark("align", "{experiment}")
+    priority: align_priority
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

@@ -27,6 +27,18 @@ def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def align_priority(wildcards):
+    return PLAN.priority(experiment=wildcards.experiment)
+
+
+def extract_priority(wildcards):
+    return PLAN.priority(receipt=PATHS.receipt(wildcards.dataset, wildcards.model))
+
+
+def model_priority(wildcards):
+    return PLAN.priority(model=wildcards.model)
+
+
 def model_spec(wildcards):
     return config["models"][wildcards.model]
 

@@ -12,6 +12,7 @@ rule extract:
         "logs/extract/{dataset}/{model}.log",
     benchmark:
         PATHS.benchmark("extract", "{dataset}", "{model}")
+    priority: extract_priority
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

@@ -10,6 +10,7 @@ rule score_language_model:
         "logs/lm/{model}.log",
     benchmark:
         PATHS.benchmark("score_language_model", "{model}")
+    priority: 1  # a long job: started early, not left to the end (prh.plan.Plan.priority)
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]

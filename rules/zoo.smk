@@ -9,6 +9,7 @@ rule train_zoo_model:
         "logs/zoo/{model}.log",
     benchmark:
         PATHS.benchmark("train_zoo_model", "{model}")
+    priority: model_priority
     conda:
         "../envs/prh.yaml"
     threads: config["threads"]
@@ -30,6 +31,7 @@ rule prepare_model:
         "logs/prepare/{model}.log",
     benchmark:
         PATHS.benchmark("prepare_model", "{model}")
+    priority: model_priority
     conda:
         "../envs/prh.yaml"
     threads: 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from prh.config import ConfigError, load_config, validate_config
+from prh.config import ConfigError, load_config, read_yaml, validate_config
 from prh.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,6 +195,48 @@ def test_duplicate_yaml_key_is_refused(tmp_path):
     (tmp_path / "c.yaml").write_text(text.replace(line, line + "\n" + line))
     with pytest.raises(ConfigError, match=r"config error: minilm: duplicate key at line \d+"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_zoo_architectures_are_timms_and_validation_needs_no_timm(default):
+    """The zoo's architectures are in timm's registry; validating the default config does not import timm."""
+    import timm
+
+    import prh.zoo.vision as zv
+    from prh.config import ZOO_ARCHS
+
+    assert ZOO_ARCHS == {zv.VIT, zv.RESNET, zv.CONVNEXT, zv.MIXER} and all(timm.is_model(a) for a in ZOO_ARCHS)
+    code = f"import sys, yaml; from prh.config import validate_config; validate_config(yaml.safe_load(open({str(ROOT / 'config.yaml')!r}))); print('timm' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_yaml_merge_keys_override_but_duplicates_are_refused(tmp_path):
+    """`<<: *anchor` merges a model's fields (the hypotheses config's model families), an explicit key overrides a
+    merged one, and a key written twice is still refused."""
+    (tmp_path / "m.yaml").write_text("a: &x {p: 1, q: 2}\nb: {<<: *x, q: 3}\n")
+    assert read_yaml(tmp_path / "m.yaml")["b"] == {"p": 1, "q": 3}
+    (tmp_path / "d.yaml").write_text("a: &x {p: 1}\nb: {<<: *x, q: 3, q: 4}\n")
+    with pytest.raises(ConfigError, match="q: duplicate key"):
+        read_yaml(tmp_path / "d.yaml")
+
+
+def test_hypotheses_config_wires_one_figure_per_hypothesis():
+    """configs/hypotheses.yaml: four hypothesis figures, each reading its experiments' tables and each x model's
+    factor value from the config; capacity lists trained models and their random-init controls (selector lists)."""
+    cfg = load_config(ROOT / "configs" / "hypotheses.yaml")
+    plan = Plan(cfg)
+    figs = {f.params["vary"]: f for name, f in plan.figures.items() if name.startswith("hypothesis-")}
+    assert set(figs) == {"step", "n_params", "tasks", "weight_decay"}
+    assert figs["step"].params["values"] == {f"dyn-s{s}": s for s in (0, 10, 30, 100, 300)}
+    assert figs["tasks"].params["values"] == {f"mt{t}-s{s}": t for t in (1, 2, 4, 8) for s in (0, 1)}
+    assert figs["weight_decay"].params["values"] == {"wd-0": 0.0, "wd-0.05": 0.05, "wd-0.5": 0.5, "wd-2": 2.0, "wd-8": 8.0}
+    trained = figs["n_params"].params["trained"]
+    assert sum(trained.values()) == 9 and sum(not t for t in trained.values()) == 9
+    assert figs["step"].inputs["experiments"] == [plan.paths.alignment("dynamics-language"), plan.paths.alignment("dynamics-vision")]
+    assert "accuracy" in figs["step"].inputs and set(figs["step"].params["values"]) <= set(plan.probe_models())
+    bad = copy.deepcopy(cfg)
+    del bad["models"]["wd-2"]["weight_decay"]
+    with pytest.raises(ConfigError, match=r"models\.wd-2\.weight_decay: needed by report\.hypotheses\.3"):
+        validate_config(bad)
 
 
 def _workflow_copy(tmp_path: Path) -> Path:

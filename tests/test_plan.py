@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from prh.config import validate_config
-from prh.plan import FIGURES, HEATMAP, Paths, Plan
+from prh.plan import FIGURES, HEATMAP, HYPOTHESIS, Paths, Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_jobs_loading_a_model_wait_for_its_weights(config: dict) -> None:
 def test_every_declared_figure_has_a_drawer(config: dict) -> None:
     from prh.pipeline import _drawers
 
-    assert set(_drawers()) == set(FIGURES) | {HEATMAP}
+    assert set(_drawers()) == set(FIGURES) | {HEATMAP, HYPOTHESIS}
     figures = Plan(config).figures
     drawn = [f for f, spec in FIGURES.items() if spec.report_key and config["report"][spec.report_key]]
     # the default config draws every figure but the sweep's and the colour experiment's (configs/hypotheses.yaml)
@@ -144,3 +144,16 @@ def test_model_table_reads_one_receipt_per_model(config: dict) -> None:
     models = [Path(p).stem for p in receipts]
     assert len(models) == len(set(models)) and set(receipts) <= set(plan.extraction_receipts())
     assert set(models) == {m for _, m in plan.extractions()}
+
+
+def test_long_jobs_and_what_they_wait_for_come_first(config: dict) -> None:
+    """Calibrated experiments, and the extractions they read, get priority 1; extractions that feed only uncalibrated
+    experiments or probes get 0 (so the long alignments do not start last)."""
+    plan = Plan(config)
+    assert set(plan.calibrated_experiments()) == {"vision-vision", "vision-language", "scale-confound"}
+    assert plan.priority(experiment="vision-vision") == 1 and plan.priority(experiment="locality") == 0
+    assert plan.priority(receipt=plan.paths.receipt("fmnist", "vit-m-sup")) == 1
+    assert plan.priority(receipt=plan.paths.receipt("scenes", "smollm2")) == 1
+    assert plan.priority(receipt=plan.paths.receipt("emoji-keywords", "smollm2")) == 0
+    assert plan.priority(receipt=plan.paths.receipt("probe-digits", "vit-m-sup")) == 0
+    assert plan.priority(model="smollm2") == 1

@@ -20,6 +20,8 @@ from prh.zoo.objectives import augment, fold_patches, nt_xent, patch_mask, token
 
 TRAIN = {"source": "fashion-mnist", "split": "train", "n": 2000, "seed": 0}
 EVAL = {"source": "fashion-mnist", "split": "test", "n": 500, "seed": 0}
+SCENES_TRAIN = {"source": "scenes", "n": 600, "seed": 50}
+SCENES_EVAL = {"source": "scenes", "n": 300, "seed": 51}
 TINY = {
     "convnext": ("convnext_atto", {"dims": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}),
     "resnet": ("resnet10t", {"channels": [8, 16, 32, 64], "stem_width": 8}),
@@ -194,6 +196,12 @@ def test_failed_training_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
         ({"batch_size": "64"}, "models.bad.batch_size"),
         ({"epochs": 3}, "models.bad.epochs: unknown recipe field"),
         ({"dataset": {"source": "digits"}}, "models.bad.dataset"),
+        ({"schedule_steps": 1}, "models.bad.schedule_steps"),
+        ({"tasks": ["class"]}, "models.bad.tasks"),
+        ({"objective": "multitask"}, "models.bad.tasks"),
+        ({"objective": "multitask", "tasks": ["class", "class"]}, "models.bad.tasks"),
+        ({"objective": "multitask", "tasks": ["colour"]}, "models.bad.tasks: dataset has no label 'colour'"),
+        ({"dataset": SCENES_TRAIN}, "models.bad.dataset: objective supervised"),
         ({"arch_kwargs": {"embed_dim": 32, "depth": 1, "num_heads": 2, "img_size": 32, "no_such_kwarg": 1}}, "models.bad.arch_kwargs"),
     ],
 )
@@ -263,3 +271,44 @@ def test_retraining_in_another_process_gives_identical_checkpoint_bytes(tmp_path
     for run in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], check=True, timeout=300)
     assert file_sha256(tmp_path / "a" / "model.safetensors") == file_sha256(tmp_path / "b" / "model.safetensors")
+
+
+def test_stopping_early_follows_the_longer_run(tmp_path: Path) -> None:
+    """steps 4 of an 8-step schedule is the 8-step run's first 4 steps (same losses and learning rates, so the same
+    weights at each step), not a 4-step run; step 0 of a schedule is the seeded initialisation."""
+    full = read_loss(zv.train_vision(tiny("vit", "mae", 8, schedule_steps=8), tmp_path / "full"))
+    part = read_loss(zv.train_vision(tiny("vit", "mae", 4, schedule_steps=8), tmp_path / "part"))
+    short = read_loss(zv.train_vision(tiny("vit", "mae", 4), tmp_path / "short"))
+    key = [(r["step"], r["loss"], r["lr"]) for r in part]
+    assert len(part) == 4 and key == [(r["step"], r["loss"], r["lr"]) for r in full[:4]]
+    assert [r["lr"] for r in short] != [r["lr"] for r in part]
+    assert zv.recipe_hash(tiny("vit", "mae", 4, schedule_steps=8)) != zv.recipe_hash(tiny("vit", "mae", 4))
+    init = load_file(str(zv.train_vision(tiny("vit", "supervised", 0, schedule_steps=8), tmp_path / "s0") / "model.safetensors"))
+    rand = load_file(str(zv.train_vision(tiny("vit", "random", 0), tmp_path / "r") / "model.safetensors"))
+    assert all(torch.equal(init[k], rand[k]) for k in rand)  # same backbone init; the step-0 model adds its head
+
+
+def test_optional_recipe_fields_leave_other_hashes_alone() -> None:
+    """Recipes that do not set schedule_steps / tasks normalise without them (their hashes predate those fields)."""
+    r = zv.normalise_recipe(tiny("resnet", "supervised", 10))
+    assert not zv.OPTIONAL_RECIPE_KEYS & set(r)
+
+
+def test_multitask_learns_every_task_of_the_scenes(tmp_path: Path) -> None:
+    """The multitask objective trains one head per scene label; held-out mean accuracy rises well above its
+    untrained value and above chance of the tasks (colour 1/8, count 1/3), on scenes it never trained on."""
+    recipe = {"arch": TINY["vit"][0], "arch_kwargs": TINY["vit"][1], "objective": "multitask", "steps": 60,
+              "batch_size": 64, "lr": 3e-3, "dataset": SCENES_TRAIN, "eval_dataset": SCENES_EVAL,
+              "tasks": ["colour", "count"]}  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = zv.train_vision(recipe, tmp_path / "mt", name="mt")
+    finally:
+        torch.set_num_threads(threads)
+    metric = json.loads((out / "config.json").read_text())["metric"]
+    chance = (1 / 8 + 1 / 3) / 2
+    assert metric["name"] == "eval_accuracy" and metric["trained"] > max(metric["untrained"], chance) + 0.15
+    state = load_file(str(out / "model.safetensors"))
+    assert not any(k.startswith("heads") for k in state)  # the task heads are the objective's, not the backbone's
+    assert zv.recipe_hash(recipe) != zv.recipe_hash({**recipe, "tasks": ["count", "colour"]})

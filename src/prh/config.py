@@ -54,6 +54,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: set = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`: merged keys may be overridden, not duplicated
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(str(key), f"duplicate key at line {key_node.start_mark.line + 1}")
@@ -180,16 +182,22 @@ def model_group(spec: dict) -> str:
 
 def select_models(cfg: dict, selector: str | list[str], field: str, allow_empty: bool = False) -> list[str]:
     """Model names picked by a selector, in config order: "vision" / "language" (that modality's models of the main
-    group), "vision:GROUP" / "language:GROUP" (that modality's models of GROUP), or an explicit list of names."""
+    group), "vision:GROUP" / "language:GROUP" (that modality's models of GROUP), or a list of model names and
+    such selectors (in list order)."""
     if isinstance(selector, str):
         modality, _, group = selector.partition(":")
         names = [m for m, s in cfg["models"].items()
                  if model_modality(m, s) == modality and model_group(s) == (group or MAIN_GROUP)]  # fmt: skip
     else:
+        names = []
         for m in selector:
-            if m not in cfg["models"]:
+            if m in cfg["models"]:
+                names.append(m)
+            elif m.partition(":")[0] in ("vision", "language"):
+                names += select_models(cfg, m, field, allow_empty=True)
+            else:
                 raise ConfigError(field, f"model {m!r} is not defined under models")
-        names = list(dict.fromkeys(selector))
+        names = list(dict.fromkeys(names))
     if not names and not (allow_empty and isinstance(selector, str)):
         raise ConfigError(field, f"selects no model ({selector!r})")
     return names
@@ -221,7 +229,14 @@ def _check_models(cfg: dict) -> None:
             _check_timm_arch(spec["arch"], f"models.{name}.arch")
 
 
+# The timm architectures of prh's own zoo (prh.zoo.vision): known to timm (tests/test_config.py checks both facts), so
+# validating a config, which every snakemake start does, imports timm (~3.5 s) only for other architectures
+ZOO_ARCHS = frozenset({"vit_tiny_patch16_224", "resnet10t", "convnext_atto", "mixer_s16_224"})
+
+
 def _check_timm_arch(arch: str, field: str) -> None:
+    if arch in ZOO_ARCHS:
+        return
     import timm
 
     if not timm.is_model(arch):
@@ -348,6 +363,24 @@ def _check_sections(cfg: dict) -> None:
             if m not in cfg["models"]:
                 raise ConfigError(f"report.heatmaps.{i}", f"model {m!r} is not defined")
     _check_downstream_reference(cfg)
+    for i, hyp in enumerate(cfg["report"]["hypotheses"]):
+        _check_hypothesis(cfg, hyp, f"report.hypotheses.{i}")
+
+
+HYPOTHESIS_FIELDS = {"step": "steps", "tasks": "tasks", "weight_decay": "weight_decay"}  # factor -> the model field
+
+
+def _check_hypothesis(cfg: dict, hyp: dict, field: str) -> None:
+    """Its experiments exist and every x model of them sets the field its factor reads."""
+    for exp in hyp["experiments"]:
+        if exp not in cfg["alignment"]["experiments"]:
+            raise ConfigError(f"{field}.experiments", f"experiment {exp!r} is not defined under alignment.experiments")
+        if hyp["vary"] not in HYPOTHESIS_FIELDS:
+            continue
+        key = HYPOTHESIS_FIELDS[hyp["vary"]]
+        for m in select_models(cfg, cfg["alignment"]["experiments"][exp]["x"], f"alignment.experiments.{exp}.x"):
+            if key not in cfg["models"][m]:
+                raise ConfigError(f"models.{m}.{key}", f"needed by {field} (vary: {hyp['vary']}), but not set")
 
 
 def _check_downstream_reference(cfg: dict) -> None:

@@ -55,7 +55,8 @@ def materialise_dataset(name: str, spec: dict, out: str) -> None:
 
 
 # -- zoo -------------------------------------------------------------------------------------------
-VISION_RECIPE_KEYS = ("arch", "arch_kwargs", "objective", "steps", "lr", "seed", "width")
+VISION_RECIPE_KEYS = ("arch", "arch_kwargs", "objective", "steps", "schedule_steps", "tasks", "lr", "weight_decay", "seed",
+                      "width")  # fmt: skip
 LANGUAGE_RECIPE_KEYS = ("hidden", "layers", "heads", "intermediate", "steps", "lr", "seq_len", "seed")
 
 
@@ -342,7 +343,7 @@ def _draw_locality(tables: dict, params: dict, stem: str) -> None:
 def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
     """Figure name (prh.plan.FIGURES, plus the heatmap) -> how it is drawn from its read tables and params."""
     from prh import figures
-    from prh.plan import HEATMAP
+    from prh.plan import HEATMAP, HYPOTHESIS
 
     return {
         "convergence": lambda t, p, s: figures.fig_convergence(t["alignment"], t["solved"], s, metric=p["metric"]),
@@ -362,18 +363,25 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         "sample_size": lambda t, p, s: figures.fig_sample_size(t["alignment"], s, **p["calibration"]),
         "colour": lambda t, p, s: figures.fig_colour(t["colour"], t["colour_layout"], s),
         HEATMAP: _draw_heatmap,
+        HYPOTHESIS: lambda t, p, s: figures.fig_hypothesis(t["experiments"], p["name"], p["vary"], p["values"],
+                                                           p["trained"], s, model_meta=t["models"],
+                                                           accuracy=t.get("accuracy"), claim=p["claim"]),
     }  # fmt: skip
 
 
 def draw_figure(figure: str, inputs: dict[str, str], params: dict, out_png: str) -> None:
     """Draw one of the report's figures from its input files and the config values it reads (prh.plan.FIGURES)."""
-    from prh.plan import HEATMAP
+    import pandas as pd
 
-    kind = HEATMAP if figure.startswith(f"{HEATMAP}-") else figure
+    from prh.plan import HEATMAP, HYPOTHESIS
+
+    kind = next((k for k in (HEATMAP, HYPOTHESIS) if figure.startswith(f"{k}-")), figure)
     drawers = _drawers()
     if kind not in drawers:
         raise PrhError(f"unknown figure {figure!r}")
-    tables = {k: v if k == "matrices" else _read_tables(v) for k, v in inputs.items()}
+    tables = {k: v if k == "matrices" else _read_tables(v) for k, v in inputs.items() if k != "experiments"}
+    if "experiments" in inputs:  # alignment tables by experiment name (the file stem)
+        tables["experiments"] = {Path(p).stem: pd.read_csv(p) for p in inputs["experiments"]}
     drawers[kind](tables, params, str(Path(out_png).with_suffix("")))
 
 

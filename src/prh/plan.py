@@ -125,6 +125,7 @@ FIGURES: dict[str, FigureSpec] = {
     "colour": FigureSpec(None, ("colour", "colour_layout")),
 }
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
+HYPOTHESIS = "hypothesis"  # figures hypothesis-0, -1, ...: one per report.hypotheses entry
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)
 
 
@@ -233,6 +234,31 @@ class Plan:
     def experiment_receipts(self, name: str) -> list[str]:
         return list(dict.fromkeys(self.experiment_receipt_map(name).values()))
 
+    # -- scheduling ------------------------------------------------------------------------------
+    def calibrated_experiments(self) -> list[str]:
+        """Experiments with a permutation null: the long alignment jobs."""
+        return [e for e, spec in self.config["alignment"]["experiments"].items() if spec.get("calibrate", True)]
+
+    @cached_property
+    def _critical_receipts(self) -> frozenset[str]:
+        return frozenset(r for e in self.calibrated_experiments() for r in self.experiment_receipts(e))
+
+    @cached_property
+    def _critical_models(self) -> frozenset[str]:
+        calibrated = [m for e in self.calibrated_experiments() for side in self.experiment_models(e) for m in side]
+        return frozenset(calibrated + self.language_models())
+
+    def priority(self, experiment: str | None = None, receipt: str | None = None, model: str | None = None) -> int:
+        """Scheduling priority (Snakemake `priority`): 1 for the long jobs (calibrated experiments; language scoring,
+        whose rule says so itself) and for the extractions and model preparations they wait for, else 0. The long
+        jobs then start while the short extractions that only feed figures still run, instead of one long job
+        keeping a single core busy at the end of a run."""
+        if experiment is not None:
+            return int(experiment in self.calibrated_experiments())
+        if receipt is not None:
+            return int(receipt in self._critical_receipts)
+        return int(model in self._critical_models)
+
     def probe_models(self) -> list[str]:
         if not self.config["probes"]["tasks"]:
             return []
@@ -333,7 +359,24 @@ class Plan:
             label = ", ".join(experiment_datasets(self.config["alignment"]["experiments"][exp]))
             params = {"experiment": exp, "model_x": mx, "model_y": my, "dataset": label}
             out[f"{HEATMAP}-{i}"] = Figure(f"{HEATMAP}-{i}", {"matrices": self.paths.matrices(exp)}, params)
+        for i, hyp in enumerate(rep["hypotheses"]):
+            inputs = {"experiments": [self.paths.alignment(e) for e in hyp["experiments"]], "models": tables["models"]}
+            if self.probe_models():
+                inputs["accuracy"] = self.paths.probe_table("accuracy")
+            out[f"{HYPOTHESIS}-{i}"] = Figure(f"{HYPOTHESIS}-{i}", inputs, self.hypothesis_params(hyp))
         return out
+
+    def hypothesis_params(self, hyp: dict) -> dict[str, Any]:
+        """What a hypothesis figure reads of the config: its name, claim and factor, each x model's factor value
+        (None for n_params: the model table has it) and whether it was trained (objective not random)."""
+        from prh.config import HYPOTHESIS_FIELDS
+
+        models = list(dict.fromkeys(m for e in hyp["experiments"] for m in self.experiment_models(e)[0]))
+        specs = {m: self.config["models"][m] for m in models}
+        key = HYPOTHESIS_FIELDS.get(hyp["vary"])
+        values = {m: None if key is None else (len(s[key]) if key == "tasks" else s[key]) for m, s in specs.items()}
+        return {"name": hyp["name"], "claim": hyp.get("claim", ""), "vary": hyp["vary"], "values": values,
+                "trained": {m: s.get("objective") != "random" for m, s in specs.items()}}  # fmt: skip
 
     def _figure_param(self, param: str, experiment: str | list[str]) -> Any:
         """The value of one config param a figure reads (see FigureSpec)."""

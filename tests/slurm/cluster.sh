@@ -5,7 +5,8 @@
 #   tests/slurm/cluster.sh up      install (idempotent), write /etc/slurm/*.conf, start what is not running;
 #                                  prints "started" or "already up" as its last line
 #   tests/slurm/cluster.sh up --no-accounting   the same without slurmdbd / MariaDB (sacct then fails)
-#   tests/slurm/cluster.sh down    stop exactly the daemons `up` started (their PIDs are in $STATE/pids/)
+#   tests/slurm/cluster.sh down    stop exactly the daemons `up` started (their PIDs are in $STATE/pids/) and remove
+#                                  the /etc/slurm configs `up` wrote
 #   tests/slurm/cluster.sh status  one line per daemon: name, PID, alive or not
 #
 # State (database, spool, logs, PIDs, munge key) lives under $PRH_SLURM_STATE (default /var/lib/prh-slurm); MariaDB
@@ -212,6 +213,11 @@ down() {
   local rev=() d
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do rev+=("${DAEMONS[i]}"); done
   for d in "${rev[@]}"; do stop "$d"; done
+  # A config left behind points every Slurm client at a controller that is gone: `scontrol show config`, which the
+  # executor plugin runs whenever snakemake starts, then waits 9 s on every local run. Remove what `up` wrote.
+  for f in slurm.conf slurmdbd.conf gres.conf; do
+    if [ -e "$CONF/$f" ] && grep -qF "$MARK" "$CONF/$f"; then rm -f "$CONF/$f"; fi
+  done
   echo "stopped"
 }
 

@@ -8,6 +8,7 @@ and returns a `FigureResult` whose ``reading`` is two lines computed from the da
 from prh.figures._common import FigureResult, load_result, set_style
 from prh.figures.calibration import fig_calibration_survival, fig_scale_confound
 from prh.figures.colour import fig_colour
+from prh.figures.hypotheses import fig_hypothesis
 from prh.figures.language import fig_caption_density, fig_downstream, fig_vision_language
 from prh.figures.metrics import fig_locality, fig_metric_agreement
 from prh.figures.pretrained import fig_pretrained
@@ -21,6 +22,7 @@ __all__ = [
     "fig_colour",
     "fig_convergence",
     "fig_downstream",
+    "fig_hypothesis",
     "fig_layer_heatmap",
     "fig_locality",
     "fig_metric_agreement",

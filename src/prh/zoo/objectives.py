@@ -112,6 +112,35 @@ class Supervised(Objective):
         return correct / max(len(x), 1)
 
 
+class MultiTask(Objective):
+    """One linear head per task on the pooled features, the mean of their cross-entropies; held-out metric is the
+    mean accuracy over tasks. Labels are (B, T), one column per task."""
+
+    metric = "eval_accuracy"
+
+    def __init__(self, dim: int, classes: list[int]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(dim, c) for c in classes)
+
+    def logits(self, model: nn.Module, x: Tensor) -> list[Tensor]:
+        """Each task head's logits on the pooled features."""
+        z = pooled(model, x)
+        return [head(z) for head in self.heads]
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+        """Mean cross-entropy over the tasks."""
+        return torch.stack([F.cross_entropy(lg, y[:, t]) for t, lg in enumerate(self.logits(model, x))]).mean()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 250, seed: int = 12345) -> float:
+        """Top-1 accuracy averaged over tasks."""
+        correct = torch.zeros(len(self.heads))
+        for i in range(0, len(x), batch_size):
+            for t, lg in enumerate(self.logits(model, x[i : i + batch_size])):
+                correct[t] += float((lg.argmax(1) == y[i : i + batch_size, t]).sum())
+        return float(correct.mean()) / max(len(x), 1)
+
+
 class SimCLR(Objective):
     """NT-Xent between two augmented views' pooled features through a 2-layer projection MLP."""
 
@@ -170,11 +199,15 @@ def feature_shape(model: nn.Module, image_size: int) -> tuple[int, int, int]:
     return int(tokens.shape[2]), side, int(pooled_dim)
 
 
-def make_objective(kind: str, model: nn.Module, image_size: int) -> Objective:
-    """Objective module for `kind` in supervised | simclr | mae | denoise."""
+def make_objective(kind: str, model: nn.Module, image_size: int, classes: list[int] | None = None) -> Objective:
+    """Objective module for `kind` in supervised | multitask (``classes``: per task) | simclr | mae | denoise."""
     if kind == "supervised":
         return Supervised()
     dim, side, pooled_dim = feature_shape(model, image_size)
+    if kind == "multitask":
+        if not classes:
+            raise ValueError("objective multitask needs the number of classes of each task")
+        return MultiTask(pooled_dim, classes)
     if kind == "simclr":
         return SimCLR(pooled_dim)
     if kind in ("mae", "denoise"):

@@ -1,6 +1,10 @@
 """Vision zoo: small timm architectures trained on Fashion-MNIST under several objectives, cached by recipe hash.
 
-A recipe is plain config (arch, arch_kwargs, objective, dataset, steps, batch_size, lr, seed, ...).
+A recipe is plain config (arch, arch_kwargs, objective, dataset, steps, batch_size, lr, seed, ...). Two optional
+fields serve the hypothesis experiments: ``schedule_steps`` (the length of the run whose learning-rate schedule and
+data order are followed; training stops after ``steps`` of them, so a recipe with steps s and schedule_steps S is the
+step-s checkpoint of the S-step run), and ``tasks`` (the labels the "multitask" objective trains one head each on,
+e.g. the scenes' category, colour, count, location, ...).
 `ensure_trained(recipe, cache_root)` returns `cache_root/<recipe_hash>` and trains only when absent, so a
 checkpoint is retrained only when its recipe, its training data or the training code (ZOO_CODE_VERSION) changes.
 """
@@ -31,7 +35,7 @@ ZOO_CODE_VERSION = "vision-zoo-1"  # bump whenever training code changes what a 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10
 LOSS_FILE = "loss.csv"
-OBJECTIVES = ("supervised", "simclr", "mae", "denoise", "random")
+OBJECTIVES = ("supervised", "multitask", "simclr", "mae", "denoise", "random")
 DATA_CONFIG: dict[str, Any] = {
     "input_size": [3, IMAGE_SIZE, IMAGE_SIZE],
     "mean": [0.2860, 0.2860, 0.2860],  # Fashion-MNIST pixel mean / std
@@ -52,7 +56,10 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "width": None,  # informational: the width the recipe is filed under
 }
-RECIPE_KEYS = frozenset(RECIPE_DEFAULTS) | {"arch", "objective"}
+# optional fields: absent unless set, so the recipe hashes of models that do not use them never change
+OPTIONAL_RECIPE_KEYS = frozenset({"schedule_steps", "tasks"})
+RECIPE_KEYS = frozenset(RECIPE_DEFAULTS) | {"arch", "objective"} | OPTIONAL_RECIPE_KEYS
+TRAIN_SOURCES = ("fashion-mnist", "scenes")
 
 
 def _vit(dim: int, depth: int, heads: int, patch: int = 8) -> dict[str, Any]:
@@ -122,27 +129,51 @@ def normalise_recipe(recipe: dict[str, Any], name: str = "?") -> dict[str, Any]:
     steps = _check_int(name, r, "steps", 0)
     _check_int(name, r, "batch_size", 2)
     _check_int(name, r, "seed", 0)
-    if (r["objective"] == "random") != (steps == 0):
+    if "schedule_steps" in r:
+        schedule = _check_int(name, r, "schedule_steps", 1)
+        if steps > schedule or r["objective"] == "random":
+            raise PrhError(f"models.{name}.schedule_steps: must be >= steps ({steps}) and the objective trained, got {schedule}")
+    elif (r["objective"] == "random") != (steps == 0):
         raise PrhError(f"models.{name}.steps: objective {r['objective']!r} needs steps {'== 0' if steps else '> 0'}, got {steps}")
     if not isinstance(r["arch_kwargs"], dict):
         raise PrhError(f"models.{name}.arch_kwargs: expected a mapping, got {r['arch_kwargs']!r}")
-    if not isinstance(r["dataset"], dict) or r["dataset"].get("source") != "fashion-mnist":
-        raise PrhError(f"models.{name}.dataset: expected a fashion-mnist dataset spec, got {r['dataset']!r}")
+    if not isinstance(r["dataset"], dict) or r["dataset"].get("source") not in TRAIN_SOURCES:
+        raise PrhError(f"models.{name}.dataset: expected a {' or '.join(TRAIN_SOURCES)} dataset spec, got {r['dataset']!r}")
+    _check_tasks(name, r)
     if r["eval_dataset"] is None:
-        r["eval_dataset"] = {**r["dataset"], "split": "test", "n": 1000, "seed": 0}
+        r["eval_dataset"] = _held_out(r["dataset"])
     return json.loads(canonical_json(r))  # tuples -> lists, a deep copy
 
 
+def _check_tasks(name: str, r: dict[str, Any]) -> None:
+    """``tasks`` is a non-empty list of distinct label names exactly when the objective is multitask."""
+    tasks = r.get("tasks")
+    if (r["objective"] == "multitask") != (tasks is not None):
+        raise PrhError(f"models.{name}.tasks: needed by (and only by) objective multitask, got {tasks!r}")
+    if tasks is not None and (not isinstance(tasks, list) or not tasks or len(set(tasks)) != len(tasks)
+                              or not all(isinstance(t, str) for t in tasks)):  # fmt: skip
+        raise PrhError(f"models.{name}.tasks: expected a list of distinct label names, got {tasks!r}")
+    if r["objective"] == "supervised" and r["dataset"]["source"] != "fashion-mnist":
+        raise PrhError(f"models.{name}.dataset: objective supervised trains on Fashion-MNIST classes; use multitask")
+
+
+def _held_out(train: dict[str, Any]) -> dict[str, Any]:
+    """The default evaluation set of a training set: Fashion-MNIST's test split, or 1,000 other scenes."""
+    if train["source"] == "fashion-mnist":
+        return {**train, "split": "test", "n": 1000, "seed": 0}
+    return {**train, "n": 1000, "seed": int(train.get("seed", 0)) + 1}
+
+
 @functools.lru_cache(maxsize=8)
-def _load_split(spec_json: str, name: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(uint8 images (n,H,W,3), int64 classes (n,), content digest) of a dataset spec, memoised in-process."""
+def _load_split(spec_json: str, name: str) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
+    """(uint8 images (n,H,W,3), int64 labels by name, content digest) of a dataset spec, memoised in-process."""
     from prh.data import load_dataset
 
     ds = load_dataset(name, json.loads(spec_json))
-    if ds.images is None or "class" not in ds.labels:
-        raise PrhError(f"{name}: zoo training needs images with a 'class' label")
+    if ds.images is None or not ds.labels:
+        raise PrhError(f"{name}: zoo training needs images with labels")
     digest = f"{ds.image_digest}:{ds.meta.get('labels_digest', '')}"
-    return ds.images, ds.labels["class"].astype(np.int64), digest
+    return ds.images, {k: v.astype(np.int64) for k, v in ds.labels.items()}, digest
 
 
 def dataset_digest(spec: dict[str, Any], name: str = "?") -> str:
@@ -162,12 +193,17 @@ def recipe_hash(recipe: dict[str, Any], name: str = "?") -> str:
     return content_key(payload)
 
 
-def image_tensors(spec: dict[str, Any], name: str = "?") -> tuple[torch.Tensor, torch.Tensor]:
-    """Preprocessed (n,3,32,32) float images and (n,) int64 classes of a dataset spec."""
-    images, classes, _ = _load_split(canonical_json(spec), f"models.{name}.dataset")
+def image_tensors(spec: dict[str, Any], name: str = "?", tasks: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed (n,3,32,32) float images of a dataset spec, with its (n,) int64 classes, or with the (n, T)
+    labels of ``tasks`` in that order."""
+    images, labels, _ = _load_split(canonical_json(spec), f"models.{name}.dataset")
+    missing = sorted(set(tasks or ["class"]) - set(labels))
+    if missing:
+        raise PrhError(f"models.{name}.tasks: dataset has no label {missing[0]!r} (it has {sorted(labels)})")
     preprocess = make_preprocess(DATA_CONFIG)
     x = torch.cat([preprocess(images[i : i + 2048]) for i in range(0, len(images), 2048)])
-    return x, torch.from_numpy(classes)
+    y = labels["class"] if tasks is None else np.stack([labels[t] for t in tasks], axis=1)
+    return x, torch.from_numpy(np.ascontiguousarray(y))
 
 
 def lr_at(step: int, steps: int, lr: float) -> float:
@@ -204,9 +240,11 @@ def _fit(
     gen = torch.Generator().manual_seed(r["seed"])
     rows: list[tuple[int, float, float]] = []
     model.train()
-    bar = tqdm(batches(len(x), min(r["batch_size"], len(x)), r["steps"], gen), desc=desc, unit="step", leave=False)
+    schedule = r.get("schedule_steps", r["steps"])  # the run followed; training stops after r["steps"] of it
+    order = batches(len(x), min(r["batch_size"], len(x)), schedule, gen)[: r["steps"]]
+    bar = tqdm(order, desc=desc, unit="step", leave=False)
     for step, idx in enumerate(bar):
-        lr = lr_at(step, r["steps"], r["lr"])
+        lr = lr_at(step, schedule, r["lr"])
         for group in opt.param_groups:
             group["lr"] = lr
         loss = objective.loss(model, x[idx], y[idx], gen)
@@ -248,12 +286,13 @@ def train_vision(recipe: dict[str, Any], out_dir: str | os.PathLike, name: str =
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    x, y = image_tensors(r["dataset"], name)
-    x_eval, y_eval = image_tensors(r["eval_dataset"], name)
+    x, y = image_tensors(r["dataset"], name, r.get("tasks"))
+    x_eval, y_eval = image_tensors(r["eval_dataset"], name, r.get("tasks"))
     supervised = r["objective"] == "supervised"
     torch.manual_seed(r["seed"])
     model = create_timm_model(r["arch"], r["arch_kwargs"], num_classes=NUM_CLASSES if supervised else 0, name=name)
-    objective = None if r["objective"] == "random" else make_objective(r["objective"], model, IMAGE_SIZE)
+    classes = [int(c) for c in (torch.maximum(y.amax(0), y_eval.amax(0)) + 1).reshape(-1)] if r.get("tasks") else None
+    objective = None if r["objective"] == "random" else make_objective(r["objective"], model, IMAGE_SIZE, classes)
     metric = objective.metric if objective is not None else "eval_loss"
     before = _evaluate(objective, model, x_eval, y_eval)
     rows = _fit(model, objective, r, x, y, name) if objective is not None else []
