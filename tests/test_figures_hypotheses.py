@@ -18,6 +18,14 @@ from prh.figures.hypotheses import factor_tests, hypothesis_table
 RNG = np.random.default_rng(0)
 
 
+def exact_spearman_p(x, y) -> float:
+    """Two-sided p of Spearman's rho over all n! orders of x against y (scipy's permutation_test, one sample)."""
+    y = np.asarray(y)
+    res = stats.permutation_test((np.asarray(x),), lambda a: stats.spearmanr(a, y).statistic,
+                                 permutation_type="pairings", n_resamples=np.inf)  # fmt: skip
+    return float(res.pvalue)
+
+
 def rows(xs: list[str], ys: list[str], score) -> pd.DataFrame:
     """An alignment table with a score and a calibrated value per (x, y) pair."""
     out = []
@@ -38,8 +46,10 @@ def test_references_are_averaged_and_spearman_is_scipys() -> None:
     expect = align.groupby("model_x")["calibrated"].mean()
     assert np.allclose(table.set_index("model_x")["calibrated"], expect.loc[table["model_x"]])
     tests = factor_tests(table)
-    rho, p = stats.spearmanr(table["value"], table["calibrated"])
-    assert tests.iloc[0]["rho_calibrated"] == pytest.approx(rho) and tests.iloc[0]["p_calibrated"] == pytest.approx(p)
+    rho = stats.spearmanr(table["value"], table["calibrated"]).statistic
+    exact = exact_spearman_p(table["value"].to_numpy(), table["calibrated"].to_numpy())
+    assert tests.iloc[0]["rho_calibrated"] == pytest.approx(rho)
+    assert tests.iloc[0]["p_calibrated"] == pytest.approx(exact)  # n = 5: all 120 pairings
 
 
 def test_runs_of_the_same_value_are_compared_between_seeds_only() -> None:
@@ -79,3 +89,17 @@ def test_unknown_factor_and_missing_models_are_named(tmp_path: Path) -> None:
         fig_hypothesis({"e": align}, "h", "depth", {"a": 1}, {"a": True}, tmp_path / "h")
     with pytest.raises(PrhError, match="experiment 'e' has none of the hypothesis models"):
         fig_hypothesis({"e": align}, "h", "step", {"b": 1}, {"b": True}, tmp_path / "h")
+
+
+def test_spearman_p_is_exact_for_few_points() -> None:
+    """Up to 9 points the p-value counts all n! pairings (scipy's permutation_test agrees, ties included); a perfect
+    rank agreement of 5 points has p = 2/120, not the t approximation's ~1e-24; beyond 9 points scipy's t is kept,
+    except at |rho| = 1 where it is 2/n!."""
+    from prh.figures._common import spearman
+
+    assert spearman([0, 10, 30, 100, 300], [0.1, 0.2, 0.3, 0.4, 0.5]) == (pytest.approx(1.0), pytest.approx(2 / 120))
+    x, y = [1, 2, 2, 3, 5, 8, 9], [0.3, 0.1, 0.4, 0.4, 0.9, 0.2, 0.8]
+    assert spearman(x, y)[1] == pytest.approx(exact_spearman_p(x, y))
+    big = RNG.normal(size=(2, 20))
+    assert spearman(*big)[1] == pytest.approx(stats.spearmanr(*big).pvalue)
+    assert spearman(range(12), range(12))[1] == pytest.approx(2 / 479001600)
