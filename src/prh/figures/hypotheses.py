@@ -53,7 +53,8 @@ def hypothesis_table(align: pd.DataFrame, experiment: str, values: dict[str, flo
         kind = "between seeds"
     else:
         df = df[~among]
-        kind = "to " + ", ".join(sorted(df["model_y"].unique())[:4]) + (" ..." if df["model_y"].nunique() > 4 else "")
+        refs = sorted(df["model_y"].unique())
+        kind = "to " + (", ".join(refs) if len(refs) <= 2 else f"{len(refs)} references (mean)")
     out = df.groupby(["model_x", "value"], as_index=False)[VALUES].mean()
     out["trained"] = out["model_x"].map(trained).fillna(True).astype(bool)
     out["experiment"], out["references"] = experiment, kind
