@@ -229,8 +229,9 @@ def test_hypotheses_config_wires_one_figure_per_hypothesis():
     assert figs["step"].params["values"] == {f"dyn-s{s}": s for s in (0, 10, 30, 100, 300)}
     assert figs["tasks"].params["values"] == {f"mt{t}-s{s}": t for t in (1, 2, 4, 8) for s in (0, 1)}
     assert figs["weight_decay"].params["values"] == {"wd-0": 0.0, "wd-0.05": 0.05, "wd-0.5": 0.5, "wd-2": 2.0, "wd-8": 8.0}
-    trained = figs["n_params"].params["trained"]
+    trained, shapes = figs["n_params"].params["trained"], figs["n_params"].params["shapes"]
     assert sum(trained.values()) == 9 and sum(not t for t in trained.values()) == 9
+    assert shapes["cap-d8-w64"] == shapes["rand-vit-d8-w64"] == [8, 64] and "shapes" not in figs["step"].params
     assert figs["step"].inputs["experiments"] == [plan.paths.alignment("dynamics-language"), plan.paths.alignment("dynamics-vision")]
     assert "accuracy" in figs["step"].inputs and set(figs["step"].params["values"]) <= set(plan.probe_models())
     bad = copy.deepcopy(cfg)

@@ -72,13 +72,17 @@ def test_controls_get_their_own_test_and_the_figure_reads_from_the_data(tmp_path
     score = {"t1": 0.2, "t2": 0.3, "t3": 0.4, "r1": 0.12, "r2": 0.11, "r3": 0.13}
     align = rows(list(n_params), ["lm"], lambda x, y: score[x])
     acc = pd.DataFrame({"model": ["t1", "t2", "t3"], "task": "a", "accuracy": [0.5, 0.6, 0.7]})
+    shapes = {m: (2, 32 * int(m[1])) for m in n_params}  # t1 and r1 share a shape, and so on
     res = fig_hypothesis({"cap": align}, "capacity", "n_params", {m: None for m in n_params}, trained, tmp_path / "h",
-                         model_meta=meta, accuracy=acc, claim="bigger converge")  # fmt: skip
+                         model_meta=meta, accuracy=acc, claim="bigger converge", shapes=shapes)  # fmt: skip
     tests = pd.read_csv(tmp_path / "h_tests.csv")
+    gain = tests[tests["group"] == "trained - random init"].iloc[0]
+    expect = stats.spearmanr([1e3, 1e4, 1e5], [0.2 - 0.12, 0.3 - 0.11, 0.4 - 0.13]).statistic
+    assert gain["n"] == 3 and gain["rho_score"] == pytest.approx(expect)
     t, r = tests[tests["group"] == "trained"].iloc[0], tests[tests["group"] == "random init"].iloc[0]
     assert t["rho_calibrated"] == pytest.approx(1.0) and r["n"] == 3
     assert r["rho_score"] == pytest.approx(stats.spearmanr([1e3, 1e4, 1e5], [0.12, 0.11, 0.13]).statistic)
-    assert "cap: rho = +1.00" in res.reading and "random-init" in res.reading
+    assert "cap: rho = +1.00" in res.reading and "for random init" in res.reading and "for trained - random init" in res.reading
     assert matplotlib.image.imread(res.png).shape[1] > 800
     assert json.loads((tmp_path / "h.json").read_text())["reading"] == res.reading
 

@@ -365,7 +365,8 @@ def _drawers() -> dict[str, Callable[[dict, dict, str], None]]:
         HEATMAP: _draw_heatmap,
         HYPOTHESIS: lambda t, p, s: figures.fig_hypothesis(t["experiments"], p["name"], p["vary"], p["values"],
                                                            p["trained"], s, model_meta=t["models"],
-                                                           accuracy=t.get("accuracy"), claim=p["claim"]),
+                                                           accuracy=t.get("accuracy"), claim=p["claim"],
+                                                           shapes=p.get("shapes")),
     }  # fmt: skip
 
 

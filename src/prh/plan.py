@@ -368,15 +368,20 @@ class Plan:
 
     def hypothesis_params(self, hyp: dict) -> dict[str, Any]:
         """What a hypothesis figure reads of the config: its name, claim and factor, each x model's factor value
-        (None for n_params: the model table has it) and whether it was trained (objective not random)."""
+        (None for n_params: the model table has it), whether it was trained (objective not random) and, for
+        n_params, each model's depth and width (trained and random-init models of one shape are compared)."""
         from prh.config import HYPOTHESIS_FIELDS
 
         models = list(dict.fromkeys(m for e in hyp["experiments"] for m in self.experiment_models(e)[0]))
         specs = {m: self.config["models"][m] for m in models}
         key = HYPOTHESIS_FIELDS.get(hyp["vary"])
         values = {m: None if key is None else (len(s[key]) if key == "tasks" else s[key]) for m, s in specs.items()}
-        return {"name": hyp["name"], "claim": hyp.get("claim", ""), "vary": hyp["vary"], "values": values,
-                "trained": {m: s.get("objective") != "random" for m, s in specs.items()}}  # fmt: skip
+        out = {"name": hyp["name"], "claim": hyp.get("claim", ""), "vary": hyp["vary"], "values": values,
+               "trained": {m: s.get("objective") != "random" for m, s in specs.items()}}  # fmt: skip
+        shapes = {m: model_shape(s) for m, s in specs.items()}
+        if hyp["vary"] == "n_params" and all(v["depth"] and v["width"] for v in shapes.values()):
+            out["shapes"] = {m: [v["depth"], v["width"]] for m, v in shapes.items()}
+        return out
 
     def _figure_param(self, param: str, experiment: str | list[str]) -> Any:
         """The value of one config param a figure reads (see FigureSpec)."""

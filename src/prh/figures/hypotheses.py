@@ -5,7 +5,9 @@ One figure per ``report.hypotheses`` entry. Each of its alignment experiments is
 the model, y = its calibrated score (filled) and raw max-over-layer-pairs score (open), averaged over the
 experiment's references. When the references are themselves models of the hypothesis (independently seeded runs),
 only pairs of distinct models with the same factor value are used: alignment between runs that differ only in
-seed. Models whose objective is "random" form a separate control line (the scale confound).
+seed. Models whose objective is "random" form a separate control line (the scale confound); where a trained and a
+random-init model share a shape (depth, width), their difference, what training adds, is tested against the factor
+too.
 """
 
 from __future__ import annotations
@@ -61,11 +63,29 @@ def hypothesis_table(align: pd.DataFrame, experiment: str, values: dict[str, flo
     return out.sort_values(["trained", "value", "model_x"], ascending=[False, True, True], ignore_index=True)
 
 
-def factor_tests(table: pd.DataFrame) -> pd.DataFrame:
-    """Spearman rho (p) of the factor against the raw and calibrated scores, per experiment and model group."""
+GAIN = "trained - random init"  # the group of per-shape differences
+
+
+def training_gain(table: pd.DataFrame, shapes: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """Per experiment and model shape (depth, width) that has both a trained and a random-init model: the trained
+    model's factor value and the difference of their scores (what training adds, net of the scale confound)."""
+    df = table.assign(shape=table["model_x"].map(lambda m: tuple(shapes[m]) if m in shapes else None)).dropna(subset=["shape"])
+    keys = ["experiment", "shape"]
+    trained, random = df[df["trained"]].set_index(keys), df[~df["trained"]].set_index(keys)
+    both = trained.join(random[VALUES], rsuffix="_random", how="inner")
+    out = pd.DataFrame({"value": both["value"], **{c: both[c] - both[f"{c}_random"] for c in VALUES}}).reset_index()
+    return out.assign(trained=True, group=GAIN)
+
+
+def factor_tests(table: pd.DataFrame, gain: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Spearman rho (p) of the factor against the raw and calibrated scores, per experiment and model group, and
+    against the per-shape training gain when there is one."""
+    groups = [((exp, "trained" if tr else "random init"), g) for (exp, tr), g in table.groupby(["experiment", "trained"], sort=False)]
+    if gain is not None and not gain.empty:
+        groups += [((exp, GAIN), g) for exp, g in gain.groupby("experiment", sort=False)]
     rows = []
-    for (exp, trained), g in table.groupby(["experiment", "trained"], sort=False):
-        row = {"experiment": exp, "group": "trained" if trained else "random init", "n": len(g)}
+    for (exp, group), g in groups:
+        row = {"experiment": exp, "group": group, "n": len(g)}
         for col in VALUES:
             row[f"rho_{col}"], row[f"p_{col}"] = spearman(g["value"], g[col])
         rows.append(row)
@@ -75,17 +95,19 @@ def factor_tests(table: pd.DataFrame) -> pd.DataFrame:
 def fig_hypothesis(
     aligns: dict[str, pd.DataFrame], name: str, factor: str, values: dict[str, float], trained: dict[str, bool],
     out: str | os.PathLike, model_meta: pd.DataFrame | None = None, accuracy: pd.DataFrame | None = None,
-    claim: str = "",
+    claim: str = "", shapes: dict[str, tuple[int, int]] | None = None,
 ) -> FigureResult:
     """One hypothesis: a panel per experiment (alignment vs the factor), plus probe accuracy vs the factor when the
-    models were probed. ``aligns``: experiment name -> its alignment table (calibrated rows)."""
+    models were probed. ``aligns``: experiment name -> its alignment table (calibrated rows). ``shapes`` (depth,
+    width per model) pair trained and random-init models of one shape: their difference is also tested."""
     if factor not in FACTORS:
         raise PrhError(f"report.hypotheses.{name}.vary: {factor!r} is not one of {sorted(FACTORS)}")
     vals = factor_values(factor, values, model_meta if model_meta is not None else pd.DataFrame())
     tables = [hypothesis_table(a[a["calibrated"].notna()] if "calibrated" in a else a, exp, vals, trained)
               for exp, a in aligns.items()]  # fmt: skip
     table = pd.concat(tables, ignore_index=True)
-    tests = factor_tests(table)
+    gain = training_gain(table, shapes) if shapes else None
+    tests = factor_tests(table, gain)
     probe = _probe_accuracy(accuracy, vals)
     set_style()
     panels = len(tables) + (probe is not None)
@@ -142,6 +164,9 @@ def _panel(ax: plt.Axes, t: pd.DataFrame, tests: pd.DataFrame, log: bool) -> Non
         ax.plot(m["value"], m["score"], "o--", color=colour, mfc="none", alpha=0.7, label=f"{group}, raw")
         r = tests[(tests["experiment"] == exp) & (tests["group"] == group)].iloc[0]
         lines.append(f"{group}: rho = {r['rho_calibrated']:+.2f} (p = {fmt_p(r['p_calibrated'])}, n = {r['n']})")
+    g = tests[(tests["experiment"] == exp) & (tests["group"] == GAIN)]
+    if not g.empty:
+        lines.append(f"{GAIN}, same shape: rho = {g.iloc[0]['rho_calibrated']:+.2f} (p = {fmt_p(g.iloc[0]['p_calibrated'])})")
     if not lines:
         note(ax, f"{exp}: no models")
         return
@@ -169,7 +194,7 @@ def _reading(tests: pd.DataFrame, probe: pd.DataFrame | None) -> str:
     main, rest = [], []
     for r in tests.itertuples():
         text = f"{r.experiment}: rho = {r.rho_calibrated:+.2f} (p = {fmt_p(r.p_calibrated)}, n = {r.n})"
-        (main if r.group == "trained" else rest).append(text if r.group == "trained" else f"{text} for random-init")
+        (main if r.group == "trained" else rest).append(text if r.group == "trained" else f"{text} for {r.group}")
     raw = "; ".join(f"{r.experiment} ({r.group}) {r.rho_score:+.2f}" for r in tests.itertuples())
     line2 = (f"Controls: {'; '.join(rest)}. " if rest else "") + f"Raw-score rho: {raw}."
     if probe is not None and len(probe) >= 3:
