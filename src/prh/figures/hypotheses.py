@@ -196,7 +196,7 @@ def _reading(tests: pd.DataFrame, probe: pd.DataFrame | None) -> str:
         text = f"{r.experiment}: rho = {r.rho_calibrated:+.2f} (p = {fmt_p(r.p_calibrated)}, n = {r.n})"
         (main if r.group == "trained" else rest).append(text if r.group == "trained" else f"{text} for {r.group}")
     raw = "; ".join(f"{r.experiment} ({r.group}) {r.rho_score:+.2f}" for r in tests.itertuples())
-    line2 = (f"Controls: {'; '.join(rest)}. " if rest else "") + f"Raw-score rho: {raw}."
+    line2 = (f"Random-init controls and per-shape differences: {'; '.join(rest)}. " if rest else "") + f"Raw-score rho: {raw}."
     if probe is not None and len(probe) >= 3:
         rho, p = spearman(probe["value"], probe["accuracy"])
         line2 += f" Probe accuracy: rho = {rho:+.2f} (p = {fmt_p(p)})."
