@@ -134,7 +134,7 @@ def cmd_store_rm(args: argparse.Namespace) -> None:
 
 
 def receipts_naming(results: str, name: str) -> list[Path]:
-    """Extraction and zoo receipts under ``results`` that name a store key or checkpoint directory ``name``."""
+    """Extraction, zoo and weights-cache receipts under ``results`` that name a store key or checkpoint directory."""
     from prh.plan import Paths
 
     out = []

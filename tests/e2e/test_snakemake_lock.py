@@ -14,15 +14,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-# A test-only rule appended to the copied Snakefile: it holds the first run open until the test releases it, so the
-# second run meets an active run however slowly it starts on a loaded machine.
+# A test-only rule appended to the copied Snakefile: it runs after the real job and holds the first run open until
+# the test releases it, so the second run meets an active run however slowly it starts on a loaded machine. It waits
+# for the real job: Snakemake reports an existing output of a job still running as incomplete before it looks at the
+# lock (a race the test lost once Snakemake started in 1.7 s instead of 14 s).
 HOLD_RULE = """
 
 rule hold_for_test:
+    input:
+        "results/data/digits.npz",
     output:
         "held.txt",
     shell:
-        "while [ ! -e release ]; do sleep 0.1; done; touch {output}"
+        "touch holding; while [ ! -e release ]; do sleep 0.1; done; touch {output}"
 """
 TARGETS = ["results/data/digits.npz", "held.txt"]  # a real prh job and the holder
 
@@ -45,10 +49,11 @@ def test_second_run_in_the_same_directory_is_refused(tmp_path):
         first = subprocess.Popen(snakemake(), cwd=work, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
-            while not (locks.is_dir() and any(locks.iterdir())):  # the first run holds its lock from here on
+            while not (work / "holding").exists():  # the real job is done; the run (and its lock) is held open
                 assert first.poll() is None, (work / "first.out").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the first run never took its lock"
+                assert time.monotonic() < deadline, "the first run never reached the holding rule"
                 time.sleep(0.1)
+            assert locks.is_dir() and any(locks.iterdir())  # the first run holds its lock
             second = subprocess.run(snakemake(), check=False, cwd=work, capture_output=True, text=True, timeout=300)
             still_running = first.poll() is None
             (work / "release").touch()

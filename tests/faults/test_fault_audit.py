@@ -57,6 +57,8 @@ def pristine(tmp_path_factory: pytest.TempPathFactory, reference: dict) -> dict:
                                         num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
     cache = default_cache_dir("tiny-lm", "c" * 64, root)
     _write_cache(tiny, _Tokenizer(), cache, "c" * 64)
+    (work / "results" / "prepared").mkdir(parents=True)  # what the prepare_model job writes for a weights cache
+    (work / "results" / "prepared" / "tiny-lm.json").write_text(json.dumps({"model": "tiny-lm", "checkpoint": str(cache)}))
     return {"work": work, "root": root, "key": key, "memo": "ab" * 32, "zoo": f"zoo/{ckpt.name}",
             "cache": f"hf-cache/{cache.name}"}  # fmt: skip
 
@@ -107,7 +109,8 @@ def test_repair_command_removes_item_and_its_receipts(store: dict, what: str) ->
     assert res.returncode == 0, res.stderr
     assert FeatureStore(store["root"]).audit() == []
     receipts = {p.name for p in (store["work"] / "results").rglob("*.json")}
-    expect = {"vit.json", "audit-vit.json"} - {"entry": {"vit.json"}, "zoo": {"audit-vit.json"}}.get(what, set())
+    removed = {"entry": {"vit.json"}, "zoo": {"audit-vit.json"}, "cache": {"tiny-lm.json"}}.get(what, set())
+    expect = {"vit.json", "audit-vit.json", "tiny-lm.json"} - removed
     assert receipts == expect
 
 
