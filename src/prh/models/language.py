@@ -281,11 +281,10 @@ def cached_gguf_model(name: str, spec: dict) -> tuple[torch.nn.Module, Any, str,
 def prepare_language_model(name: str, spec: dict) -> tuple[Path, str] | None:
     """Build a packaged LM's one-time cache (GGUF dequantised, split zip unzipped): (cache dir, source digest), or
     None for a model that loads straight from its package, the zoo or the hub."""
-    if _source(name, spec) != "packaged" or _PACKAGES[_package(name, spec)]["kind"] == "encoder":
+    kind = _PACKAGES[_package(name, spec)]["kind"] if _source(name, spec) == "packaged" else None
+    if kind in (None, "encoder"):
         return None
-    if _PACKAGES[_package(name, spec)]["kind"] == "encoder-split":
-        return cached_split_encoder(name, spec)
-    return gguf_cache(name, spec)
+    return cached_split_encoder(name, spec) if kind == "encoder-split" else gguf_cache(name, spec)
 
 
 def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: str) -> None:
