@@ -3,7 +3,7 @@
 #   1. extraction throughput vs a bare forward loop on the same model and batches (images/s, tokens/s; <= 1.10x)
 #   2. all layer pairs at n = 1024 on the device vs the dense CPU engine (values within 1e-5)
 #   3. one layer pair at n = 1,048,576 on the device (mutual_knn, linear CKA); device vs CPU at n = 32,768
-#   4. the CUDA tests of the suite (tests/test_blockwise.py; they skip without a GPU)
+#   4. the CUDA tests of the suite (tests/test_blockwise.py, tests/test_extract.py; they skip without a GPU)
 #   5. the GPU subset of the default DAG with device: cuda (benchmarks/gpu_checks.py dag_config says what it holds)
 # The GPU machine has python3 with torch + CUDA, timm, transformers, numpy, scipy, scikit-learn, pandas, matplotlib,
 # seaborn, tqdm, pyyaml, safetensors, tokenizers, sentencepiece and no network: first run benchmarks/gpu_wheels.sh
@@ -34,8 +34,8 @@ EOF
 "$PY" benchmarks/gpu_checks.py extract --device "$DEVICE" $QUICK
 "$PY" benchmarks/gpu_checks.py align --device "$DEVICE" $QUICK
 "$PY" benchmarks/gpu_checks.py large --device "$DEVICE" $QUICK
-{ "$PY" -m pytest -q -p no:randomly -p no:cacheprovider tests/test_blockwise.py -k cuda 2>&1 || true; } | tail -1 |
-  sed 's/^/tests cuda (tests\/test_blockwise.py -k cuda): /'
+{ "$PY" -m pytest -q -p no:randomly -p no:cacheprovider tests/test_blockwise.py tests/test_extract.py -k cuda 2>&1 ||
+  true; } | tail -1 | sed 's/^/tests cuda (tests\/test_blockwise.py tests\/test_extract.py -k cuda): /'
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$PY" benchmarks/gpu_checks.py dag-config --device "$DEVICE" $QUICK --out "$WORK/config.yaml"
 T0=$SECONDS

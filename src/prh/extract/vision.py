@@ -79,6 +79,7 @@ def extract_vision(
 ) -> tuple[list[np.ndarray], list[str], dict]:
     """Pooled features after every block for uint8 images (n, H, W, 3) -> per layer (n, d_l) float32."""
     from prh.extract import autocast_context
+    from prh.extract.collect import PooledRows
 
     module = model.module
     if model.preprocess is None or not hasattr(module, "forward_intermediates"):
@@ -89,7 +90,7 @@ def extract_vision(
     kwargs = {**intermediate_kwargs(module), "indices": levels}
     in_dtype = _module_dtype(module)
     n = int(images.shape[0])
-    outs: list[np.ndarray] = []
+    rows_out = PooledRows(n, device, label=f"model {model.name!r}")
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast_context(device, params["dtype"]), tqdm(
         total=n, desc=desc, unit="img", disable=not progress
@@ -99,11 +100,8 @@ def extract_vision(
             blocks = module.forward_intermediates(x, **kwargs)
             if len(blocks) != len(levels):
                 raise PrhError(f"model {model.name!r}: forward_intermediates gave {len(blocks)} outputs for {len(levels)} layers")
-            pooled = [pool_block(b, pooling) for b in blocks]
-            if not outs:
-                outs = [np.empty((n, p.shape[1]), dtype=np.float32) for p in pooled]
-            for dst, p in zip(outs, pooled):
-                dst[start : start + x.shape[0]] = p.cpu().numpy()
+            rows_out.add(slice(start, start + x.shape[0]), [pool_block(b, pooling) for b in blocks])
             bar.update(x.shape[0])
+        outs = rows_out.result()
     attrs = {"pooling": pooling, "wall_s": time.perf_counter() - t0, "forward_kwargs": {k: v for k, v in kwargs.items() if k != "indices"}}
     return outs, [names[i] for i in levels], attrs
