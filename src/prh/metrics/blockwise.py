@@ -209,24 +209,15 @@ def cknna_lists(na: np.ndarray, va: np.ndarray, nb: np.ndarray, vb: np.ndarray) 
 
 
 @dataclass(frozen=True)
-class FeatureSums:
-    """float64 sums over samples of two feature matrices X (n, d_a), Y (n, d_b) with squared row norms r, s."""
+class LayerSums:
+    """float64 sums over samples of one layer X (n, d) and its squared row norms r, as views of Z'Z (on its device)."""
 
     n: int
-    xy: np.ndarray  # (d_a, d_b) X'Y
-    xx: np.ndarray  # (d_a, d_a) X'X
-    yy: np.ndarray  # (d_b, d_b) Y'Y
-    x1: np.ndarray  # (d_a,) X'1
-    y1: np.ndarray  # (d_b,) Y'1
-    xr: np.ndarray  # (d_a,) X'r
-    xs: np.ndarray  # (d_a,) X's
-    yr: np.ndarray  # (d_b,) Y'r
-    ys: np.ndarray  # (d_b,) Y's
-    rs: float  # r's
+    xx: torch.Tensor  # (d, d) X'X
+    x1: torch.Tensor  # (d,) X'1
+    xr: torch.Tensor  # (d,) X'r
     rr: float  # r'r
-    ss: float  # s's
     r1: float  # 1'r
-    s1: float  # 1's
 
 
 def _z_chunks(layers: Sequence[torch.Tensor], rows: int) -> Iterator[torch.Tensor]:
@@ -245,49 +236,43 @@ def _chunk_rows(width: int) -> int:
     return max(1, CHUNK_BYTES // (8 * width))
 
 
-def _sums_view(g: np.ndarray, da: list[int], db: list[int], i: int, j: int, n: int, ga: np.ndarray, gb: np.ndarray) -> FeatureSums:
-    """FeatureSums of layer i of A and layer j of B from Z_A'Z_B (``g``), Z_A'Z_A (``ga``) and Z_B'Z_B (``gb``)."""
-    oa, ob = np.cumsum([0, *da]), np.cumsum([0, *db])
-    x, y = slice(oa[i], oa[i + 1]), slice(ob[j], ob[j + 1])
-    ra, rb, one_a, one_b = oa[-1] + i, ob[-1] + j, oa[-1] + len(da), ob[-1] + len(db)
-    return FeatureSums(n=n, xy=g[x, y], xx=ga[x, x], yy=gb[y, y], x1=ga[x, one_a], y1=gb[y, one_b], xr=ga[x, ra],
-                       xs=g[x, rb], yr=g[ra, y], ys=gb[y, rb], rs=float(g[ra, rb]), rr=float(ga[ra, ra]),
-                       ss=float(gb[rb, rb]), r1=float(ga[ra, one_a]), s1=float(gb[rb, one_b]))  # fmt: skip
+def _z_columns(dims: Sequence[int], i: int) -> tuple[slice, int, int]:
+    """Columns of layer i in Z = [X_1 .. X_L, r_1 .. r_L, 1]: its features, its row norms, the ones column."""
+    offsets = np.cumsum([0, *dims])
+    return slice(int(offsets[i]), int(offsets[i + 1])), int(offsets[-1]) + i, int(offsets[-1]) + len(dims)
 
 
-def linear_cka_sums(t: FeatureSums) -> float:
-    """Linear CKA = ||Xc'Yc||_F^2 / (||Xc'Xc||_F ||Yc'Yc||_F), Xc the column-centred X (= tr(KHLH) / ...)."""
-    cxy = t.xy - np.outer(t.x1, t.y1) / t.n
-    cxx = t.xx - np.outer(t.x1, t.x1) / t.n
-    cyy = t.yy - np.outer(t.y1, t.y1) / t.n
-    num, prod = _sq(cxy), _sq(cxx) * _sq(cyy)
-    return float(ratio_or_nan(np.array(num), np.array(prod), "cka"))
+def _sq_minus_outer(m: torch.Tensor, a: torch.Tensor | None = None, b: torch.Tensor | None = None, n: int = 1) -> float:
+    """||M - a b'/n||_F^2 (||M||_F^2 without a, b) in float64, in row blocks: no second (d_a, d_b) matrix."""
+    rows = max(1, 2**22 // max(1, m.shape[1]))
+    total = m.new_zeros(())
+    for i0 in range(0, m.shape[0], rows):
+        block = m[i0 : i0 + rows]
+        if a is not None and b is not None:
+            block = block - a[i0 : i0 + rows, None] * (b[None, :] / n)
+        total += (block * block).sum()
+    return float(total)
 
 
-def _sq(m: np.ndarray) -> float:
-    """Squared Frobenius norm."""
-    return float(np.einsum("ij,ij->", m, m))
-
-
-def _hsic1_features(
-    xy: np.ndarray, x1: np.ndarray, y1: np.ndarray, xs: np.ndarray, yr: np.ndarray, rs: float, r1: float, s1: float,
-    n: int,
-) -> float:  # fmt: skip
+def _hsic1_features(xy: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor, xs: torch.Tensor, yr: torch.Tensor,
+                    rs: float, r1: float, s1: float, n: int) -> float:  # fmt: skip
     """HSIC_1(K~, L~) of K = XX', L = YY' from feature sums (K~, L~ with zeroed diagonals r, s).
 
     tr(K~L~) = ||X'Y||^2 - r's; 1'K~1 = ||X'1||^2 - 1'r; 1'K~L~1 = (X X'1 - r)'(Y Y'1 - s).
     """
-    trace = _sq(xy) - rs
+    trace = _sq_minus_outer(xy) - rs
     cross = float(x1 @ xy @ y1) - float(x1 @ xs) - float(y1 @ yr) + rs
     return hsic1_terms(trace, float(x1 @ x1) - r1, float(y1 @ y1) - s1, cross, n)
 
 
-def unbiased_cka_sums(t: FeatureSums) -> float:
-    """Unbiased CKA = HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L)) from feature sums (NaN if the product <= 0)."""
-    num = _hsic1_features(t.xy, t.x1, t.y1, t.xs, t.yr, t.rs, t.r1, t.s1, t.n)
-    kk = _hsic1_features(t.xx, t.x1, t.x1, t.xr, t.xr, t.rr, t.r1, t.r1, t.n)
-    ll = _hsic1_features(t.yy, t.y1, t.y1, t.ys, t.ys, t.ss, t.s1, t.s1, t.n)
-    return float(ratio_or_nan(np.array(num), np.array(kk * ll), "unbiased_cka"))
+def _self_linear(t: LayerSums) -> float:
+    """||Xc'Xc||_F^2, Xc the column-centred layer."""
+    return _sq_minus_outer(t.xx, t.x1, t.x1, t.n)
+
+
+def _self_hsic1(t: LayerSums) -> float:
+    """HSIC_1(K, K) of the layer's linear kernel."""
+    return _hsic1_features(t.xx, t.x1, t.x1, t.xr, t.xr, t.rr, t.r1, t.r1, t.n)
 
 
 # ----------------------------------------------------------------------------- one model's layers at large n
@@ -311,7 +296,7 @@ class LargeLayers:
         self.dims: list[int] = [x.shape[1] for x in self.layers]
         self.rows, self.progress = rows, progress
         self._nbrs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._zz: np.ndarray | None = None
+        self._zz: torch.Tensor | None = None
 
     def __len__(self) -> int:
         """Number of layers."""
@@ -324,8 +309,8 @@ class LargeLayers:
             self._nbrs[(i, k)] = neighbour_lists(self.layers[i], k, self.rows, desc)
         return self._nbrs[(i, k)]
 
-    def zz(self) -> np.ndarray:
-        """float64 Z'Z of Z = [X_1 .. X_L, r_1 .. r_L, 1] summed over sample chunks."""
+    def zz(self) -> torch.Tensor:
+        """float64 Z'Z of Z = [X_1 .. X_L, r_1 .. r_L, 1] summed over sample chunks (on the layers' device)."""
         import torch
 
         if self._zz is None:
@@ -333,12 +318,18 @@ class LargeLayers:
             acc = torch.zeros((width, width), dtype=torch.float64, device=self.layers[0].device)
             for z in _z_chunks(self.layers, _chunk_rows(width)):
                 acc += z.T @ z
-            self._zz = acc.cpu().numpy()
+            self._zz = acc
         return self._zz
 
+    def sums(self, i: int) -> LayerSums:
+        """Layer i's float64 sums (views of Z'Z)."""
+        zz = self.zz()
+        x, r, one = _z_columns(self.dims, i)
+        return LayerSums(n=self.n, xx=zz[x, x], x1=zz[x, one], xr=zz[x, r], rr=float(zz[r, r]), r1=float(zz[r, one]))
 
-def layer_pair_sums(a: LargeLayers, b: LargeLayers) -> list[list[FeatureSums]]:
-    """FeatureSums of every layer pair (i, j) from one pass over aligned sample chunks (Z_A'Z_B, float64)."""
+
+def cross_zz(a: LargeLayers, b: LargeLayers) -> torch.Tensor:
+    """float64 Z_A'Z_B over aligned sample chunks (on A's device): every layer pair's cross sums in one pass."""
     import torch
 
     if a.n != b.n:
@@ -348,8 +339,7 @@ def layer_pair_sums(a: LargeLayers, b: LargeLayers) -> list[list[FeatureSums]]:
     acc = torch.zeros((wa, wb), dtype=torch.float64, device=a.layers[0].device)
     for za, zb in zip(_z_chunks(a.layers, rows), _z_chunks(b.layers, rows)):
         acc += za.T @ zb.to(za.device)
-    g, ga, gb = acc.cpu().numpy(), a.zz(), b.zz()
-    return [[_sums_view(g, a.dims, b.dims, i, j, a.n, ga, gb) for j in range(len(b))] for i in range(len(a))]
+    return acc
 
 
 def _knn_all(score: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[LargeLayers, LargeLayers, dict], np.ndarray]:
@@ -378,12 +368,29 @@ def cknna_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
 
 
 def cka_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
-    """(La, Lb) linear CKA of every layer pair from feature sums; the RBF kernel has no feature-space form."""
+    """(La, Lb) linear CKA of every layer pair from feature sums, ||Xc'Yc||^2 / (||Xc'Xc|| ||Yc'Yc||): the self
+    terms once per layer, one centred cross block per pair; the RBF kernel has no feature-space form."""
     if params.get("kernel", "linear") != "linear":
         raise PrhError("kernel: the large-n path computes linear CKA only (an RBF kernel needs the n x n matrix)")
-    return np.array([[linear_cka_sums(t) for t in row] for row in layer_pair_sums(a, b)])
+    g = cross_zz(a, b)
+    sa, sb = [a.sums(i) for i in range(len(a))], [b.sums(j) for j in range(len(b))]
+    num = np.array([[_sq_minus_outer(g[_z_columns(a.dims, i)[0], _z_columns(b.dims, j)[0]], ta.x1, tb.x1, a.n)
+                     for j, tb in enumerate(sb)] for i, ta in enumerate(sa)])  # fmt: skip
+    prod = np.outer([_self_linear(t) for t in sa], [_self_linear(t) for t in sb])
+    return ratio_or_nan(num, prod, "cka")
 
 
 def unbiased_cka_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
-    """(La, Lb) unbiased CKA of every layer pair from feature sums."""
-    return np.array([[unbiased_cka_sums(t) for t in row] for row in layer_pair_sums(a, b)])
+    """(La, Lb) unbiased CKA of every layer pair from feature sums: HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L)),
+    the self terms once per layer."""
+    g = cross_zz(a, b)
+    sa, sb = [a.sums(i) for i in range(len(a))], [b.sums(j) for j in range(len(b))]
+
+    def cross(i: int, j: int) -> float:
+        (x, ra, _), (y, rb, _) = _z_columns(a.dims, i), _z_columns(b.dims, j)
+        return _hsic1_features(g[x, y], sa[i].x1, sb[j].x1, g[x, rb], g[ra, y], float(g[ra, rb]), sa[i].r1,
+                               sb[j].r1, a.n)  # fmt: skip
+
+    num = np.array([[cross(i, j) for j in range(len(b))] for i in range(len(a))])
+    prod = np.outer([_self_hsic1(t) for t in sa], [_self_hsic1(t) for t in sb])
+    return ratio_or_nan(num, prod, "unbiased_cka")
