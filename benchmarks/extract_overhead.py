@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/extract_overhead.py [--config config.yaml] [--repeats 5] [--n-images 10000] [--n-texts 1024]``.
 
-Models and settings come from the config, exactly as the workflow runs them: the zoo ViT ``vit-s-sup`` (trained
+Models and settings come from the config, exactly as the workflow runs them: the zoo ViT ``vit-m-sup`` (trained
 into the config's zoo cache first if it is not there) and the packaged MiniLM, the config's extraction parameters,
 batch size and thread count.  The datasets are the config's ``fmnist`` and ``scenes`` specs with ``n`` overridden
 (default: the whole 10,000-image Fashion-MNIST test split; 1,024 captions).
@@ -164,7 +164,7 @@ def main() -> None:
     ap.add_argument("--config", default="config.yaml")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the config's `threads`)")
-    ap.add_argument("--vision-model", default="vit-s-sup")
+    ap.add_argument("--vision-model", default="vit-m-sup")
     ap.add_argument("--language-model", default="minilm")
     ap.add_argument("--n-images", type=int, default=10000)
     ap.add_argument("--n-texts", type=int, default=1024)
