@@ -342,6 +342,11 @@ def cross_zz(a: LargeLayers, b: LargeLayers) -> torch.Tensor:
     return acc
 
 
+def pair_sums(a: LargeLayers, b: LargeLayers) -> tuple[torch.Tensor, list[LayerSums], list[LayerSums]]:
+    """Z_A'Z_B and every layer's own sums of A and of B: what the CKA-family scores of all layer pairs read."""
+    return cross_zz(a, b), [a.sums(i) for i in range(len(a))], [b.sums(j) for j in range(len(b))]
+
+
 def _knn_all(score: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[LargeLayers, LargeLayers, dict], np.ndarray]:
     """All-layer-pairs scorer of a neighbour-list metric ``score(N_A, N_B)``."""
 
@@ -372,8 +377,7 @@ def cka_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
     terms once per layer, one centred cross block per pair; the RBF kernel has no feature-space form."""
     if params.get("kernel", "linear") != "linear":
         raise PrhError("kernel: the large-n path computes linear CKA only (an RBF kernel needs the n x n matrix)")
-    g = cross_zz(a, b)
-    sa, sb = [a.sums(i) for i in range(len(a))], [b.sums(j) for j in range(len(b))]
+    g, sa, sb = pair_sums(a, b)
     num = np.array([[_sq_minus_outer(g[_z_columns(a.dims, i)[0], _z_columns(b.dims, j)[0]], ta.x1, tb.x1, a.n)
                      for j, tb in enumerate(sb)] for i, ta in enumerate(sa)])  # fmt: skip
     prod = np.outer([_self_linear(t) for t in sa], [_self_linear(t) for t in sb])
@@ -383,8 +387,7 @@ def cka_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
 def unbiased_cka_large(a: LargeLayers, b: LargeLayers, params: dict) -> np.ndarray:
     """(La, Lb) unbiased CKA of every layer pair from feature sums: HSIC_1(K, L) / sqrt(HSIC_1(K, K) HSIC_1(L, L)),
     the self terms once per layer."""
-    g = cross_zz(a, b)
-    sa, sb = [a.sums(i) for i in range(len(a))], [b.sums(j) for j in range(len(b))]
+    g, sa, sb = pair_sums(a, b)
 
     def cross(i: int, j: int) -> float:
         (x, ra, _), (y, rb, _) = _z_columns(a.dims, i), _z_columns(b.dims, j)
