@@ -358,3 +358,22 @@ def test_gram_matrix_is_exactly_symmetric() -> None:
         for view in (x, x[:, ::2]):  # contiguous, and a strided view (copied to contiguous first)
             g = linear_kernel(view)
             np.testing.assert_array_equal(g, g.T)
+
+
+def test_rbf_kernel_in_place_and_cached_paths_agree_bit_for_bit() -> None:
+    """rbf_from_gram(g, out=g) == rbf_from_gram(g); the cache's RBF kernels are the same with or without cached Grams."""
+    from prh.metrics.kernels import linear_kernel, rbf_from_gram
+    from prh.metrics.shared import KernelCache
+
+    rng = np.random.default_rng(15)
+    for n in (1, 5, 300, 1100):  # 1100: more than one row block
+        x = rng.standard_normal((n, 24)).astype(np.float32)
+        g = linear_kernel(x)
+        want = rbf_from_gram(g, 2.5)
+        np.testing.assert_allclose(want, bf_rbf(x, 2.5), rtol=0, atol=2e-5)
+        np.testing.assert_array_equal(rbf_from_gram(g, 2.5, out=g), want)
+    layers = [rng.standard_normal((200, d)).astype(np.float32) for d in (7, 30)]
+    fresh, warm = KernelCache(layers), KernelCache(layers)
+    warm.grams()
+    np.testing.assert_array_equal(fresh.rbfs(3.0), warm.rbfs(3.0))
+    np.testing.assert_array_equal(fresh.rbfs(3.0)[1], rbf_from_gram(linear_kernel(layers[1]), 3.0))

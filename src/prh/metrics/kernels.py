@@ -32,7 +32,8 @@ def rbf_kernel(x: np.ndarray, sigma: float) -> np.ndarray:
 def rbf_from_gram(g: np.ndarray, sigma: float, out: np.ndarray | None = None) -> np.ndarray:
     """(n, n) float32 Gram matrix -> (n, n) float32 RBF kernel with bandwidth ``sigma`` (into ``out``), diagonal 1.
 
-    exp(max(sq_i + sq_j - 2 g_ij, 0) * -1 / (2 sigma^2)), all in float32, computed in place in cache-sized row blocks.
+    exp(max(sq_i + sq_j - 2 g_ij, 0) * -1 / (2 sigma^2)), all in float32, in cache-sized row blocks. ``out`` may be
+    ``g`` itself (each block of g is read before its rows are written), with the same values bit for bit.
     """
     n = g.shape[0]
     sq = np.diagonal(g).copy()
@@ -42,8 +43,9 @@ def rbf_from_gram(g: np.ndarray, sigma: float, out: np.ndarray | None = None) ->
     twice = np.empty((min(step, n), n), dtype=np.float32)
     for i0 in _row_blocks(n, n):
         block, rows = out[i0 : i0 + step], slice(i0, i0 + step)
+        doubled = np.multiply(g[rows], 2.0, out=twice[: block.shape[0]])
         np.add(sq[rows, None], sq[None, :], out=block)
-        np.subtract(block, np.multiply(g[rows], 2.0, out=twice[: block.shape[0]]), out=block)
+        np.subtract(block, doubled, out=block)
         np.maximum(block, 0.0, out=block)
         np.multiply(block, scale, out=block)
         np.exp(block, out=block)

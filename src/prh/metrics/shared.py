@@ -46,8 +46,18 @@ class KernelCache:
         return self.memo(("gram", i), lambda: self.grams()[i])
 
     def rbfs(self, sigma: float) -> np.ndarray:
-        """(L, n, n) float32 RBF kernels of all layers (from their Gram matrices), one buffer."""
-        return self.memo(("rbfs", sigma), lambda: self._stacked(lambda i, out: rbf_from_gram(self.gram(i), sigma, out)))
+        """(L, n, n) float32 RBF kernels of all layers (from their Gram matrices), one buffer.
+
+        Without cached Gram matrices each layer's Gram is formed in its own slice and turned into the RBF kernel in
+        place (same values; no second (L, n, n) buffer to allocate and fault in).
+        """
+        have_grams = ("grams",) in self._memo
+
+        def fill(i: int, out: np.ndarray) -> np.ndarray:
+            gram = self.gram(i) if have_grams else linear_kernel(self.layers[i], out)
+            return rbf_from_gram(gram, sigma, out)
+
+        return self.memo(("rbfs", sigma), lambda: self._stacked(fill))
 
     def rbf(self, i: int, sigma: float) -> np.ndarray:
         """(n, n) float32 RBF kernel of layer i (a view of :meth:`rbfs`)."""
