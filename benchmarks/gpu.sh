@@ -23,7 +23,7 @@ else
   export PYTHONPATH=$PWD/src:/tmp/site
 fi
 [ -d /usr/share/datasets/fashion-mnist ] || export PRH_FASHION_MNIST=$PWD/.whl/fashion-mnist
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # one line per figure, no progress bars
 "$PY" - "$DEVICE" <<'EOF'
 import sys, torch
 dev = sys.argv[1]

@@ -224,29 +224,34 @@ def large(device: str, quick: bool) -> None:
               flush=True)  # fmt: skip
 
 
+OFFLINE_SOURCES = ("fashion-mnist", "scenes", "digits")  # dataset sources the GPU machine has (gpu_wheels.sh)
+
+
 def dag_config(out: str, device: str, quick: bool) -> None:
     """Write the GPU subset of the default config (what the GPU machine can run offline) and print what it holds.
 
-    Kept: the default's Fashion-MNIST, scenes and digits datasets, its 11 zoo vision models, the vision-vision
-    experiment (permutations and bootstrap 50 instead of 200), the probes but the emoji ones, their figures and the
-    first heatmap; plus configs/scale.yaml's vision sweep (all 70,000 Fashion-MNIST images) on the device, calibrated
-    up to n = 1,024 (the same 50 permutations and 50 bootstrap resamples). Dropped: the
-    packaged models (no weights there), the LM zoo (SmolLM2's tokenizer), WordNet and emoji data (Debian packages),
-    so every vision-language figure. ``quick``: two zoo models, a sweep of the 1,000 fmnist images (a CPU dry run).
+    Kept: the default's datasets from OFFLINE_SOURCES (Fashion-MNIST, scenes, digits), its zoo vision models, the
+    vision-vision experiment (permutations and bootstrap 50 instead of 200), the probes but the emoji ones, their
+    figures and the first heatmap; plus configs/scale.yaml's vision sweep (all 70,000 Fashion-MNIST images, with its
+    own zoo models) on the device, calibrated up to n = 1,024 (the same 50 permutations and 50 bootstrap resamples).
+    Dropped: the packaged models (no weights there), the LM zoo (SmolLM2's tokenizer), WordNet and emoji data (Debian
+    packages), so every vision-language figure. ``quick``: the two zoo models of the default's first heatmap and a
+    sweep of its 1,000 fmnist images (a CPU dry run).
     """
     import yaml
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     scale = yaml.safe_load((ROOT / "configs" / "scale.yaml").read_text())
-    models = {m: s for m, s in cfg["models"].items() if s["source"] == "zoo" and s["modality"] == "vision"}
-    if quick:
-        models = {m: models[m] for m in ("vit-s-sup", "resnet-s-sup")}
-    keep = ("fmnist", "scenes", "scenes-w5", "scenes-w10", "scenes-w20", "scenes-w30", "probe-digits")
+    zoo_vision = lambda specs: {m: s for m, s in specs.items() if s["source"] == "zoo" and s["modality"] == "vision"}  # noqa: E731
+    models = zoo_vision(cfg["models"]) | zoo_vision(scale["models"])  # the sweep's own zoo models included
+    heatmap = cfg["report"]["heatmaps"][0]  # [vision-vision, x model, y model] of the default config
+    keep = [d for d, spec in cfg["datasets"].items() if spec["source"] in OFFLINE_SOURCES]
     sweep = scale["alignment"]["experiments"]["sample-size-vision"]
-    sweep.update({"x": [m for m in sweep["x"] if m in models], "y": [m for m in sweep["y"] if m in models],
-                  "calibrate_max_n": 1024})
+    sweep["calibrate_max_n"] = 1024
     if quick:
-        sweep.update({"dataset": "fmnist", "sizes": [256, 1000], "calibrate_max_n": 256, "y": ["resnet-s-sup"]})
+        models = {m: models[m] for m in heatmap[1:]}
+        sweep.update({"dataset": "fmnist", "sizes": [256, 1000], "calibrate_max_n": 256, "x": [heatmap[1]],
+                      "y": [heatmap[2]]})  # fmt: skip
     tmp = Path(out).parent
     cfg.update({
         "store": str(tmp / "features"), "results": str(tmp / "results"), "device": device, "gpus": 0, "threads": 2,
@@ -254,8 +259,7 @@ def dag_config(out: str, device: str, quick: bool) -> None:
         "models": models,
         "language": {"models": "language", "bpb_corpus": None, "downstream": {}},
         "report": {"title": f"prh: default config, GPU subset (device {device})", "vision_vision": "vision-vision",
-                   "sample_size": "sample-size-vision", "heatmaps": [["vision-vision", *list(models)[:1],
-                                                                      "resnet-s-sup"]]},
+                   "sample_size": "sample-size-vision", "heatmaps": [heatmap]},
     })  # fmt: skip
     cfg["alignment"].update({"permutations": 50, "bootstrap": 50,
                              "experiments": {"vision-vision": cfg["alignment"]["experiments"]["vision-vision"],

@@ -30,6 +30,25 @@ def test_default_config_validates_and_gets_defaults(default):
     assert default.get("extraction", {}).get("store_dtype") is None  # input not mutated
 
 
+SHIPPED = ["config.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_every_shipped_config_validates(path):
+    assert load_config(ROOT / path)["models"]
+
+
+def test_a_zoo_model_name_is_one_recipe_across_the_shipped_configs():
+    """Configs sharing the store share zoo checkpoints by name and recipe (e.g. configs/scale.yaml's sweep models)."""
+    seen: dict[str, tuple[str, dict]] = {}
+    for path in SHIPPED:
+        for name, spec in read_yaml(ROOT / path).get("models", {}).items():
+            if spec.get("source") == "zoo":
+                first = seen.setdefault(name, (path, spec))
+                assert first[1] == spec, f"zoo model {name!r}: {path} and {first[0]} give different recipes"
+    assert {"vit-s-sup", "resnet-s-sup", "convnext-s-sup"} <= set(seen)
+
+
 def test_defaults_are_copies(default):
     """Filling defaults never shares the schema's default objects between configs."""
     first = validate_config({k: v for k, v in default.items() if k != "probes"})

@@ -42,3 +42,20 @@ def test_paper_config_dag_builds_offline():
     proc = run("snakemake", "-n", "--configfile", "configs/paper.yaml", env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "extract" in proc.stdout and "1596" in proc.stdout  # 78 x (Places + 19 VTAB) + (17 + 19) on WIT
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_gpu_benchmark_dag_config_builds(quick, tmp_path):
+    """benchmarks/gpu.sh's GPU subset of the default config (and its --quick dry run) validates and its DAG builds."""
+    out = tmp_path / "config.yaml"
+    args = ["benchmarks/gpu_checks.py", "dag-config", "--device", "cuda", "--out", str(out)] + (["--quick"] if quick else [])
+    made = run("python", *args)
+    assert made.returncode == 0, made.stderr[-2000:]
+    proc = run("snakemake", "-n", "--configfile", str(out), env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import yaml
+
+    cfg = yaml.safe_load(out.read_text())
+    heatmap = yaml.safe_load((ROOT / "config.yaml").read_text())["report"]["heatmaps"][0]
+    assert cfg["report"]["heatmaps"] == [heatmap] and set(heatmap[1:]) <= set(cfg["models"])
+    assert "extract" in proc.stdout and ("sweep" in proc.stdout or "sample" in proc.stdout)
