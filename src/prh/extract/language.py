@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -53,15 +53,15 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
     return (hidden.float() * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
-def length_order(ids: list[list[int]]) -> list[int]:
-    """Indices of ``ids`` from longest to shortest (stable), so each batch pads to nearly its own length."""
-    return sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+def length_order(items: Sequence[Sized]) -> list[int]:
+    """Indices of ``items`` (token lists or texts) from longest to shortest (stable), so each batch pads little."""
+    return sorted(range(len(items)), key=lambda i: -len(items[i]))
 
 
 def length_batches(texts: list[str], batch_size: int) -> list[list[int]]:
     """Dataset indices in batches of similar character length, longest first (stable): each batch pads little, and
     no batch needs the whole dataset tokenized first."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    order = length_order(texts)
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
