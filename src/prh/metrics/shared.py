@@ -1,4 +1,6 @@
-"""One model's per-layer work shared across metrics: Gram and RBF kernels, neighbour lists, SVCCA bases (lazy, memoised)."""
+"""One model's per-layer work shared across metrics: Gram and RBF kernels, neighbour lists, and any other per-layer object a
+kernel module memoises under its own key (lazy, memoised). Imports only the kernel building blocks, so every metric
+module may import it (one-way)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import numpy as np
 
 from prh.metrics._inputs import as_layers
 from prh.metrics.kernels import indicator, linear_kernel, neighbours, rbf_from_gram
-from prh.metrics.svcca import svcca_state
 
 
 class KernelCache:
@@ -77,10 +78,6 @@ class KernelCache:
     def indicator(self, i: int, k: int) -> np.ndarray:
         """(n, n) bool kNN indicator of layer i."""
         return self.memo(("ind", i, k), lambda: indicator(self.neighbours(i, k), self.n))
-
-    def basis(self, i: int, dim: int) -> np.ndarray:
-        """(n, dim) float64 top singular basis of layer i's standardised features (SVCCA)."""
-        return self.memo(("basis", i, dim), lambda: svcca_state(self.layers[i], dim)["u"])
 
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""
