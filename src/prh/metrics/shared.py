@@ -99,3 +99,16 @@ def prepare_kernels(layers: Any) -> KernelCache:
     if isinstance(layers, KernelCache):
         return layers
     return KernelCache(as_layers(layers, "layers"))
+
+
+def padded_stack(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-layer states whose arrays differ in size (a rank per layer) -> one stacked state, zero-padded to the largest."""
+    out = {}
+    for key in states[0]:
+        arrays = [s[key] for s in states]
+        shape = tuple(max(a.shape[d] for a in arrays) for d in range(arrays[0].ndim))
+        buf = np.zeros((len(arrays), *shape), dtype=np.result_type(*arrays))
+        for j, a in enumerate(arrays):
+            buf[(j, *(slice(0, m) for m in a.shape))] = a
+        out[key] = buf
+    return out
