@@ -1,8 +1,8 @@
 """Feature-space measures from each layer's centred SVD: orthogonal Procrustes, the generalised shape metric
 (Williams et al. 2021, netrep), CCA and PWCCA (Morcos et al. 2018) (spec: METRICS.md, "The field's other measures").
 
-Per layer, once: Xc = X - column means = U diag(s) V^T (thin SVD, float64; directions with s <= 1e-10 s_max are
-dropped, so r = rank(Xc)). Every measure of a layer pair is then read off M = diag(t_x) U_x^T U_y diag(t_y), the
+Per layer, once: Xc = X - column means = U diag(s) V^T (thin SVD, float64; r = rank(Xc) by numpy's ``matrix_rank``
+rule for float32 data: singular values <= s_max max(n, d) eps_float32 are float32 rounding and are dropped). Every measure of a layer pair is then read off M = diag(t_x) U_x^T U_y diag(t_y), the
 cross-product of the two orthonormal bases re-weighted per direction:
 
 - Procrustes (t = s): ||M||_* = ||Xc^T Yc||_*; similarity ||Xc^T Yc||_* / (||Xc||_F ||Yc||_F) in [0, 1].
@@ -16,8 +16,8 @@ cross-product of the two orthonormal bases re-weighted per direction:
 - PWCCA: the same correlations weighted by Morcos et al.'s alpha_i = sum_j |<h_i, x_j>| (h_i the i-th canonical
   variate of X = A, x_j X's j-th centred column); asymmetric: the weights come from A (model_x).
 
-A pair's singular values come from the eigenvalues of the smaller Gram of M (M^T M or M M^T, float64, clamped at 0),
-as Aristotelian computes them.
+A pair's singular values come from LAPACK's gesdd on M cut to the two ranks (exact to ~eps s_max; Aristotelian takes
+square roots of the eigenvalues of M M^T, whose near-zero values then carry ~1e-8 s_max of rounding).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
 
 State = dict[str, np.ndarray]
-RANK_TOL = 1e-10  # singular values below RANK_TOL * s_max count as zero (float noise of exactly rank-deficient data)
+EPS32 = float(np.finfo(np.float32).eps)  # features are float32: rank tolerance s_max max(n, d) eps (numpy's rule)
 CCA_REG = 1e-6  # covariance ridge when a width is >= n (Aristotelian's reg)
 
 
@@ -48,7 +48,7 @@ def centred_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, check_finite=False)
     w, vec = w[::-1], vec[:, ::-1]
     s = np.sqrt(np.maximum(w, 0.0))
-    keep = s > RANK_TOL * s[0] if s[0] > 0 else np.zeros(s.size, dtype=bool)
+    keep = s > s[0] * max(n, d) * EPS32 if s[0] > 0 else np.zeros(s.size, dtype=bool)
     s, vec = s[keep], vec[:, keep]
     if d <= n:
         return (z @ vec) / s, s, vec * s
@@ -74,17 +74,23 @@ def _bases_cross(sa: State, sb: State) -> Any:
 
 
 def singular_values(m: np.ndarray) -> np.ndarray:
-    """(..., p, q) -> (..., min(p, q)) singular values, descending, from eigvalsh of the smaller Gram (clamped at 0)."""
-    gram = m @ np.swapaxes(m, -1, -2) if m.shape[-2] <= m.shape[-1] else np.swapaxes(m, -1, -2) @ m
-    return np.sqrt(np.maximum(np.linalg.eigvalsh(gram), 0.0))[..., ::-1]
+    """(p, q) -> (min(p, q),) singular values, descending (LAPACK gesdd: absolute error ~eps s_max on every value)."""
+    return scipy.linalg.svd(m, compute_uv=False, check_finite=False) if m.size else np.zeros(0)
+
+
+def _ranks(state: State) -> np.ndarray:
+    """(L,) number of non-padded directions of each layer."""
+    return np.count_nonzero(state["s"] > 0, axis=-1)
 
 
 def _weighted_all(sa: State, sb: State, weight: Callable[[State], np.ndarray], name: str) -> np.ndarray:
     """(La, Lb) ||diag(t_a) U_a^T U_b diag(t_b)||_* / (||t_a|| ||t_b||), t = weight(state) (0 on padded directions)."""
     ta, tb = weight(sa), weight(sb)
+    ra, rb = _ranks(sa), _ranks(sb)
     num = np.empty((ta.shape[0], tb.shape[0]))
     for a, cross in _bases_cross(sa, sb):
-        num[a] = singular_values(ta[a][None, :, None] * cross * tb[:, None, :]).sum(axis=-1)
+        m = ta[a][None, :, None] * cross * tb[:, None, :]
+        num[a] = [singular_values(m[b, : ra[a], : rb[b]]).sum() for b in range(m.shape[0])]
     prod = np.outer(np.einsum("ij,ij->i", ta, ta), np.einsum("ij,ij->i", tb, tb))
     return ratio_or_nan(num, prod, name)
 
@@ -114,20 +120,19 @@ def _cca_weights(state: State, wide: np.ndarray, reg: float) -> np.ndarray:
 
 def _canonical(sa: State, sb: State, reg: float, vectors: bool = False) -> Any:
     """Per (a, b): (a, b, canonical correlations (descending, min(r_a, r_b) kept), left vectors, t_a) of A vs B."""
-    ra, rb = (np.count_nonzero(s["s"] > 0, axis=-1) for s in (sa, sb))
+    ra, rb = _ranks(sa), _ranks(sb)
     for a, cross in _bases_cross(sa, sb):
         wide = sa["wide"][a] | sb["wide"]  # (Lb,) ridge on both sides when either width >= n
         ta = _cca_weights({"s": np.broadcast_to(sa["s"][a], (wide.size, sa["s"].shape[1])), "u": sa["u"]}, wide, reg)
         tb = _cca_weights(sb, wide, reg)
         m = ta[:, :, None] * cross * tb[:, None, :]
         for b in range(m.shape[0]):
-            keep = int(min(ra[a], rb[b]))
+            block = m[b, : ra[a], : rb[b]]
             if not vectors:
-                yield a, b, singular_values(m[b])[:keep], None, ta[b]
+                yield a, b, singular_values(block), None, ta[b, : ra[a]]
                 continue
-            w, v = np.linalg.eigh(m[b] @ m[b].T)
-            order = np.argsort(w)[::-1][:keep]
-            yield a, b, np.sqrt(np.maximum(w[order], 0.0)), v[:, order], ta[b]
+            w, rho, _ = scipy.linalg.svd(block, full_matrices=False, check_finite=False)
+            yield a, b, rho, w, ta[b, : ra[a]]
 
 
 def cca_all(sa: State, sb: State) -> np.ndarray:
@@ -144,7 +149,7 @@ def pwcca_all(sa: State, sb: State) -> np.ndarray:
     out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
     for a, b, rho, w, ta in _canonical(sa, sb, float(sa["reg"].flat[0]), vectors=True):
         # h_i = U_a diag(t_a) w_i, so Xc^T h_i = V_a diag(s_a t_a) w_i
-        alpha = np.abs(sa["vs"][a] @ (ta[:, None] * w)).sum(axis=0)
+        alpha = np.abs(sa["vs"][a][:, : ta.size] @ (ta[:, None] * w)).sum(axis=0)
         if rho.size and alpha.sum() > 0:
             out[a, b] = float(alpha @ rho / alpha.sum())
     return out
