@@ -22,6 +22,7 @@ square roots of the eigenvalues of M M^T, whose near-zero values then carry ~1e-
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -70,7 +71,7 @@ def _bases_cross(sa: State, sb: State) -> Any:
     lb, n, rb = ub.shape
     flat = np.ascontiguousarray(ub.transpose(1, 0, 2)).reshape(n, lb * rb)
     for a in range(sa["u"].shape[0]):
-        yield a, (sa["u"][a].T @ flat).reshape(-1, lb, rb).transpose(1, 0, 2)
+        yield a, (sa["u"][a].T @ flat).reshape(sa["u"].shape[2], lb, rb).transpose(1, 0, 2)
 
 
 def singular_values(m: np.ndarray) -> np.ndarray:
@@ -135,13 +136,21 @@ def _canonical(sa: State, sb: State, reg: float, vectors: bool = False) -> Any:
             yield a, b, rho, w, ta[b, : ra[a]]
 
 
+def _warn_empty(out: np.ndarray, name: str) -> np.ndarray:
+    """``out`` unchanged, with a warning when some pairs are NaN (a side of rank 0: constant features)."""
+    bad = int(np.isnan(out).sum())
+    if bad:
+        warnings.warn(f"{name}: a side has no variance for {bad} pair(s); score is NaN", RuntimeWarning, stacklevel=3)
+    return out
+
+
 def cca_all(sa: State, sb: State) -> np.ndarray:
     """(La, Lb) mean canonical correlation (ridge-regularised where a width is >= n)."""
     out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
     for a, b, rho, _, _ in _canonical(sa, sb, float(sa["reg"].flat[0])):
         if rho.size:
             out[a, b] = rho.mean()
-    return out
+    return _warn_empty(out, "cca")
 
 
 def pwcca_all(sa: State, sb: State) -> np.ndarray:
@@ -152,7 +161,7 @@ def pwcca_all(sa: State, sb: State) -> np.ndarray:
         alpha = np.abs(sa["vs"][a][:, : ta.size] @ (ta[:, None] * w)).sum(axis=0)
         if rho.size and alpha.sum() > 0:
             out[a, b] = float(alpha @ rho / alpha.sum())
-    return out
+    return _warn_empty(out, "pwcca")
 
 
 def _one(all_pairs: Callable[[State, State], np.ndarray]) -> Callable[[State, State], float]:
