@@ -34,6 +34,13 @@ ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 RANK_TOL = 1e-12  # eigenvalues below RANK_TOL * w_max of a training Gram are dropped (shrunk to ~0 by any alpha)
 
 
+def state_bytes(n: int, d: int) -> int:
+    """Memory of one layer's state: float64 F (n, min(n, d)), each fold's Q (n_tr, r) and E (n_te, r) (r <= min(n, d))
+    and the training Gram of the fold being decomposed (n_tr^2)."""
+    r = min(n, d)
+    return 8 * (n * r + 5 * n * r + n * n)
+
+
 def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
     """(n,) int64 fold of each input: ``default_rng(seed).permutation(n) % folds``."""
     return (np.random.default_rng(seed).permutation(n) % folds).astype(np.int64)

@@ -65,6 +65,7 @@ class Metric:
     ``stacked_state(cache, params)``: all layers' states at once, stacked on axis 0, sharing the cache's stacked
     kernels instead of copying them; None: :meth:`layer_states` stacks ``state`` of each layer.
     ``stack(states)``: how per-layer states become one stacked state (zero-padding for per-layer ranks).
+    ``state_bytes(n, d)``: an estimate of the memory one (n, d) layer's dense state and its working arrays take.
     ``permute_side``: "y" where permuting x's state is expensive (the calibration then always permutes y);
     None: the side holding fewer layers. ``orientation``: for an asymmetric metric, which side does what.
     """
@@ -84,6 +85,7 @@ class Metric:
     large_n: Callable[[_blockwise.LargeLayers, _blockwise.LargeLayers, dict[str, Any]], np.ndarray] | None = None
     stacked_state: Callable[[KernelCache, dict[str, Any]], State] | None = None
     stack: Callable[[list[State]], State] = stacked
+    state_bytes: Callable[[int, int], int] = lambda n, d: 5 * n * n  # float32 Gram + bool kNN indicator
     permute_side: str | None = None
     orientation: str = ""
 
@@ -220,6 +222,17 @@ COMPARE = Param("compare", "spearman", "RSA comparison of the RDMs: spearman, pe
                 {"type": "string", "enum": list(_rsa.COMPARISONS)}, _choice(_rsa.COMPARISONS))  # fmt: skip
 
 
+def kernel_bytes(per_entry: int) -> Callable[[int, int], int]:
+    """Memory of a state holding ``per_entry`` bytes per entry of an n x n matrix (kernels, RDMs, distances)."""
+    return lambda n, d: per_entry * n * n
+
+
+def basis_bytes(n: int, d: int) -> int:
+    """Memory of a centred-SVD state: float64 U (n, r), V diag(s) (d, r) and the r x r Gram, r = min(n, d)."""
+    r = min(n, d)
+    return 8 * r * (n + d + r)
+
+
 def no_chance(n: int, params: dict[str, Any]) -> None:
     """No analytic chance level is known."""
     return None
@@ -237,7 +250,7 @@ def _subspace_metric(name: str, description: str, params: tuple[Param, ...], pai
                      all_pairs: Callable) -> Metric:  # fmt: skip
     """A symmetric measure read off two layers' centred SVDs (prh.metrics.subspace)."""
     return Metric(name, description, params, _subspace.layer_state, pair, all_pairs, _subspace.permuted,
-                  _subspace.resampled_state, no_chance, min_n=3, stack=padded_stack)  # fmt: skip
+                  _subspace.resampled_state, no_chance, min_n=3, stack=padded_stack, state_bytes=basis_bytes)  # fmt: skip
 
 
 def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable | None,
@@ -258,21 +271,21 @@ RECORDS: tuple[Metric, ...] = (
                 _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all, _blockwise.edit_distance_knn_large),
     Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
            _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance,
-           large_n=_blockwise.cka_large, stacked_state=_cka.cka_stacked_state),
+           large_n=_blockwise.cka_large, stacked_state=_cka.cka_stacked_state, state_bytes=kernel_bytes(4)),
     Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
            _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
            zero_chance, min_n=4, large_n=_blockwise.unbiased_cka_large,
-           stacked_state=_cka.unbiased_stacked_state),
+           stacked_state=_cka.unbiased_stacked_state, state_bytes=kernel_bytes(4)),
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
            no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large,
-           stacked_state=_cka.cknna_stacked_state),
+           stacked_state=_cka.cknna_stacked_state, state_bytes=kernel_bytes(9)),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
-           _svcca.svcca_resampled_state, no_chance),
+           _svcca.svcca_resampled_state, no_chance, state_bytes=lambda n, d: 8 * n * (d + 10)),
     Metric("rsa", "comparison (Spearman by default) of the RDMs' upper triangles (correlation distance by default)",
            (RDM, COMPARE), _rsa.rsa_layer_state, _rsa.rsa_pair, _rsa.rsa_all, _rsa.rsa_permuted,
-           _rsa.rsa_resampled_state, _rsa.rsa_chance, min_n=3),
+           _rsa.rsa_resampled_state, _rsa.rsa_chance, min_n=3, state_bytes=kernel_bytes(16)),
     _subspace_metric("procrustes", "orthogonal Procrustes similarity ||Xc'Yc||_* / (||Xc||_F ||Yc||_F)", (),
                      _subspace.procrustes_pair, _subspace.procrustes_all),
     _subspace_metric("shape_metric", "generalised shape metric (netrep), cosine of its angle; shape_alpha 0 = CCA-like, "
@@ -285,16 +298,16 @@ RECORDS: tuple[Metric, ...] = (
            orientation="canonical weights from model_x's columns"),
     Metric("rv_coefficient", "RV coefficient tr(XcXc'YcYc') / sqrt(tr((XcXc')^2) tr((YcYc')^2)), equal to linear CKA",
            (), _cka.cka_layer_state, _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state,
-           no_chance, stacked_state=_cka.cka_stacked_state, large_n=_blockwise.cka_large),
+           no_chance, stacked_state=_cka.cka_stacked_state, large_n=_blockwise.cka_large, state_bytes=kernel_bytes(4)),
     _knn_metric("jaccard_knn", "mean Jaccard index of the k-nearest-neighbour sets (ReSi)", _knn.jaccard_knn_pair,
                 _knn.jaccard_knn_all, None, _knn.jaccard_knn_chance),
     Metric("distance_correlation", "distance correlation (Szekely et al. 2007, V-statistic)", (),
            _distance.dcor_layer_state, _distance.dcor_pair, _distance.dcor_all, _distance.dcor_permuted,
-           _distance.dcor_resampled_state, no_chance),
+           _distance.dcor_resampled_state, no_chance, state_bytes=kernel_bytes(12)),
     Metric("linear_predictivity", "out-of-fold R^2 of cross-validated ridge from A to B (A predicts B)",
            (FOLDS, FOLD_SEED, RIDGE_ALPHAS), _predictivity.ridge_layer_state, _predictivity.ridge_pair,
            _predictivity.ridge_all, _predictivity.ridge_permuted, _predictivity.ridge_resampled_state, no_chance,
-           symmetric=False, min_n=4, stack=padded_stack, permute_side="y",
+           symmetric=False, min_n=4, stack=padded_stack, permute_side="y", state_bytes=_predictivity.state_bytes,
            orientation="model_x's features predict model_y's"),
 )  # fmt: skip
 REGISTRY: dict[str, Metric] = {m.name: m for m in RECORDS}
