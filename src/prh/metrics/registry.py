@@ -254,17 +254,19 @@ def _subspace_metric(name: str, description: str, params: tuple[Param, ...], pai
 
 
 def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable | None,
-                chance: Callable = no_chance, symmetric: bool = True) -> Metric:  # fmt: skip
-    """A neighbour-list metric: parameter k, states from the shared neighbour lists."""
+                chance: Callable = no_chance, orientation: str = "") -> Metric:  # fmt: skip
+    """A neighbour-list metric: parameter k, states from the shared neighbour lists (asymmetric if ``orientation``)."""
     return Metric(name, description, (K,), _knn.knn_layer_state, pair, all_pairs, _knn.knn_permuted,
-                  _knn.knn_resampled_state, chance, symmetric=symmetric, large_n=large_n)  # fmt: skip
+                  _knn.knn_resampled_state, chance, symmetric=not orientation, large_n=large_n,
+                  orientation=orientation)  # fmt: skip
 
 
 RECORDS: tuple[Metric, ...] = (
     _knn_metric("mutual_knn", "mean fraction of shared k nearest neighbours", _knn.mutual_knn_pair,
                 _knn.mutual_knn_all, _blockwise.mutual_knn_large, _knn.mutual_knn_chance),
     _knn_metric("cycle_knn", "fraction of inputs whose B-neighbours have them as A-neighbours (A first)",
-                _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance, symmetric=False),
+                _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance,
+                orientation="each input's model_y neighbours are looked up in model_x's neighbour lists"),
     _knn_metric("lcs_knn", "mean longest common subsequence of the ordered neighbour lists / k",
                 _knn.lcs_knn_pair, _knn.lcs_knn_all, _blockwise.lcs_knn_large),
     _knn_metric("edit_distance_knn", "1 - mean Levenshtein distance of the ordered neighbour lists / k",
@@ -279,7 +281,8 @@ RECORDS: tuple[Metric, ...] = (
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
            no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large,
-           stacked_state=_cka.cknna_stacked_state, state_bytes=kernel_bytes(9)),
+           stacked_state=_cka.cknna_stacked_state, state_bytes=kernel_bytes(9),
+           orientation="HSIC_1's cross term 1'K~L~1 is ordered, model_x's kernel first"),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
            _svcca.svcca_resampled_state, no_chance, state_bytes=lambda n, d: 8 * n * (d + 10)),
