@@ -74,9 +74,21 @@ def _bases_cross(sa: State, sb: State) -> Any:
         yield a, (sa["u"][a].T @ flat).reshape(sa["u"].shape[2], lb, rb).transpose(1, 0, 2)
 
 
+def svd(m: np.ndarray, vectors: bool = False) -> Any:
+    """LAPACK's divide-and-conquer SVD (gesdd), or the QR-iteration one (gesvd) where gesdd does not converge (absolute
+    error ~eps s_max on every singular value either way). ``vectors``: (U, s, Vh) thin, else s."""
+    for driver in ("gesdd", "gesvd"):
+        try:
+            return scipy.linalg.svd(m, full_matrices=False, compute_uv=vectors, check_finite=False, lapack_driver=driver)
+        except np.linalg.LinAlgError:
+            if driver == "gesvd":
+                raise
+    raise AssertionError("unreachable")
+
+
 def singular_values(m: np.ndarray) -> np.ndarray:
-    """(p, q) -> (min(p, q),) singular values, descending (LAPACK gesdd: absolute error ~eps s_max on every value)."""
-    return scipy.linalg.svd(m, compute_uv=False, check_finite=False) if m.size else np.zeros(0)
+    """(p, q) -> (min(p, q),) singular values, descending."""
+    return svd(m) if m.size else np.zeros(0)
 
 
 def _ranks(state: State) -> np.ndarray:
@@ -132,7 +144,7 @@ def _canonical(sa: State, sb: State, reg: float, vectors: bool = False) -> Any:
             if not vectors:
                 yield a, b, singular_values(block), None, ta[b, : ra[a]]
                 continue
-            w, rho, _ = scipy.linalg.svd(block, full_matrices=False, check_finite=False)
+            w, rho, _ = svd(block, vectors=True)
             yield a, b, rho, w, ta[b, : ra[a]]
 
 
