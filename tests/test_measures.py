@@ -152,10 +152,12 @@ def ref_dcor(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(dcov2 / np.sqrt(va * vb)))
 
 
-def ref_predictivity(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0, alphas=ALPHAS) -> float:
-    """Primal ridge with intercept per fold; alpha by GCV from the explicit hat matrix; variance-weighted R^2."""
+def ref_predictivity(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0, alphas=ALPHAS,
+                     fold: np.ndarray | None = None) -> float:  # fmt: skip
+    """Primal ridge with intercept per fold; alpha by GCV from the explicit hat matrix; variance-weighted R^2.
+    ``fold``: the fold of each row (default: prh's seeded assignment)."""
     xa, yb = a.astype(np.float64), b.astype(np.float64)
-    fold = fold_assignment(len(xa), folds, seed)
+    fold = fold_assignment(len(xa), folds, seed) if fold is None else fold
     sse = 0.0
     for g in range(folds):
         tr, te = fold != g, fold == g
@@ -339,22 +341,9 @@ def test_linear_predictivity_bootstrap_keeps_copies_of_an_input_in_one_fold() ->
     for score in got:
         idx = np.sort(rng.integers(0, 40, size=40))
         fold = fold_assignment(40, 5, 0)[idx]  # each copy in its input's fold
-        xa, yb = a[idx].astype(np.float64), b[idx].astype(np.float64)
-        sse = 0.0
         for g in range(5):
-            tr, te = fold != g, fold == g
-            assert not set(idx[tr]) & set(idx[te])  # no held-out input has a copy in training
-            xc, yc = xa[tr] - xa[tr].mean(0), yb[tr] - yb[tr].mean(0)
-            n_tr = int(tr.sum())
-
-            def gcv(alpha: float) -> float:
-                hat = xc @ np.linalg.solve(xc.T @ xc + alpha * np.eye(6), xc.T)
-                return n_tr * float(((yc - hat @ yc) ** 2).sum()) / (n_tr - 1 - np.trace(hat)) ** 2
-
-            best = min(ALPHAS, key=gcv)
-            coef = np.linalg.solve(xc.T @ xc + best * np.eye(6), xc.T @ yc)
-            sse += float((((xa[te] - xa[tr].mean(0)) @ coef + yb[tr].mean(0) - yb[te]) ** 2).sum())
-        assert score == pytest.approx(1.0 - sse / float(((yb - yb.mean(0)) ** 2).sum()), abs=1e-9)
+            assert not set(idx[fold == g]) & set(idx[fold != g])  # no held-out input has a copy in training
+        assert score == pytest.approx(ref_predictivity(a[idx], b[idx], fold=fold), abs=1e-9)
 
 
 def test_distance_correlation_bootstrap_re_centres_the_resampled_distances() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from prh.metrics.kernels import flat_inner_symmetric, kernel_sums64, permuted_square, ratio_or_nan
+from prh.metrics.shared import one_layer
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -51,7 +52,7 @@ def dcor_all(sa: State, sb: State) -> np.ndarray:
 
 def dcor_pair(sa: State, sb: State) -> float:
     """Distance correlation of one layer pair."""
-    return float(dcor_all({k: v[None] for k, v in sa.items()}, {k: v[None] for k, v in sb.items()})[0, 0])
+    return float(dcor_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 def dcor_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> State:

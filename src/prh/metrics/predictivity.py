@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.linalg
 
+from prh.metrics.shared import one_layer, padded_stack
+
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
 
@@ -83,8 +85,6 @@ def with_predictor(state: State) -> State:
         return state
     if state["f"].ndim == 2:
         return {**state, **predictor_parts(state["f"], state["fold"], folds)}
-    from prh.metrics.shared import padded_stack
-
     parts = padded_stack([predictor_parts(f, fold, folds) for f, fold in zip(state["f"], state["fold"])])
     return {**state, **parts}
 
@@ -139,7 +139,7 @@ def _r2(sse: np.ndarray, sst: np.ndarray) -> np.ndarray:
 
 def ridge_pair(sa: State, sb: State) -> float:
     """Out-of-fold variance-weighted R^2 of predicting B from A (one layer pair)."""
-    return float(ridge_all({k: v[None] for k, v in sa.items()}, {k: v[None] for k, v in sb.items()})[0, 0])
+    return float(ridge_all(one_layer(sa), one_layer(sb))[0, 0])
 
 
 # ----------------------------------------------------------------------------- states from a KernelCache

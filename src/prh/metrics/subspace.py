@@ -29,6 +29,7 @@ import numpy as np
 import scipy.linalg
 
 from prh.metrics.kernels import ratio_or_nan
+from prh.metrics.shared import one_layer
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -180,7 +181,7 @@ def _one(all_pairs: Callable[[State, State], np.ndarray]) -> Callable[[State, St
     """The single-pair scorer of an all-pairs scorer."""
 
     def pair(sa: State, sb: State) -> float:
-        return float(all_pairs({k: v[None] for k, v in sa.items()}, {k: v[None] for k, v in sb.items()})[0, 0])
+        return float(all_pairs(one_layer(sa), one_layer(sb))[0, 0])
 
     pair.__doc__ = f"One layer pair: {all_pairs.__doc__}"
     return pair
