@@ -94,14 +94,17 @@ def tau_state(values: np.ndarray) -> dict[str, np.ndarray]:
 def tau_a(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """Kendall's tau-a of two layers' upper triangles: (m(m-1)/2 - ties_a - ties_b + joint ties - 2 D) / (m(m-1)/2).
 
-    Pairs sorted by (A's rank, B's rank): A's stored order when A has no ties, else a lexsort; D (discordant pairs)
-    by scipy's merge-sort counter, as rsatoolbox's ``compare_kendall_tau_a``.
+    Pairs sorted by (A's rank, B's rank): A's stored order, then a stable sort of the combined key, which is sorted
+    already but inside A's tie groups (timsort: O(m) on such runs); D (discordant pairs) by scipy's merge-sort
+    counter, as rsatoolbox's ``compare_kendall_tau_a``.
     """
     from scipy.stats._stats import _kendall_dis  # the merge-sort discordance counter scipy and rsatoolbox use
 
     ra, rb = sa["rank"], sb["rank"]
     m = ra.size
-    order = sa["order"] if int(sa["ties"]) == 0 else np.lexsort((rb, ra))
+    order = sa["order"]
+    if int(sa["ties"]):
+        order = order[np.argsort(ra[order] * (m + 1) + rb[order], kind="stable")]
     x, y = ra[order].astype(np.intp), rb[order].astype(np.intp)
     dis = int(_kendall_dis(x, y))
     step = np.flatnonzero(np.r_[True, (x[1:] != x[:-1]) | (y[1:] != y[:-1]), True])
