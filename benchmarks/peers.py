@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/peers.py [--n 1024 --d 768 --layers-a 13 --layers-b 25] [--peer-pairs 6]
        [--measures procrustes,cca] [--store DIR [--keys KEY_A KEY_B]] [--aristotelian GITDIR] [--netrep GITDIR]
+       [--resi GITDIR]
        [--threads 1] [--quick]
 
 Prints ONE table: measure, peer, pairs compared, max |prh - peer| over those pairs, prh seconds for ALL layer pairs
@@ -16,13 +17,14 @@ concatenated row / column / both) and extrapolated per stratum (marked ``~``); p
 concatenated layers (9,984- and 19,200-wide covariance eigendecompositions) and are timed on plain layer pairs only,
 their mean time extrapolated to all pairs (an underestimate of the peer's time). Peers that score all pairs at once
 (rsatoolbox: RDMs per layer, then one ``compare``) are timed whole. Peers not on PyPI run from a checkout of their
-repository (``--aristotelian``, ``--netrep``: a git directory, e.g. the search tool's mirror; the package is exported
+repository (``--aristotelian``, ``--netrep``, ``--resi``: a git directory, e.g. the search tool's mirror; the package is exported
 into a temporary directory and imported from there, never installed). The footnotes say where definitions differ.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,8 @@ NOTES = {
     "ridge-loo": "sklearn RidgeCV chooses alpha by exact leave-one-out, prh by GCV; same folds, same R^2",
     "rsa-euclid": "Aristotelian's rsa uses Euclidean RDMs (prh rdm=euclidean)",
     "plain": "peer timed on plain layer pairs only (concatenated layers too wide for it), mean extrapolated to all",
+    "resi-self": "ReSi drops each input's first sklearn neighbour as itself (prh excludes i by index; they differ "
+    "only where a copy of an input ties with it)",
     "netrep-zero": "netrep zero-pads and whitens with eigenvalues clamped at 1e-7 (prh drops float32-rank-zero "
     "directions)",
 }
@@ -104,6 +108,39 @@ def import_subpackage(root: Path, dotted: str, alias: str) -> Any:
     sys.modules[alias] = module
     spec.loader.exec_module(module)
     return module
+
+
+def import_module_file(root: Path, dotted: str) -> Any:
+    """Import the single module ``dotted`` under ``root`` with empty stand-ins for its parent packages (their
+    __init__ files import every measure of the library, with dependencies this benchmark does not need)."""
+    import importlib.util
+    import types
+
+    parts = dotted.split(".")
+    for depth in range(1, len(parts)):
+        name = ".".join(parts[:depth])
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(root.joinpath(*parts[:depth]))]
+            sys.modules[name] = package
+    spec = importlib.util.spec_from_file_location(dotted, root.joinpath(*parts).with_suffix(".py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[dotted] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def stand_in(name: str, **attrs: Any) -> None:
+    """A placeholder module for an import a peer's module makes but its measure never uses (not installed here)."""
+    import types
+
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        module = types.ModuleType(name)
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
 
 
 # ----------------------------------------------------------------------------- peers
@@ -206,6 +243,20 @@ def netrep_peers(root: Path) -> dict[str, list[Peer]]:
         "shape_metric": [Peer("netrep LinearMetric(alpha=0.5)", pair=shape(0.5), plain_only=True, notes=note)],
         "shape_metric alpha=0": [Peer("netrep LinearMetric(alpha=0)", pair=shape(0.0), plain_only=True, notes=note)],
     }
+
+
+def resi_peers(root: Path) -> dict[str, list[Peer]]:
+    """Klabunde et al.'s ReSi (mklabunde/resi, ``repsim.measures``): Jaccard kNN similarity."""
+    import logging
+
+    stand_in("einops", rearrange=None)  # used by ReSi's spatial reshaping only
+    stand_in("loguru", logger=logging.getLogger("resi"))
+    nn = import_module_file(root, "repsim.measures.nearest_neighbor")
+
+    def jaccard(x: np.ndarray, y: np.ndarray) -> float:
+        return float(nn.jaccard_similarity(f64(x), f64(y), shape="nd", k=K, inner="cosine", n_jobs=1))
+
+    return {"jaccard_knn": [Peer("ReSi jaccard_similarity", pair=jaccard, notes=("resi-self",))]}
 
 
 def measures(n: int, extra: dict[str, list[Peer]]) -> list[Measure]:
@@ -330,6 +381,7 @@ def main() -> None:
     ap.add_argument("--keys", nargs=2, default=None, help="the two store keys (default: chosen automatically)")
     ap.add_argument("--aristotelian", default="", help="git dir of mlbio-epfl/Aristotelian (run from an export)")
     ap.add_argument("--netrep", default="", help="git dir of ahwillia/netrep (run from an export)")
+    ap.add_argument("--resi", default="", help="git dir of mklabunde/resi (run from an export)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="n=256, d=96, 3 x 5 layers")
     ap.add_argument("--seed", type=int, default=0)
@@ -344,6 +396,9 @@ def main() -> None:
                 extra.setdefault(key, []).extend(peers)
         if args.netrep:
             for key, peers in netrep_peers(exported(args.netrep, "netrep", Path(tmp))).items():
+                extra.setdefault(key, []).extend(peers)
+        if args.resi:
+            for key, peers in resi_peers(exported(args.resi, "repsim", Path(tmp))).items():
                 extra.setdefault(key, []).extend(peers)
         rows = measures(args.n, extra)
         if args.measures:

@@ -54,8 +54,9 @@ DOCS: dict[str, MetricDoc] = {
         KNN_COST + "; bit-parallel Levenshtein (Myers / Hyyro)", (REFERENCE_LOOP,)),
     "jaccard_knn": MetricDoc(
         "(1/n) sum_i |N_A(i) & N_B(i)| / |N_A(i) | N_B(i)| = (1/n) sum_i c_i / (2k - c_i)", "[0, 1]", KNN_COST,
-        (Peer("ReSi (mklabunde/resi; not on PyPI, not run here)", "JaccardSimilarity",
-              "its own neighbour search (cosine or Euclidean; tie order of its sort)"),)),
+        (Peer("ReSi (mklabunde/resi, `repsim.measures`; not on PyPI)", "jaccard_similarity",
+              "sklearn's neighbour search, whose first neighbour is dropped as the input itself (differs only where "
+              "a copy of an input ties with it)"),)),
     "cka": MetricDoc(
         "HSIC_b(K, L) / sqrt(HSIC_b(K, K) HSIC_b(L, L)), HSIC_b = tr(K H L H), K = A A' (linear) or "
         "exp(-|a_i - a_j|^2 / (2 sigma^2)) (RBF)", "[0, 1]",
@@ -88,14 +89,15 @@ DOCS: dict[str, MetricDoc] = {
     "procrustes": MetricDoc(
         "||Xc' Yc||_* / (||Xc||_F ||Yc||_F) = 1 - (1/2) min_Q ||Xc/|Xc| - Yc/|Yc| Q||_F^2 over orthogonal Q; the "
         "angular Procrustes distance is arccos of it", "[0, 1]", SVD_COST,
-        (Peer("netrep", "LinearMetric(alpha=1, score_method='angular')", "reports the angle: prh = cos(angle)"),
+        (Peer("netrep (ahwillia/netrep; not on PyPI)", "LinearMetric(alpha=1, score_method='angular')",
+              "reports the angle: prh = cos(angle)"),
          Peer(ARISTOTELIAN, "Procrustes", "another quantity: 1 - ||Xc Q - Yc||_F / ||Yc||_F of unnormalised "
               "features"))),
     "shape_metric": MetricDoc(
         "cos of netrep's angle: ||M||_* / (||t_x|| ||t_y||), M = diag(t_x) U_x' U_y diag(t_y), t = alpha s + "
         "(1 - alpha): the partial whitening Xc (alpha I + (1 - alpha) (Xc'Xc)^(-1/2)); alpha = 1 Procrustes, alpha = "
         "0 sum of canonical correlations / sqrt(r_x r_y)", "[0, 1]", SVD_COST,
-        (Peer("netrep", "LinearMetric(alpha, score_method='angular')", "angle, not its cosine; whitening clamps "
+        (Peer("netrep (ahwillia/netrep; not on PyPI)", "LinearMetric(alpha, score_method='angular')", "angle, not its cosine; whitening clamps "
               "eigenvalues at 1e-7 where prh drops float32-rank-zero directions"),)),
     "cca": MetricDoc(
         "mean of the min(r_x, r_y) canonical correlations of Xc and Yc (singular values of U_x' U_y); where either "
