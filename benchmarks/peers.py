@@ -217,7 +217,7 @@ def aristotelian_peers(root: Path) -> dict[str, list[Peer]]:
         "cycle_knn": [Peer(name, pair=raw("cycle_knn", topk=K), notes=("tie",))],
         "cka": [Peer(name, pair=raw("cka_linear"), notes=("f32", "eps"))],
         "unbiased_cka": [Peer(name, pair=raw("cka_unbiased"), notes=("f32", "eps"))],
-        "cknna": [Peer(name, pair=raw("cknna", topk=K), notes=("f32", "eps", "tie"))],
+        "cknna": [Peer(name, pair=raw("cknna", topk=K, unbiased=True), notes=("f32", "eps", "tie"))],
         "svcca": [Peer(name, pair=raw("svcca", cca_dim=10), notes=("arist-svcca",))],
         "rsa euclidean": [Peer(name, pair=raw("rsa"), notes=("rsa-euclid", "f32"))],
         "procrustes": [Peer(name, pair=lambda x, y: float(other.procrustes_score(f64(x), f64(y))),
