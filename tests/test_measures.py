@@ -152,6 +152,14 @@ def ref_dcor(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(dcov2 / np.sqrt(va * vb)))
 
 
+def ridge_gcv(xc: np.ndarray, yc: np.ndarray, alpha: float) -> float:
+    """GCV of ridge with an unpenalised intercept on centred data: n RSS / (n - tr H)^2, H from its explicit form."""
+    n = len(xc)
+    hat = np.ones((n, n)) / n + xc @ np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T)
+    resid = yc - (hat - np.ones((n, n)) / n) @ yc
+    return n * float((resid**2).sum()) / (n - np.trace(hat)) ** 2
+
+
 def ref_predictivity(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0, alphas=ALPHAS,
                      fold: np.ndarray | None = None) -> float:  # fmt: skip
     """Primal ridge with intercept per fold; alpha by GCV from the explicit hat matrix; variance-weighted R^2.
@@ -163,18 +171,9 @@ def ref_predictivity(a: np.ndarray, b: np.ndarray, folds: int = 5, seed: int = 0
         tr, te = fold != g, fold == g
         mx, my = xa[tr].mean(0), yb[tr].mean(0)
         xc, yc = xa[tr] - mx, yb[tr] - my
-        n_tr = int(tr.sum())
-
-        def fit(alpha: float) -> np.ndarray:
-            return np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T @ yc)
-
-        def gcv(alpha: float) -> float:
-            hat = np.ones((n_tr, n_tr)) / n_tr + xc @ np.linalg.solve(xc.T @ xc + alpha * np.eye(xc.shape[1]), xc.T)
-            resid = yc - (hat - np.ones((n_tr, n_tr)) / n_tr) @ yc
-            return n_tr * float((resid**2).sum()) / (n_tr - np.trace(hat)) ** 2
-
-        best = min(alphas, key=gcv)
-        sse += float((((xa[te] - mx) @ fit(best) + my - yb[te]) ** 2).sum())
+        best = min(alphas, key=lambda alpha, xc=xc, yc=yc: ridge_gcv(xc, yc, alpha))
+        coef = np.linalg.solve(xc.T @ xc + best * np.eye(xc.shape[1]), xc.T @ yc)
+        sse += float((((xa[te] - mx) @ coef + my - yb[te]) ** 2).sum())
     return 1.0 - sse / float(((yb - yb.mean(0)) ** 2).sum())
 
 

@@ -103,7 +103,7 @@ def ridge_all(sa: State, sb: State) -> np.ndarray:
     """(La, Lb) out-of-fold variance-weighted R^2 of predicting every B layer from every A layer."""
     sa = with_predictor(sa)
     fb = sb["f"]  # (Lb, n, rb)
-    lb, n, rb = fb.shape
+    lb, _, rb = fb.shape
     fold, alphas = sa["fold"][0], sa["alphas"][0]
     la = sa["f"].shape[0]
     sse = np.zeros((la, lb))

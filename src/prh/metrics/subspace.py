@@ -209,7 +209,12 @@ def _params_state(params: dict[str, Any]) -> State:
 def _svd(cache: KernelCache, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layer i's (U, s, V diag(s)), memoised in the cache as one (n + d + 1, r) array [U; V diag(s); s]."""
     n, d = cache.n, cache.dims[i]
-    parts = cache.memo(("svd", i), lambda: np.vstack([*(lambda u, s, vs: (u, vs, s[None]))(*centred_svd(cache.layers[i]))]))
+
+    def make() -> np.ndarray:
+        u, s, vs = centred_svd(cache.layers[i])
+        return np.vstack([u, vs, s[None]])
+
+    parts = cache.memo(("svd", i), make)
     return parts[:n], parts[n + d], parts[n : n + d]
 
 
