@@ -220,8 +220,8 @@ def aristotelian_peers(root: Path) -> dict[str, list[Peer]]:
         "cknna": [Peer(name, pair=raw("cknna", topk=K, unbiased=True), notes=("f32", "eps", "tie"))],
         "svcca": [Peer(name, pair=raw("svcca", cca_dim=10), notes=("arist-svcca",))],
         "rsa euclidean": [Peer(name, pair=raw("rsa"), notes=("rsa-euclid", "f32"))],
-        "procrustes": [Peer(name, pair=lambda x, y: float(other.procrustes_score(f64(x), f64(y))),
-                            notes=("arist-procrustes",))],  # fmt: skip
+        "procrustes": [Peer(name, pair=lambda x, y: float(other.procrustes_score(f64(x), f64(y))), plain_only=True,
+                            notes=("arist-procrustes", "plain"))],  # fmt: skip
         "cca": [Peer(name + " cca_mean", pair=cca, plain_only=True, notes=("arist-cca", "plain"))],
         "pwcca": [Peer(name + " pwcca_mean", pair=pwcca, plain_only=True, notes=("arist-pwcca", "plain"))],
         "rv_coefficient": [Peer(name + " rv_coefficient", pair=lambda x, y: float(cca_mod.rv_coefficient(f64(x), f64(y))),
