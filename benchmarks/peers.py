@@ -58,6 +58,8 @@ NOTES = {
     "ridge-loo": "sklearn RidgeCV chooses alpha by exact leave-one-out, prh by GCV; same folds, same R^2",
     "rsa-euclid": "Aristotelian's rsa uses Euclidean RDMs (prh rdm=euclidean)",
     "plain": "peer timed on plain layer pairs only (concatenated layers too wide for it), mean extrapolated to all",
+    "dcor-naive": "dcor 0.7 with array-api-compat 1.16 skips its scipy path (array_namespace is not numpy) and "
+    "builds (n, n, d) float64 differences: 6 GiB per call at d = 768, 150 GiB at the 19,200-wide concatenation",
     "resi-self": "ReSi drops each input's first sklearn neighbour as itself (prh excludes i by index; they differ "
     "only where a copy of an input ties with it)",
     "netrep-zero": "netrep zero-pads and whitens with eigenvalues clamped at 1e-7 (prh drops float32-rank-zero "
@@ -166,7 +168,8 @@ def rsatoolbox_peer(method: str) -> Peer:
 def dcor_peer() -> Peer:
     import dcor
 
-    return Peer("dcor.distance_correlation", pair=lambda x, y: float(dcor.distance_correlation(f64(x), f64(y))))
+    return Peer("dcor.distance_correlation", pair=lambda x, y: float(dcor.distance_correlation(f64(x), f64(y))),
+                plain_only=True, notes=("dcor-naive", "plain"))  # fmt: skip
 
 
 def sklearn_ridge_peer(alphas: tuple[float, ...], n: int) -> Peer:
