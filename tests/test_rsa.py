@@ -95,7 +95,8 @@ def test_constant_rows_are_uncorrelated_and_constant_rdm_is_nan() -> None:
 
 def test_record_maximum_chance_and_permutation_null() -> None:
     record = get_metric("rsa")
-    assert record.symmetric and record.max_value == 1.0 and record.chance(100, {}) == 0.0 and record.params == ()
+    assert record.symmetric and record.max_value == 1.0 and record.chance(100, {}) == 0.0
+    assert record.defaults() == {"rdm": "correlation", "compare": "spearman"}
     a, b = pairs()["noisy"]
     assert pairwise("rsa", a, a) == pytest.approx(1.0, abs=1e-12)
     assert pairwise("rsa", a, 3.0 * a + 1.0) == pytest.approx(1.0, abs=1e-12)  # RDM invariant to affine row maps

@@ -82,7 +82,10 @@ def fig_calibration_survival(align_vv: pd.DataFrame, tasks_solved: pd.DataFrame,
     """What survives calibration: per headline trend, Spearman rho on raw vs calibrated scores, per metric."""
     table = survival_table(align_vv, tasks_solved, align_vl, lm_scores, model_meta)
     set_style()
-    fig, axes = plt.subplots(1, len(TRENDS), figsize=(5.2 * len(TRENDS), 4.2), sharey=True, squeeze=False)
+    settings = max(1, int(table.groupby("trend").size().max()) if len(table) else 1)
+    width = max(5.2, 0.75 * settings + 1.5)  # a metric setting's three bars and its label need ~0.75 in
+    fig, axes = plt.subplots(1, len(TRENDS), figsize=(width * len(TRENDS), 4.2 + (1.0 if settings > 4 else 0.0)),
+                             sharey=True, squeeze=False)  # fmt: skip
     colors = {"score": "0.55", "calibrated": "#1b7837", "effect": "#762a83"}
     for ax, trend in zip(axes[0], TRENDS):
         t = table[table["trend"] == trend].reset_index(drop=True)
@@ -98,7 +101,8 @@ def fig_calibration_survival(align_vv: pd.DataFrame, tasks_solved: pd.DataFrame,
                     h = bar.get_height()
                     ax.text(bar.get_x() + bar.get_width() / 2, h + (0.02 if h >= 0 else -0.08), "*", ha="center")
         ax.axhline(0, color="0.3", lw=0.8)
-        ax.set_xticks(x, [f"{m}\nn={n}" for m, n in zip(t["metric"], t["n"])], fontsize=8)
+        ax.set_xticks(x, [f"{m}\nn={n}" for m, n in zip(t["metric"], t["n"])], fontsize=8,
+                      rotation=35 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center")  # fmt: skip
         ax.set_title(trend, fontsize=10)
     axes[0, 0].set_ylabel("Spearman rho of the trend")
     axes[0, 0].set_ylim(-1.05, 1.1)

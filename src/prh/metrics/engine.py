@@ -3,6 +3,7 @@ bounded-memory versions for large n (``large_n_pair``, ``large_n_layerwise``; pr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -39,9 +40,50 @@ def checked_pair(metric: str, a: Any, b: Any, params: dict[str, Any]) -> tuple[M
 
 
 def pairwise(metric: str, a: Any, b: Any, **params: Any) -> float:
-    """Score (n, d_a) features ``a`` against (n, d_b) features ``b`` (numpy or torch, used as given) -> float."""
+    """Score (n, d_a) features ``a`` against (n, d_b) features ``b`` (numpy or torch, used as given) -> float.
+
+    Where the dense states would not fit in available memory, the bounded-memory :func:`large_n_pair` scores it
+    (metrics with a large-n form), or a one-line PrhError says how much memory the dense form needs.
+    """
     record, xa, xb, p = checked_pair(metric, a, b, params)
+    if not fits_in_memory(record, xa.shape[0], (xa.shape[1], xb.shape[1])):
+        return large_n_pair(metric, xa, xb, **params)
     return record.pair(record.state(KernelCache([xa]), 0, p), record.state(KernelCache([xb]), 0, p))
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations now (Linux ``MemAvailable``; else free physical pages)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def dense_bytes(record: Metric, n: int, dims: Sequence[int]) -> int:
+    """Estimated peak memory of the dense engine on layers of widths ``dims`` (both models): every layer's state, plus
+    one float64 n x n working array."""
+    return sum(record.state_bytes(n, d) for d in dims) + 8 * n * n
+
+
+def fits_in_memory(record: Metric, n: int, dims: Sequence[int]) -> bool:
+    """True if the dense engine fits in available memory; else, for a metric without a large-n form, a one-line
+    PrhError naming the memory it needs and the bounded entry point."""
+    need = dense_bytes(record, n, dims)
+    have = available_memory()
+    if need <= have:
+        return True
+    if record.large_n is None:
+        from prh.metrics.registry import RECORDS
+
+        able = ", ".join(m.name for m in RECORDS if m.large_n is not None)
+        raise PrhError(f"metric: {record.name} at n = {n} needs about {need / 2**30:.1f} GiB for its dense n x n states, "
+                       f"{have / 2**30:.1f} GiB available; it has no bounded-memory form "
+                       f"(prh.metrics.large_n_layerwise computes {able})")  # fmt: skip
+    return False
 
 
 def prepare_layers(metric: str, layers: Any, **params: Any) -> LayerCache:
@@ -69,7 +111,16 @@ def score_caches(metric: str, cache_a: LayerCache, cache_b: LayerCache, **params
 
 
 def layerwise(metric: str, layers_a: Any, layers_b: Any, **params: Any) -> np.ndarray:
-    """Score every layer pair: A, B sequences of (n, d_l) arrays, (L, n, d) arrays or KernelCaches -> (len(A), len(B))."""
+    """Score every layer pair: A, B sequences of (n, d_l) arrays, (L, n, d) arrays or KernelCaches -> (len(A), len(B)).
+
+    Where the dense states would not fit in available memory (:func:`dense_bytes`), the bounded-memory
+    :func:`large_n_layerwise` scores them (same values up to float rounding), or, for a metric without a large-n form,
+    a one-line PrhError names the memory the dense form needs.
+    """
+    ka, kb = prepare_kernels(layers_a), prepare_kernels(layers_b)
+    if not fits_in_memory(get_metric(metric), check_same_n(ka.n, kb.n), ka.dims + kb.dims):
+        return large_n_layerwise(metric, list(ka.layers), list(kb.layers), **params)
+    layers_a, layers_b = ka, kb
     cache_a = prepare_layers(metric, layers_a, **params)
     cache_b = prepare_layers(metric, layers_b, **params)
     return score_caches(metric, cache_a, cache_b, **params)

@@ -246,3 +246,36 @@ def edit_distance_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) 
     """(La, Lb) edit-distance kNN, vectorised over all layer pairs and samples."""
     n, k = sa["nbrs"].shape[1:]
     return 1.0 - _ordered_sums(sa, sb, levenshtein_bits, levenshtein) / (n * k)
+
+
+def jaccard_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
+    """(La, Lb) Jaccard kNN (ReSi): mean over i of |N_A(i) & N_B(i)| / |N_A(i) | N_B(i)| = c_i / (2k - c_i).
+
+    Per-input overlap counts c_i from A's flattened indicators gathered at B's neighbour positions (exact integers),
+    then a lookup of c / (2k - c).
+    """
+    la, n = sa["ind"].shape[:2]
+    lb, _, k = sb["nbrs"].shape
+    flat_a = sa["ind"].reshape(la, n * n)
+    where = (np.arange(n)[:, None] * n + sb["nbrs"]).reshape(lb, n * k)
+    ratio = np.arange(k + 1) / (2 * k - np.arange(k + 1))
+    out = np.empty((la, lb), dtype=np.float64)
+    for b in range(lb):
+        counts = np.take(flat_a, where[b], axis=1).reshape(la, n, k).sum(axis=2, dtype=np.int64)
+        out[:, b] = ratio[counts].mean(axis=1)
+    return out
+
+
+def jaccard_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """Mean over i of |N_A(i) & N_B(i)| / |N_A(i) | N_B(i)| for one layer pair."""
+    return float(jaccard_knn_all(one_layer(sa), one_layer(sb))[0, 0])
+
+
+def jaccard_knn_chance(n: int, params: dict[str, Any]) -> float:
+    """Expected Jaccard kNN of unrelated kernels (exact): E[c / (2k - c)], c ~ Hypergeometric(n - 1, k, k) (the
+    overlap of two independent uniformly drawn k-subsets of the n - 1 other inputs)."""
+    from scipy.stats import hypergeom
+
+    k = params["k"]
+    c = np.arange(k + 1)
+    return float(hypergeom.pmf(c, n - 1, k, k) @ (c / (2 * k - c)))

@@ -33,7 +33,7 @@ from prh.metrics.calibration import recentred_interval
 from prh.metrics.engine import best_pair
 from prh.metrics.kernels import inverse_permutation
 from prh.metrics.registry import Metric, State, get_metric, resolve_params
-from prh.metrics.shared import KernelCache, prepare_kernels, stacked
+from prh.metrics.shared import KernelCache, prepare_kernels
 
 AGGREGATES = ("max", "mean")
 CI_METHOD = "percentile-recentred"
@@ -189,7 +189,7 @@ def _common_n(caches: Mapping[str, KernelCache]) -> int:
 
 def _resampled(record: Metric, cache: KernelCache, idx: np.ndarray, params: dict[str, Any]) -> State:
     """A model's stacked per-layer states on the sorted bootstrap resample ``idx``."""
-    return stacked([record.resample_state(cache, i, idx, params) for i in range(len(cache))])
+    return record.stack([record.resample_state(cache, i, idx, params) for i in range(len(cache))])
 
 
 def _draws(rows: np.ndarray, label: str | None, what: str) -> Any:
@@ -201,8 +201,11 @@ def _draws(rows: np.ndarray, label: str | None, what: str) -> Any:
     return tqdm(rows, desc=f"{label} {what}", mininterval=5)
 
 
-def _permute_x(caches: Mapping[str, KernelCache], pairs: Sequence[tuple[str, str]]) -> bool:
-    """Whether to permute the x models by pi^-1 instead of the y models by pi: they hold fewer layers."""
+def _permute_x(record: Metric, caches: Mapping[str, KernelCache], pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether to permute the x models by pi^-1 instead of the y models by pi: they hold fewer layers (and the
+    metric does not ask for y, e.g. ridge predictivity, whose predictor states are costly to permute)."""
+    if record.permute_side == "y":
+        return False
     layers = lambda names: sum(len(caches[m]) for m in dict.fromkeys(names))
     return layers(x for x, _ in pairs) < layers(y for _, y in pairs)
 
@@ -275,7 +278,7 @@ def calibrate_models(
     params = resolve_params(record, metric_params, n, tuple(d for kc in caches.values() for d in kc.dims))
     perms = checked_permutations(permutations, n, seed)
     states = {m: record.layer_states(kc, params) for m, kc in caches.items()}
-    null = null_aggregates(record, states, pairs, _draws(perms, progress, "null"), aggregate, _permute_x(caches, pairs))
+    null = null_aggregates(record, states, pairs, _draws(perms, progress, "null"), aggregate, _permute_x(record, caches, pairs))
     boot = bootstrap_aggregates(record, caches, pairs, _draws(bootstrap_indices(n, n_boot, seed), progress, "bootstrap"),
                                 params, aggregate)  # fmt: skip
     out = {}

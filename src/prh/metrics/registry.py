@@ -17,10 +17,13 @@ import numpy as np
 from prh.errors import PrhError
 from prh.metrics import blockwise as _blockwise
 from prh.metrics import cka as _cka
+from prh.metrics import distance as _distance
 from prh.metrics import knn as _knn
+from prh.metrics import predictivity as _predictivity
 from prh.metrics import rsa as _rsa
+from prh.metrics import subspace as _subspace
 from prh.metrics import svcca as _svcca
-from prh.metrics.shared import KernelCache, stacked
+from prh.metrics.shared import KernelCache, padded_stack, stacked
 
 State = dict[str, np.ndarray]
 KERNELS = ("linear", "rbf")
@@ -61,6 +64,10 @@ class Metric:
     :class:`~prh.metrics.blockwise.LargeLayers` (no n x n matrix), None where the metric needs one.
     ``stacked_state(cache, params)``: all layers' states at once, stacked on axis 0, sharing the cache's stacked
     kernels instead of copying them; None: :meth:`layer_states` stacks ``state`` of each layer.
+    ``stack(states)``: how per-layer states become one stacked state (zero-padding for per-layer ranks).
+    ``state_bytes(n, d)``: an estimate of the memory one (n, d) layer's dense state and its working arrays take.
+    ``permute_side``: "y" where permuting x's state is expensive (the calibration then always permutes y);
+    None: the side holding fewer layers. ``orientation``: for an asymmetric metric, which side does what.
     """
 
     name: str
@@ -77,12 +84,16 @@ class Metric:
     min_n: int = 2
     large_n: Callable[[_blockwise.LargeLayers, _blockwise.LargeLayers, dict[str, Any]], np.ndarray] | None = None
     stacked_state: Callable[[KernelCache, dict[str, Any]], State] | None = None
+    stack: Callable[[list[State]], State] = stacked
+    state_bytes: Callable[[int, int], int] = lambda n, d: 5 * n * n  # float32 Gram + bool kNN indicator
+    permute_side: str | None = None
+    orientation: str = ""
 
     def layer_states(self, cache: KernelCache, params: dict[str, Any]) -> State:
         """All layers' states of one model, stacked on axis 0 (what ``all_pairs`` reads)."""
         if self.stacked_state is not None:
             return self.stacked_state(cache, params)
-        return stacked([self.state(cache, i, params) for i in range(len(cache))])
+        return self.stack([self.state(cache, i, params) for i in range(len(cache))])
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -132,6 +143,59 @@ def _check_dim(dim: Any, n: int | None, widths: tuple[int, ...]) -> int:
     return int(dim)
 
 
+def _check_unit(value: Any, n: int | None, widths: tuple[int, ...]) -> float:
+    """A number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
+        raise ValueError(f"must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_reg(value: Any, n: int | None, widths: tuple[int, ...]) -> float:
+    """A finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+        np.isfinite(value) and value >= 0
+    ):
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_folds(value: Any, n: int | None, widths: tuple[int, ...]) -> int:
+    """Cross-validation folds: an integer with 2 <= folds <= n / 2."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+        raise ValueError(f"must be an integer >= 2, got {value!r}")
+    if n is not None and value > n // 2:
+        raise ValueError(f"must be at most n / 2 = {n // 2} (two inputs per fold), got {value}")
+    return int(value)
+
+
+def _check_seed(value: Any, n: int | None, widths: tuple[int, ...]) -> int:
+    """A non-negative integer seed."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def _check_alphas(value: Any, n: int | None, widths: tuple[int, ...]) -> tuple[float, ...]:
+    """A non-empty list of positive finite ridge penalties."""
+    items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
+    if not items or any(isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)) or not (
+        np.isfinite(a) and a > 0) for a in items):  # fmt: skip
+        raise ValueError(f"must be a non-empty list of positive numbers, got {value!r}")
+    return tuple(float(a) for a in items)
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any, int | None, tuple[int, ...]], str]:
+    """A check accepting one of ``options``."""
+
+    def check(value: Any, n: int | None, widths: tuple[int, ...]) -> str:
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(map(repr, options))}, got {value!r}")
+        return value
+
+    check.__doc__ = f"One of {', '.join(options)}."
+    return check
+
+
 def _accept(value: Any, n: int | None, widths: tuple[int, ...]) -> Any:
     """Any value, unchanged."""
     return value
@@ -143,6 +207,30 @@ KERNEL = Param("kernel", "linear", "kernel: linear (inner product) or rbf", {"ty
 SIGMA = Param("sigma", 1.0, "RBF bandwidth", {"type": "number", "exclusiveMinimum": 0}, _check_sigma)
 DIM = Param("dim", 10, "singular directions kept (<= min(n, feature widths))", {"type": "integer", "minimum": 1}, _check_dim)
 SEED = Param("seed", 0, "accepted and ignored (SVCCA is exact and deterministic)", {}, _accept, configurable=False)
+SHAPE_ALPHA = Param("shape_alpha", 0.5, "shape metric's whitening: 0 = CCA-like (whitened), 1 = Procrustes",
+                    {"type": "number", "minimum": 0, "maximum": 1}, _check_unit)  # fmt: skip
+REG = Param("reg", _subspace.CCA_REG, "CCA ridge on the covariance Xc'Xc / (n - 1), used when a width is >= n",
+            {"type": "number", "minimum": 0}, _check_reg)  # fmt: skip
+FOLDS = Param("folds", 5, "cross-validation folds of the ridge predictivity", {"type": "integer", "minimum": 2}, _check_folds)
+FOLD_SEED = Param("fold_seed", 0, "seed of the fold assignment", {"type": "integer", "minimum": 0}, _check_seed)
+RIDGE_ALPHAS = Param("ridge_alphas", _predictivity.ALPHAS, "ridge penalties, one chosen per fold by GCV",
+                     {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1},
+                     _check_alphas)  # fmt: skip
+RDM = Param("rdm", "correlation", "RSA dissimilarity: correlation, cosine or euclidean",
+            {"type": "string", "enum": list(_rsa.RDMS)}, _choice(_rsa.RDMS))  # fmt: skip
+COMPARE = Param("compare", "spearman", "RSA comparison of the RDMs: spearman, pearson, cosine or kendall_tau_a",
+                {"type": "string", "enum": list(_rsa.COMPARISONS)}, _choice(_rsa.COMPARISONS))  # fmt: skip
+
+
+def kernel_bytes(per_entry: int) -> Callable[[int, int], int]:
+    """Memory of a state holding ``per_entry`` bytes per entry of an n x n matrix (kernels, RDMs, distances)."""
+    return lambda n, d: per_entry * n * n
+
+
+def basis_bytes(n: int, d: int) -> int:
+    """Memory of a centred-SVD state: float64 U (n, r), V diag(s) (d, r) and the r x r Gram, r = min(n, d)."""
+    r = min(n, d)
+    return 8 * r * (n + d + r)
 
 
 def no_chance(n: int, params: dict[str, Any]) -> None:
@@ -158,38 +246,72 @@ def zero_chance(n: int, params: dict[str, Any]) -> float:
 # ----------------------------------------------------------------------------- the records
 
 
-def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable,
-                chance: Callable = no_chance, symmetric: bool = True) -> Metric:  # fmt: skip
-    """A neighbour-list metric: parameter k, states from the shared neighbour lists."""
+def _subspace_metric(name: str, description: str, params: tuple[Param, ...], pair: Callable,
+                     all_pairs: Callable) -> Metric:  # fmt: skip
+    """A symmetric measure read off two layers' centred SVDs (prh.metrics.subspace)."""
+    return Metric(name, description, params, _subspace.layer_state, pair, all_pairs, _subspace.permuted,
+                  _subspace.resampled_state, no_chance, min_n=3, stack=padded_stack, state_bytes=basis_bytes)  # fmt: skip
+
+
+def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable | None,
+                chance: Callable = no_chance, orientation: str = "") -> Metric:  # fmt: skip
+    """A neighbour-list metric: parameter k, states from the shared neighbour lists (asymmetric if ``orientation``)."""
     return Metric(name, description, (K,), _knn.knn_layer_state, pair, all_pairs, _knn.knn_permuted,
-                  _knn.knn_resampled_state, chance, symmetric=symmetric, large_n=large_n)  # fmt: skip
+                  _knn.knn_resampled_state, chance, symmetric=not orientation, large_n=large_n,
+                  orientation=orientation)  # fmt: skip
 
 
 RECORDS: tuple[Metric, ...] = (
     _knn_metric("mutual_knn", "mean fraction of shared k nearest neighbours", _knn.mutual_knn_pair,
                 _knn.mutual_knn_all, _blockwise.mutual_knn_large, _knn.mutual_knn_chance),
     _knn_metric("cycle_knn", "fraction of inputs whose B-neighbours have them as A-neighbours (A first)",
-                _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance, symmetric=False),
+                _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance,
+                orientation="each input's model_y neighbours are looked up in model_x's neighbour lists"),
     _knn_metric("lcs_knn", "mean longest common subsequence of the ordered neighbour lists / k",
                 _knn.lcs_knn_pair, _knn.lcs_knn_all, _blockwise.lcs_knn_large),
     _knn_metric("edit_distance_knn", "1 - mean Levenshtein distance of the ordered neighbour lists / k",
                 _knn.edit_distance_knn_pair, _knn.edit_distance_knn_all, _blockwise.edit_distance_knn_large),
     Metric("cka", "centred kernel alignment (linear or RBF kernel)", (KERNEL, SIGMA), _cka.cka_layer_state,
            _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state, no_chance,
-           large_n=_blockwise.cka_large, stacked_state=_cka.cka_stacked_state),
+           large_n=_blockwise.cka_large, stacked_state=_cka.cka_stacked_state, state_bytes=kernel_bytes(4)),
     Metric("unbiased_cka", "CKA with the unbiased HSIC_1 estimator (Song et al. 2012)", (), _cka.unbiased_layer_state,
            _cka.unbiased_cka_pair, _cka.unbiased_cka_all, _cka.unbiased_permuted, _cka.unbiased_resampled_state,
            zero_chance, min_n=4, large_n=_blockwise.unbiased_cka_large,
-           stacked_state=_cka.unbiased_stacked_state),
+           stacked_state=_cka.unbiased_stacked_state, state_bytes=kernel_bytes(4)),
     Metric("cknna", "unbiased CKA restricted to mutual k-nearest-neighbour pairs (A first)", (K,),
            _cka.cknna_layer_state, _cka.cknna_pair, _cka.cknna_all, _cka.cknna_permuted, _cka.cknna_resampled_state,
            no_chance, symmetric=False, min_n=4, large_n=_blockwise.cknna_large,
-           stacked_state=_cka.cknna_stacked_state),
+           stacked_state=_cka.cknna_stacked_state, state_bytes=kernel_bytes(9),
+           orientation="HSIC_1's cross term 1'K~L~1 is ordered, model_x's kernel first"),
     Metric("svcca", "mean canonical correlation of the top-dim singular subspaces", (DIM, SEED),
            _svcca.svcca_layer_state, _svcca.svcca_pair, _svcca.svcca_all, _svcca.svcca_permuted,
-           _svcca.svcca_resampled_state, no_chance),
-    Metric("rsa", "Spearman correlation of the correlation-distance RDMs' upper triangles", (), _rsa.rsa_layer_state,
-           _rsa.rsa_pair, _rsa.rsa_all, _rsa.rsa_permuted, _rsa.rsa_resampled_state, zero_chance, min_n=3),
+           _svcca.svcca_resampled_state, no_chance, state_bytes=lambda n, d: 8 * n * (d + 10)),
+    Metric("rsa", "comparison (Spearman by default) of the RDMs' upper triangles (correlation distance by default)",
+           (RDM, COMPARE), _rsa.rsa_layer_state, _rsa.rsa_pair, _rsa.rsa_all, _rsa.rsa_permuted,
+           _rsa.rsa_resampled_state, _rsa.rsa_chance, min_n=3, state_bytes=kernel_bytes(16)),
+    _subspace_metric("procrustes", "orthogonal Procrustes similarity ||Xc'Yc||_* / (||Xc||_F ||Yc||_F)", (),
+                     _subspace.procrustes_pair, _subspace.procrustes_all),
+    _subspace_metric("shape_metric", "generalised shape metric (netrep), cosine of its angle; shape_alpha 0 = CCA-like, "
+                     "1 = Procrustes", (SHAPE_ALPHA,), _subspace.shape_pair, _subspace.shape_all),
+    _subspace_metric("cca", "mean canonical correlation (ridge reg where a width is >= n)", (REG,), _subspace.cca_pair,
+                     _subspace.cca_all),
+    Metric("pwcca", "projection-weighted CCA (Morcos et al. 2018), weights from A's columns (A first)", (REG,),
+           _subspace.pwcca_layer_state, _subspace.pwcca_pair, _subspace.pwcca_all, _subspace.permuted,
+           _subspace.pwcca_resampled_state, no_chance, symmetric=False, min_n=3, stack=padded_stack,
+           orientation="canonical weights from model_x's columns"),
+    Metric("rv_coefficient", "RV coefficient tr(XcXc'YcYc') / sqrt(tr((XcXc')^2) tr((YcYc')^2)), equal to linear CKA",
+           (), _cka.cka_layer_state, _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state,
+           no_chance, stacked_state=_cka.cka_stacked_state, large_n=_blockwise.cka_large, state_bytes=kernel_bytes(4)),
+    _knn_metric("jaccard_knn", "mean Jaccard index of the k-nearest-neighbour sets (ReSi)", _knn.jaccard_knn_pair,
+                _knn.jaccard_knn_all, None, _knn.jaccard_knn_chance),
+    Metric("distance_correlation", "distance correlation (Szekely et al. 2007, V-statistic)", (),
+           _distance.dcor_layer_state, _distance.dcor_pair, _distance.dcor_all, _distance.dcor_permuted,
+           _distance.dcor_resampled_state, no_chance, state_bytes=kernel_bytes(12)),
+    Metric("linear_predictivity", "out-of-fold R^2 of cross-validated ridge from A to B (A predicts B)",
+           (FOLDS, FOLD_SEED, RIDGE_ALPHAS), _predictivity.ridge_layer_state, _predictivity.ridge_pair,
+           _predictivity.ridge_all, _predictivity.ridge_permuted, _predictivity.ridge_resampled_state, no_chance,
+           symmetric=False, min_n=4, stack=padded_stack, permute_side="y", state_bytes=_predictivity.state_bytes,
+           orientation="model_x's features predict model_y's"),
 )  # fmt: skip
 REGISTRY: dict[str, Metric] = {m.name: m for m in RECORDS}
 METRICS: tuple[str, ...] = tuple(REGISTRY)

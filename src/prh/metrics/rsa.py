@@ -1,8 +1,14 @@
-"""RSA: Spearman correlation of two representational dissimilarity matrices (RDM = 1 - Pearson r between rows).
+"""RSA: a comparison of two representational dissimilarity matrices (RDMs), with a choice of RDM and comparison.
 
-As rsatoolbox's 'correlation' RDM compared with 'spearman': over the strict upper triangle (m = n (n - 1) / 2 input
-pairs), ties ranked by their average. Each layer's triangle is ranked once; its state is the centred rank vector, so a
-pair score is one inner product and all layer pairs are one matrix product (float64).
+RDM (``rdm``): ``correlation`` (1 - Pearson r between rows, the default), ``cosine`` (1 - cosine similarity) or
+``euclidean`` (Euclidean distance), each rounded to ``DECIMALS`` so that mathematically equal dissimilarities tie.
+Comparison (``compare``) of the strict upper triangles (m = n (n - 1) / 2 input pairs): ``spearman`` (Pearson r of
+average ranks; the default, as rsatoolbox's ``compare(method="spearman")`` on correlation RDMs), ``pearson``,
+``cosine`` (uncentred), or ``kendall_tau_a`` ((concordant - discordant) / (m (m - 1) / 2), ties counting neither, as
+rsatoolbox's ``compare_kendall_tau_a``). Each layer's triangle is transformed once (ranked, centred); its state is that
+vector, so a Spearman, Pearson or cosine pair score is one inner product and all layer pairs are one matrix product
+(float64). Kendall's tau-a keeps each layer's dense ranks and sort order; a pair counts its discordant pairs by one
+merge sort (scipy's), O(m log m).
 """
 
 from __future__ import annotations
@@ -16,16 +22,25 @@ from prh.metrics.kernels import ratio_or_nan
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
 
+RDMS = ("correlation", "cosine", "euclidean")
+COMPARISONS = ("spearman", "pearson", "cosine", "kendall_tau_a")
 DECIMALS = 10  # dissimilarities equal to 10 decimals tie (float noise would otherwise break ties of discrete data)
 
 
-def correlation_rdm(x: np.ndarray) -> np.ndarray:
-    """(n, d) features -> (n, n) float64 1 - Pearson correlation between rows, rounded to ``DECIMALS``.
+def correlation_rdm(x: np.ndarray, kind: str = "correlation") -> np.ndarray:
+    """(n, d) features -> (n, n) float64 RDM of ``kind`` (see module doc), rounded to ``DECIMALS``.
 
-    A constant row (zero variance) has correlation 0, i.e. dissimilarity 1, with every other row.
+    correlation / cosine: a zero-variance (zero) row has correlation (cosine) 0, i.e. dissimilarity 1, with every
+    other row. euclidean: sqrt(max(|x_i|^2 + |x_j|^2 - 2 x_i.x_j, 0)), diagonal exactly 0.
     """
     z = x.astype(np.float64)
-    z -= z.mean(axis=1, keepdims=True)
+    if kind == "euclidean":
+        sq = np.einsum("ij,ij->i", z, z)
+        d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
+        np.fill_diagonal(d2, 0.0)
+        return np.round(np.sqrt(d2), DECIMALS)
+    if kind == "correlation":
+        z -= z.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.einsum("ij,ij->i", z, z))[:, None]
     z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
     return np.round(1.0 - z @ z.T, DECIMALS)
@@ -47,31 +62,89 @@ def centred_ranks(values: np.ndarray, keep: np.ndarray | None = None) -> np.ndar
     return out
 
 
-def rsa_state(rdm: np.ndarray, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """(n, n) RDM -> {"z": (m,) float64 centred ranks of its upper triangle, "ss": () float64 sum of z^2}."""
-    z = centred_ranks(upper_triangle(rdm), keep)
+def rsa_state(rdm: np.ndarray, keep: np.ndarray | None = None, compare: str = "spearman") -> dict[str, np.ndarray]:
+    """(n, n) RDM -> the comparison's state of its upper triangle (entries outside ``keep`` left out).
+
+    spearman / pearson / cosine: {"z": (m,) float64 centred ranks / centred values / values (0 outside keep),
+    "ss": () sum of z^2}; kendall_tau_a: {"rank": (m',) int64 dense ranks of the kept entries, "order": their stable
+    sort order, "ties": () number of tied pairs}.
+    """
+    values = upper_triangle(rdm)
+    if compare == "kendall_tau_a":
+        return tau_state(values if keep is None else values[keep])
+    if compare == "spearman":
+        z = centred_ranks(values, keep)
+    else:
+        z = np.zeros(values.shape)
+        sel = slice(None) if keep is None else keep
+        z[sel] = values[sel] - (values[sel].mean() if compare == "pearson" else 0.0)
     return {"z": z, "ss": np.array(z @ z)}
 
 
+def tau_state(values: np.ndarray) -> dict[str, np.ndarray]:
+    """(m,) values -> {"rank": (m,) int64 dense ranks from 1, "order": (m,) stable argsort, "ties": () tied pairs}."""
+    order = np.argsort(values, kind="stable")
+    sorted_values = values[order]
+    dense = np.empty(values.size, dtype=np.int64)
+    dense[order] = np.r_[True, sorted_values[1:] != sorted_values[:-1]].cumsum()
+    counts = np.bincount(dense)
+    return {"rank": dense, "order": order, "ties": np.array(int((counts * (counts - 1) // 2).sum()))}
+
+
+def tau_a(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+    """Kendall's tau-a of two layers' upper triangles: (m(m-1)/2 - ties_a - ties_b + joint ties - 2 D) / (m(m-1)/2).
+
+    Pairs sorted by (A's rank, B's rank): A's stored order, then a stable sort of the combined key, which is sorted
+    already but inside A's tie groups (timsort: O(m) on such runs); D (discordant pairs) by scipy's merge-sort
+    counter, as rsatoolbox's ``compare_kendall_tau_a``.
+    """
+    from scipy.stats._stats import _kendall_dis  # the merge-sort discordance counter scipy and rsatoolbox use
+
+    ra, rb = sa["rank"], sb["rank"]
+    m = ra.size
+    order = sa["order"]
+    if int(sa["ties"]):
+        order = order[np.argsort(ra[order] * (m + 1) + rb[order], kind="stable")]
+    x, y = ra[order].astype(np.intp), rb[order].astype(np.intp)
+    dis = int(_kendall_dis(x, y))
+    step = np.flatnonzero(np.r_[True, (x[1:] != x[:-1]) | (y[1:] != y[:-1]), True])
+    run = np.diff(step).astype(np.int64)
+    joint = int((run * (run - 1) // 2).sum())
+    total = m * (m - 1) // 2
+    return (total - int(sa["ties"]) - int(sb["ties"]) + joint - 2 * dis) / total
+
+
 def rsa_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
-    """Spearman correlation of two RDMs' upper triangles (Pearson of centred ranks); NaN if one is constant."""
+    """The RDM comparison of one layer pair (correlation of the transformed triangles; NaN if one is constant)."""
+    if "rank" in sa:
+        return float(tau_a(sa, sb))
     return float(ratio_or_nan(np.array(sa["z"] @ sb["z"]), np.array(sa["ss"] * sb["ss"]), "rsa"))
 
 
 def rsa_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) RSA from one product of the stacked (L, m) centred rank vectors."""
+    """(La, Lb) RSA: one product of the stacked (L, m) vectors, or tau-a per layer pair."""
+    if "rank" in sa:
+        return np.array([[tau_a({k: v[a] for k, v in sa.items()}, {k: v[b] for k, v in sb.items()})
+                          for b in range(sb["rank"].shape[0])] for a in range(sa["rank"].shape[0])])  # fmt: skip
     return ratio_or_nan(sa["z"] @ sb["z"].T, np.outer(sa["ss"], sb["ss"]), "rsa")
 
 
+def _rdm(cache: KernelCache, i: int, params: dict[str, Any]) -> np.ndarray:
+    """Layer i's RDM of the chosen kind, memoised in the cache."""
+    kind = params.get("rdm", "correlation")
+    return cache.memo(("rdm", i, kind), lambda: correlation_rdm(cache.layers[i], kind))
+
+
 def rsa_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Layer i's RSA state: the centred ranks of its correlation RDM's upper triangle."""
-    return rsa_state(correlation_rdm(cache.layers[i]))
+    """Layer i's RSA state: its RDM's upper triangle transformed for the chosen comparison."""
+    return rsa_state(_rdm(cache, i, params), compare=params.get("compare", "spearman"))
 
 
 def rsa_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """Layer i's RSA state on sorted resample ``idx``; pairs of copies of one input (dissimilarity 0) left out."""
-    rdm = cache.memo(("rdm", i), lambda: correlation_rdm(cache.layers[i]))
-    return rsa_state(rdm[np.ix_(idx, idx)], keep=upper_triangle(idx[:, None] != idx[None, :]))
+    rdm = _rdm(cache, i, params)
+    keep = upper_triangle(idx[:, None] != idx[None, :])
+    return rsa_state(rdm[np.ix_(idx, idx)], keep=keep, compare=params.get("compare", "spearman"))
 
 
 def pair_positions(perm: np.ndarray) -> np.ndarray:
@@ -83,5 +156,16 @@ def pair_positions(perm: np.ndarray) -> np.ndarray:
 
 
 def rsa_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
-    """RSA state of inputs x[perm]: the rank vector gathered at the permuted pairs ((..., m) stacks)."""
-    return {"z": state["z"][..., pair_positions(perm)], "ss": state["ss"]}
+    """RSA state of inputs x[perm]: the vector gathered at the permuted pairs ((..., m) stacks); tau-a's ranks
+    gathered likewise and its sort order rebuilt (ties and tie counts do not change)."""
+    pos = pair_positions(perm)
+    if "rank" not in state:
+        return {"z": state["z"][..., pos], "ss": state["ss"]}
+    rank = state["rank"][..., pos]
+    return {"rank": rank, "order": np.argsort(rank, axis=-1, kind="stable"), "ties": state["ties"]}
+
+
+def rsa_chance(n: int, params: dict[str, Any]) -> float | None:
+    """0 for the rank and Pearson comparisons (their expectation over input permutations is 0); None for cosine, whose
+    uncentred RDMs share a positive mean."""
+    return None if params.get("compare") == "cosine" else 0.0

@@ -1,4 +1,6 @@
-"""One model's per-layer work shared across metrics: Gram and RBF kernels, neighbour lists, SVCCA bases (lazy, memoised)."""
+"""One model's per-layer work shared across metrics: Gram and RBF kernels, neighbour lists, and any other per-layer object a
+kernel module memoises under its own key (lazy, memoised). Imports only the kernel building blocks, so every metric
+module may import it (one-way)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import numpy as np
 
 from prh.metrics._inputs import as_layers
 from prh.metrics.kernels import indicator, linear_kernel, neighbours, rbf_from_gram
-from prh.metrics.svcca import svcca_state
 
 
 class KernelCache:
@@ -78,10 +79,6 @@ class KernelCache:
         """(n, n) bool kNN indicator of layer i."""
         return self.memo(("ind", i, k), lambda: indicator(self.neighbours(i, k), self.n))
 
-    def basis(self, i: int, dim: int) -> np.ndarray:
-        """(n, dim) float64 top singular basis of layer i's standardised features (SVCCA)."""
-        return self.memo(("basis", i, dim), lambda: svcca_state(self.layers[i], dim)["u"])
-
     def clear(self) -> None:
         """Drop every cached object (frees memory; the layers stay)."""
         self._memo.clear()
@@ -102,3 +99,16 @@ def prepare_kernels(layers: Any) -> KernelCache:
     if isinstance(layers, KernelCache):
         return layers
     return KernelCache(as_layers(layers, "layers"))
+
+
+def padded_stack(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-layer states whose arrays differ in size (a rank per layer) -> one stacked state, zero-padded to the largest."""
+    out = {}
+    for key in states[0]:
+        arrays = [s[key] for s in states]
+        shape = tuple(max(a.shape[d] for a in arrays) for d in range(arrays[0].ndim))
+        buf = np.zeros((len(arrays), *shape), dtype=np.result_type(*arrays))
+        for j, a in enumerate(arrays):
+            buf[(j, *(slice(0, m) for m in a.shape))] = a
+        out[key] = buf
+    return out

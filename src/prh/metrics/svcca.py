@@ -68,8 +68,9 @@ def svcca_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarra
 
 
 def svcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Layer i's SVCCA state from the cache's shared subspace basis."""
-    return {"u": cache.basis(i, params["dim"])}
+    """Layer i's SVCCA state: the subspace basis, memoised in the cache (shared by every use of layer i and dim)."""
+    dim = params["dim"]
+    return {"u": cache.memo(("basis", i, dim), lambda: svcca_state(cache.layers[i], dim)["u"])}
 
 
 def svcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -1,0 +1,247 @@
+"""Feature-space measures from each layer's centred SVD: orthogonal Procrustes, the generalised shape metric
+(Williams et al. 2021, netrep), CCA and PWCCA (Morcos et al. 2018) (spec: METRICS.md, "The field's other measures").
+
+Per layer, once: Xc = X - column means = U diag(s) V^T (thin SVD, float64; r = rank(Xc) by numpy's ``matrix_rank``
+rule for float32 data: singular values <= s_max max(n, d) eps_float32 are float32 rounding and are dropped). Every measure of a layer pair is then read off M = diag(t_x) U_x^T U_y diag(t_y), the
+cross-product of the two orthonormal bases re-weighted per direction:
+
+- Procrustes (t = s): ||M||_* = ||Xc^T Yc||_*; similarity ||Xc^T Yc||_* / (||Xc||_F ||Yc||_F) in [0, 1].
+- shape metric (alpha): t = alpha s + (1 - alpha), i.e. netrep's partial whitening Xc (alpha I + (1 - alpha)
+  (Xc^T Xc)^(-1/2)); similarity ||M||_* / (||t_x|| ||t_y||) = cos of netrep's angular distance (alpha = 1: Procrustes;
+  alpha = 0: the sum of canonical correlations / sqrt(r_x r_y)).
+- CCA: the singular values of M with t = 1 are the canonical correlations (exact, when both widths are < n). When
+  either width is >= n the centred covariances are singular and every canonical correlation is 1, so both sides get a
+  ridge: covariance Xc^T Xc / (n - 1) + reg I (reg = 1e-6 by default, Aristotelian's value), i.e.
+  t = s / sqrt(s^2 + (n - 1) reg). Reported: the mean of the min(r_x, r_y) largest canonical correlations.
+- PWCCA: the same correlations weighted by Morcos et al.'s alpha_i = sum_j |<h_i, x_j>| (h_i the i-th canonical
+  variate of X = A, x_j X's j-th centred column); asymmetric: the weights come from A (model_x).
+
+A pair's singular values come from LAPACK's gesdd on M cut to the two ranks (exact to ~eps s_max; Aristotelian takes
+square roots of the eigenvalues of M M^T, whose near-zero values then carry ~1e-8 s_max of rounding).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import scipy.linalg
+
+from prh.metrics.kernels import ratio_or_nan
+from prh.metrics.shared import one_layer
+
+if TYPE_CHECKING:
+    from prh.metrics.shared import KernelCache
+
+State = dict[str, np.ndarray]
+EPS32 = float(np.finfo(np.float32).eps)  # features are float32: rank tolerance s_max max(n, d) eps (numpy's rule)
+CCA_REG = 1e-6  # covariance ridge when a width is >= n (Aristotelian's reg)
+
+
+def centred_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, d) features -> (U (n, r), s (r,), V diag(s) (d, r)) of the column-centred float64 features, r = rank.
+
+    From the eigendecomposition of the smaller Gram (d x d or n x n; LAPACK syevd), singular values descending.
+    """
+    z = x.astype(np.float64)
+    z -= z.mean(axis=0)
+    n, d = z.shape
+    w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, check_finite=False)
+    w, vec = w[::-1], vec[:, ::-1]
+    s = np.sqrt(np.maximum(w, 0.0))
+    keep = s > s[0] * max(n, d) * EPS32 if s[0] > 0 else np.zeros(s.size, dtype=bool)
+    s, vec = s[keep], vec[:, keep]
+    if d <= n:
+        return (z @ vec) / s, s, vec * s
+    return vec, s, z.T @ vec
+
+
+def subspace_state(x: np.ndarray, weights: bool = False) -> State:
+    """(n, d) features -> {"u": (n, r) basis, "s": (r,) singular values, "wide": () d >= n[, "vs": (d, r) V diag(s)]}."""
+    u, s, vs = centred_svd(x)
+    state = {"u": u, "s": s, "wide": np.array(x.shape[1] >= x.shape[0])}
+    if weights:
+        state["vs"] = vs
+    return state
+
+
+def _bases_cross(sa: State, sb: State) -> Any:
+    """Per A layer a: (a, (Lb, Ra, Rb) float64 U_a^T U_b for every B layer), one GEMM per A layer."""
+    ub = sb["u"]
+    lb, n, rb = ub.shape
+    flat = np.ascontiguousarray(ub.transpose(1, 0, 2)).reshape(n, lb * rb)
+    for a in range(sa["u"].shape[0]):
+        yield a, (sa["u"][a].T @ flat).reshape(sa["u"].shape[2], lb, rb).transpose(1, 0, 2)
+
+
+def svd(m: np.ndarray, vectors: bool = False) -> Any:
+    """LAPACK's divide-and-conquer SVD (gesdd), or the QR-iteration one (gesvd) where gesdd does not converge (absolute
+    error ~eps s_max on every singular value either way). ``vectors``: (U, s, Vh) thin, else s."""
+    for driver in ("gesdd", "gesvd"):
+        try:
+            return scipy.linalg.svd(m, full_matrices=False, compute_uv=vectors, check_finite=False, lapack_driver=driver)
+        except np.linalg.LinAlgError:
+            if driver == "gesvd":
+                raise
+    raise AssertionError("unreachable")
+
+
+def singular_values(m: np.ndarray) -> np.ndarray:
+    """(p, q) -> (min(p, q),) singular values, descending."""
+    return svd(m) if m.size else np.zeros(0)
+
+
+def _ranks(state: State) -> np.ndarray:
+    """(L,) number of non-padded directions of each layer."""
+    return np.count_nonzero(state["s"] > 0, axis=-1)
+
+
+def _weighted_all(sa: State, sb: State, weight: Callable[[State], np.ndarray], name: str) -> np.ndarray:
+    """(La, Lb) ||diag(t_a) U_a^T U_b diag(t_b)||_* / (||t_a|| ||t_b||), t = weight(state) (0 on padded directions)."""
+    ta, tb = weight(sa), weight(sb)
+    ra, rb = _ranks(sa), _ranks(sb)
+    num = np.empty((ta.shape[0], tb.shape[0]))
+    for a, cross in _bases_cross(sa, sb):
+        m = ta[a][None, :, None] * cross * tb[:, None, :]
+        num[a] = [singular_values(m[b, : ra[a], : rb[b]]).sum() for b in range(m.shape[0])]
+    prod = np.outer(np.einsum("ij,ij->i", ta, ta), np.einsum("ij,ij->i", tb, tb))
+    return ratio_or_nan(num, prod, name)
+
+
+def procrustes_all(sa: State, sb: State) -> np.ndarray:
+    """(La, Lb) orthogonal Procrustes similarity ||Xc^T Yc||_* / (||Xc||_F ||Yc||_F)."""
+    return _weighted_all(sa, sb, lambda s: s["s"], "procrustes")
+
+
+def shape_weights(alpha: float) -> Callable[[State], np.ndarray]:
+    """t = alpha s + (1 - alpha) on each layer's rank directions (0 on padding): netrep's partial whitening."""
+    return lambda s: np.where(s["s"] > 0, alpha * s["s"] + (1.0 - alpha), 0.0)
+
+
+def shape_all(sa: State, sb: State) -> np.ndarray:
+    """(La, Lb) cosine of the generalised shape metric's angle (netrep LinearMetric, alpha in the states)."""
+    return _weighted_all(sa, sb, shape_weights(float(sa["alpha"].flat[0])), "shape_metric")
+
+
+def _cca_weights(state: State, wide: np.ndarray, reg: float) -> np.ndarray:
+    """(L, R) t per layer: 1 (exact CCA) or s / sqrt(s^2 + (n - 1) reg) where ``wide`` asks for the ridge."""
+    s = state["s"]
+    n = state["u"].shape[-2]
+    ridge = s / np.sqrt(s * s + (n - 1) * reg)
+    return np.where(wide[..., None], ridge, (s > 0).astype(np.float64))
+
+
+def _canonical(sa: State, sb: State, reg: float, vectors: bool = False) -> Any:
+    """Per (a, b): (a, b, canonical correlations (descending, min(r_a, r_b) kept), left vectors, t_a) of A vs B."""
+    ra, rb = _ranks(sa), _ranks(sb)
+    for a, cross in _bases_cross(sa, sb):
+        wide = sa["wide"][a] | sb["wide"]  # (Lb,) ridge on both sides when either width >= n
+        ta = _cca_weights({"s": np.broadcast_to(sa["s"][a], (wide.size, sa["s"].shape[1])), "u": sa["u"]}, wide, reg)
+        tb = _cca_weights(sb, wide, reg)
+        m = ta[:, :, None] * cross * tb[:, None, :]
+        for b in range(m.shape[0]):
+            block = m[b, : ra[a], : rb[b]]
+            if not vectors:
+                yield a, b, singular_values(block), None, ta[b, : ra[a]]
+                continue
+            w, rho, _ = svd(block, vectors=True)
+            yield a, b, rho, w, ta[b, : ra[a]]
+
+
+def _warn_empty(out: np.ndarray, name: str) -> np.ndarray:
+    """``out`` unchanged, with a warning when some pairs are NaN (a side of rank 0: constant features)."""
+    bad = int(np.isnan(out).sum())
+    if bad:
+        warnings.warn(f"{name}: a side has no variance for {bad} pair(s); score is NaN", RuntimeWarning, stacklevel=3)
+    return out
+
+
+def cca_all(sa: State, sb: State) -> np.ndarray:
+    """(La, Lb) mean canonical correlation (ridge-regularised where a width is >= n)."""
+    out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
+    for a, b, rho, _, _ in _canonical(sa, sb, float(sa["reg"].flat[0])):
+        if rho.size:
+            out[a, b] = rho.mean()
+    return _warn_empty(out, "cca")
+
+
+def pwcca_all(sa: State, sb: State) -> np.ndarray:
+    """(La, Lb) projection-weighted CCA: sum_i alpha_i rho_i / sum_i alpha_i, alpha_i = ||Xc^T h_i||_1 (A's columns)."""
+    out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
+    for a, b, rho, w, ta in _canonical(sa, sb, float(sa["reg"].flat[0]), vectors=True):
+        # h_i = U_a diag(t_a) w_i, so Xc^T h_i = V_a diag(s_a t_a) w_i
+        alpha = np.abs(sa["vs"][a][:, : ta.size] @ (ta[:, None] * w)).sum(axis=0)
+        if rho.size and alpha.sum() > 0:
+            out[a, b] = float(alpha @ rho / alpha.sum())
+    return _warn_empty(out, "pwcca")
+
+
+def _one(all_pairs: Callable[[State, State], np.ndarray]) -> Callable[[State, State], float]:
+    """The single-pair scorer of an all-pairs scorer."""
+
+    def pair(sa: State, sb: State) -> float:
+        return float(all_pairs(one_layer(sa), one_layer(sb))[0, 0])
+
+    pair.__doc__ = f"One layer pair: {all_pairs.__doc__}"
+    return pair
+
+
+procrustes_pair = _one(procrustes_all)
+shape_pair = _one(shape_all)
+cca_pair = _one(cca_all)
+pwcca_pair = _one(pwcca_all)
+
+
+# ----------------------------------------------------------------------------- states from a KernelCache
+
+
+def _params_state(params: dict[str, Any]) -> State:
+    """The parameters a pair scorer reads, as 0-d arrays ("alpha" of the shape metric, "reg" of CCA / PWCCA)."""
+    out = {}
+    if "shape_alpha" in params:
+        out["alpha"] = np.array(float(params["shape_alpha"]))
+    if "reg" in params:
+        out["reg"] = np.array(float(params["reg"]))
+    return out
+
+
+def _svd(cache: KernelCache, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layer i's (U, s, V diag(s)), memoised in the cache as one (n + d + 1, r) array [U; V diag(s); s]."""
+    n, d = cache.n, cache.dims[i]
+
+    def make() -> np.ndarray:
+        u, s, vs = centred_svd(cache.layers[i])
+        return np.vstack([u, vs, s[None]])
+
+    parts = cache.memo(("svd", i), make)
+    return parts[:n], parts[n + d], parts[n : n + d]
+
+
+def layer_state(cache: KernelCache, i: int, params: dict[str, Any], weights: bool = False) -> State:
+    """Layer i's centred SVD state (shared through the cache by Procrustes, shape metric, CCA and PWCCA)."""
+    u, s, vs = _svd(cache, i)
+    state = {"u": u, "s": s, "wide": np.array(cache.dims[i] >= cache.n), **_params_state(params)}
+    if weights:
+        state["vs"] = vs
+    return state
+
+
+def pwcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state: the centred SVD with V diag(s) (A's column projections)."""
+    return layer_state(cache, i, params, weights=True)
+
+
+def resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any], weights: bool = False) -> State:
+    """Layer i's state on bootstrap resample ``idx`` (rows resampled, SVD recomputed; copies carry double weight)."""
+    return {**subspace_state(cache.layers[i][idx], weights), **_params_state(params)}
+
+
+def pwcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state on bootstrap resample ``idx``."""
+    return resampled_state(cache, i, idx, params, weights=True)
+
+
+def permuted(state: State, perm: np.ndarray) -> State:
+    """The state of inputs x[perm]: the basis rows reordered; s, V diag(s) and the parameters unchanged."""
+    return {**state, "u": state["u"][..., perm, :]}
