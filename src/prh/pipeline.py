@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prh.errors import PrhError
+from prh.hub import go_offline
 from prh.io import write_csv_atomic, write_json_atomic
 
 if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
@@ -21,8 +22,12 @@ if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every ext
 
 
 @contextlib.contextmanager
-def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
-    """Send a job's stdout/stderr to its log; a PrhError becomes one line on the console and exit status 1."""
+def logged(log_path: str | os.PathLike | None, offline: bool = True) -> Iterator[None]:
+    """Run a workflow job: stdout/stderr to its log, a PrhError as one line on the console and exit status 1, and
+    (``offline``, every job but prefetch) the Hugging Face libraries on the hub cache only (prh.hub.go_offline): a
+    file the cache lacks fails at once, never after a network time-out."""
+    if offline:
+        go_offline()
     console = sys.__stderr__
     if log_path is None:
         handle = None
