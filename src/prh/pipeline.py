@@ -400,7 +400,7 @@ def _read_tables(paths: str | list[str]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
-def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:
+def build_report(config: dict, inputs: dict[str, list[str]], out_html: str, hub_commits: dict | None = None) -> None:
     """Assemble the self-contained HTML report from its declared inputs (prh.plan.Plan.report_inputs): figures,
     alignment tables (headline metric), the solved matrix and the receipts whose store keys it lists."""
     import pandas as pd
@@ -417,5 +417,5 @@ def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> N
     for path in inputs["receipts"]:
         r = read_receipt(path)
         keys.append({"model": r["request"]["model"]["id"], "dataset": r["request"]["dataset"]["id"], "key": r["key"]})
-    report.build_report(sections, config, report.collect_versions(), keys, out_html,
+    report.build_report(sections, config, report.collect_versions(), keys, out_html, hub_commits=hub_commits,
                         alignment=alignment, solved=solved, title=config["report"]["title"])  # fmt: skip

@@ -66,7 +66,8 @@ def test_vtab_1k_train_and_test_rows_come_from_their_splits(hub) -> None:
         expected = {to_rgb_square(im, 32).tobytes(): label for im, label in samples}
         for image, label in zip(ds.images[rows], ds.labels["cls"][rows]):
             assert expected[image.tobytes()] == label
-    assert "VTAB-1k: 50 rows of split train" in ds.meta["sampling"]
+    assert ds.meta["sampling"].startswith("VTAB-1k: 50 rows of split train (the probe picks C on a seeded 20% of them), "
+                                          "30 rows of split test as its test set")
 
 
 def test_one_parquet_shard_of_the_parquet_branch(hub) -> None:

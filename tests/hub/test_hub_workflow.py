@@ -56,6 +56,9 @@ def test_every_stage_runs_offline_and_entries_name_their_commits(hub_run) -> Non
     results = work / "results"
     html = (results / "report.html").read_text()
     assert "data:image/png;base64," in html
+    assert "VTAB-1k: 60 rows of split train (the probe picks C on a seeded 20% of them), 32 rows of split test" in html
+    assert f"<td>huggyllama/llama-7b</td><td>main</td><td>{_commit(cache, MOVED)}</td>" in html
+    assert f"minhuh/prh@{_commit(cache, 'minhuh/prh', 'dataset', 'wit_1024')[:12]}" in html
     for fig in ("convergence", "umap", "vision_language", "downstream", "caption_density", "locality", "agreement",
                 "heatmap-0"):  # fmt: skip
         assert (results / "figures" / f"{fig}.png").stat().st_size > 10_000

@@ -213,17 +213,19 @@ def load(name: str, spec: dict) -> Dataset:
             "source": "hf",
             "spec": resolved,
             "label_names": label_names,
-            "sampling": _sampling(spec, [len(t) for t in tables]),
+            "sampling": sampling_statement(spec),
             "fingerprint": [getattr(t, "_fingerprint", None) for t in tables],
         },
     )
 
 
-def _sampling(spec: dict, sizes: list[int]) -> str:
-    """How the rows were drawn, in words (the report states it)."""
+def sampling_statement(spec: dict) -> str:
+    """How a hub dataset's rows are drawn, in words (its meta and the report state it)."""
     seed = spec.get("seed", 0)
     if "train_split" in spec:
-        return (f"VTAB-1k: {sizes[0]} rows of split {spec['train_split']} (probe C chosen on a seeded 20%), "
-                f"{sizes[1]} of split {spec.get('test_split', 'test')} as the test set; seeded uniform samples "
-                f"(seed {seed})")  # fmt: skip
-    return f"{sizes[0]} rows of split {spec.get('split', 'train')}, seeded uniform sample (seed {seed})"
+        n_test = spec.get("n_test")
+        return (f"VTAB-1k: {spec.get('n_train', N_TRAIN)} rows of split {spec['train_split']} (the probe picks C on a "
+                f"seeded 20% of them), {'all rows' if n_test is None else f'{n_test} rows'} of split "
+                f"{spec.get('test_split', 'test')} as its test set; seeded uniform samples (seed {seed})")  # fmt: skip
+    n = spec.get("n")
+    return f"{'all rows' if n is None else f'{n} rows'} of split {spec.get('split', 'train')}, seeded uniform sample (seed {seed})"
