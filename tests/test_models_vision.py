@@ -215,3 +215,14 @@ def test_forward_intermediates_on_default_zoo_archs(family: str) -> None:
             for block in model.blocks:
                 tokens = block(tokens)
             assert torch.allclose(pairs[-1][1][:, 0], tokens[:, 0], atol=1e-5)
+
+
+def test_hub_ids_keep_their_entrypoint_architecture() -> None:
+    """A hub id of a module the zoo builds through its builder (mlp_mixer: ResMLP and Mixer) keeps the architecture its
+    entrypoint sets (ResMLP-12: 12 blocks of 384, 15.4 M parameters), where the builder alone gives the default Mixer
+    (8 blocks of 512); a zoo arch with its own sizes still goes through the builder."""
+    hub = mv.create_timm_model("resmlp_12_224.fb_in1k", field="id")
+    assert len(hub.blocks) == 12 and hub.embed_dim == 384
+    assert sum(p.numel() for p in hub.parameters()) == 15_350_872
+    zoo = mv.create_timm_model("mixer_s16_224", {"patch_size": 8, "num_blocks": 2, "embed_dim": 32, "img_size": 32})
+    assert len(zoo.blocks) == 2 and zoo.stem.proj.kernel_size == (8, 8)

