@@ -14,6 +14,9 @@ config.clear()
 config.update(_validated)
 
 PLAN = plan.Plan(config)
+# Hub entries not in the hub cache stop their jobs in one line each: say why once, before anything runs
+if PLAN.uncached_hub_entries():
+    print(PLAN.hub_warning(), file=sys.stderr)
 # Every result path, declared once in prh.plan.Paths ("{wildcard}" as a name gives the rule's pattern).
 PATHS = PLAN.paths
 
@@ -24,7 +27,8 @@ def all_targets():
 
 
 def dataset_spec(wildcards):
-    return config["datasets"][wildcards.dataset]
+    """The dataset's spec, a hub dataset's with its resolved commit (prh.plan.Plan.dataset_spec)."""
+    return PLAN.dataset_spec(wildcards.dataset)
 
 
 def align_priority(wildcards):
@@ -40,7 +44,8 @@ def model_priority(wildcards):
 
 
 def model_spec(wildcards):
-    return config["models"][wildcards.model]
+    """The model's spec, a hub model's with its resolved commit (prh.plan.Plan.model_spec)."""
+    return PLAN.model_spec(wildcards.model)
 
 
 def model_receipt(wildcards):

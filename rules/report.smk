@@ -44,5 +44,6 @@ rule report:
         "../envs/prh.yaml"
     params:
         config=config,
+        hub_commits=PLAN.hub_commits,
     script:
         "../workflow/scripts/report.py"

@@ -263,7 +263,8 @@ def test_hf_loader_reads_a_save_to_disk_folder(tmp_path, monkeypatch):
     assert load_dataset("wit", spec | {"n": 1}).n == 1
     with pytest.raises(PrhError, match=r"datasets\.wit\.text_column: column 'caption' not in image, text, place"):
         load_dataset("wit", spec | {"text_column": "caption"})
-    with pytest.raises(PrhError, match=r"datasets\.wit\.id: cannot load minhuh/prh@wit_1024"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(PrhError, match=r"datasets\.wit\.id: dataset minhuh/prh@wit_1024: wit_1024 is not in the hub cache"):
         load_dataset("wit", {"source": "hf", "id": "minhuh/prh", "revision": "wit_1024", "image_column": "image"})
 
 

@@ -174,11 +174,15 @@ def test_hf_local_dir_causal_and_encoder(tiny_ckpt: Path) -> None:
     assert next(half.module.parameters()).dtype == torch.bfloat16
 
 
-def test_hf_hub_digest_and_offline_error() -> None:
-    spec = {"source": "hf", "id": "bigscience/bloomz-560m", "revision": "abc123"}
-    assert language_weights_digest("b", spec) == "bigscience/bloomz-560m@abc123"
-    with pytest.raises(PrhError, match=r"models\.b\.id: cannot load"):
-        load_language_model("b", spec)
+def test_hf_hub_id_not_in_the_cache_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id the cache lacks (at a branch, or at a sha) fails before loading, in one line naming the id field, the
+    revision and the prefetch step (tests/hub/ load the LLM families from a cache)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    spec = {"source": "hf", "id": "bigscience/bloomz-560m", "revision": "v1"}
+    with pytest.raises(PrhError, match=r"^models\.b\.id: model bigscience/bloomz-560m@v1: v1 is not in the hub cache"):
+        language_weights_digest("b", spec)
+    with pytest.raises(PrhError, match=r"models\.b\.id: .*@a{40}: commit aaaaaaaaaaaa is not in the hub cache.*prefetch"):
+        load_language_model("b", spec | {"revision": "a" * 40})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is not None, reason="bitsandbytes installed")

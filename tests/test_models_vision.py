@@ -104,7 +104,7 @@ def test_low_precision_load(ckpt: Path, dtype: str) -> None:
 def test_timm_source_with_overlay_file_matches_zoo(ckpt: Path, offline: None) -> None:
     """source: timm + pretrained_cfg_overlay(file, num_classes) loads the same weights offline as the zoo path."""
     cfg = json.loads((ckpt / "config.json").read_text())
-    spec = {"source": "timm", "id": cfg["arch"], "pretrained": True, "kwargs": {**cfg["arch_kwargs"], "num_classes": 10},
+    spec = {"source": "timm", "id": cfg["arch"], "pretrained": True, "arch_kwargs": {**cfg["arch_kwargs"], "num_classes": 10},
             "pretrained_cfg_overlay": mv.zoo_overlay(ckpt / "model.safetensors", cfg)}
     hub, zoo = pm.load_model("h", spec), pm.load_model("z", zoo_spec(ckpt))
     x = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 3), dtype=np.uint8)
@@ -115,17 +115,14 @@ def test_timm_source_with_overlay_file_matches_zoo(ckpt: Path, offline: None) ->
 
 
 def test_timm_hub_id_offline_without_cache_is_prh_error(offline: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A pretrained hub id whose weights are not cached fails fast with a PrhError naming the id field."""
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(PrhError, match=r"models\.dino\.id: could not load weights"):
+    """A pretrained hub id whose weights are not cached fails fast with one line naming the id field, its repository
+    and the prefetch step (tests/hub/ load every architecture class from a cache)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PrhError, match=r"^models\.dino\.id: model timm/resnet10t\.c3_in1k@main: main is not in the hub "
+                       r"cache at .*; run `prh prefetch"):  # fmt: skip
         pm.load_model("dino", {"source": "timm", "id": "resnet10t.c3_in1k", "pretrained": True})
-
-
-def test_timm_hub_digest_is_cheap_and_names_revision() -> None:
-    """Hub digests name the id and its hf_hub_id / explicit revision, without loading anything."""
-    d = pm.weights_digest("d", {"source": "timm", "id": "vit_small_patch14_dinov2.lvd142m"})
-    assert d.startswith("vit_small_patch14_dinov2.lvd142m@") and "dinov2" in d.split("@", 1)[1]
-    assert pm.weights_digest("d", {"source": "timm", "id": "x_y", "revision": "abc"}) == "x_y@abc"
+    with pytest.raises(PrhError, match=r"models\.x\.id: 'x_y' is not a known timm architecture"):
+        pm.weights_digest("x", {"source": "timm", "id": "x_y"})
 
 
 def test_weights_digest_cached_by_size_and_mtime(ckpt: Path, tmp_path: Path) -> None:
@@ -218,3 +215,14 @@ def test_forward_intermediates_on_default_zoo_archs(family: str) -> None:
             for block in model.blocks:
                 tokens = block(tokens)
             assert torch.allclose(pairs[-1][1][:, 0], tokens[:, 0], atol=1e-5)
+
+
+def test_hub_ids_keep_their_entrypoint_architecture() -> None:
+    """A hub id of a module the zoo builds through its builder (mlp_mixer: ResMLP and Mixer) keeps the architecture its
+    entrypoint sets (ResMLP-12: 12 blocks of 384, 15.4 M parameters), where the builder alone gives the default Mixer
+    (8 blocks of 512); a zoo arch with its own sizes still goes through the builder."""
+    hub = mv.create_timm_model("resmlp_12_224.fb_in1k", field="id")
+    assert len(hub.blocks) == 12 and hub.embed_dim == 384
+    assert sum(p.numel() for p in hub.parameters()) == 15_350_872
+    zoo = mv.create_timm_model("mixer_s16_224", {"patch_size": 8, "num_blocks": 2, "embed_dim": 32, "img_size": 32})
+    assert len(zoo.blocks) == 2 and zoo.stem.proj.kernel_size == (8, 8)

@@ -163,6 +163,14 @@ def cmd_score(args: argparse.Namespace) -> None:
     print(Scorer.table(scorer.score(feats, name=args.name)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
+def cmd_prefetch(args: argparse.Namespace) -> None:
+    """Download the config's hub models and datasets into the hub cache and lock their commits; offline, check it."""
+    from prh.prefetch import prefetch_configs
+
+    if prefetch_configs(args.configfile or [args.config], args.lock, online=not args.offline):
+        sys.exit(1)
+
+
 def cmd_metrics(args: argparse.Namespace) -> None:
     """List the alignment metrics of the registry with their default parameters, symmetry and maximum."""
     from prh.metrics.registry import RECORDS
@@ -200,6 +208,12 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("key", help="entry key or unique prefix, or memo/<key>, zoo/<dir>, hf-cache/<dir> as verify names it")
     rm.set_defaults(func=cmd_store_rm)
     sub.add_parser("metrics", help="list the alignment metrics and their parameters").set_defaults(func=cmd_metrics)
+    pre = sub.add_parser("prefetch", help="fill the hub cache with the config's hub models and datasets (where the "
+                         "hub is reachable) and write a lock file of their commits; offline, check the cache")  # fmt: skip
+    pre.add_argument("--configfile", nargs="+", help="config file(s), merged in order as snakemake does (default: --config)")
+    pre.add_argument("--lock", help="lock file of the resolved commits (default: <results>/hub-lock.yaml)")
+    pre.add_argument("--offline", action="store_true", help="do not contact the hub: only check the cache")
+    pre.set_defaults(func=cmd_prefetch)
     score = sub.add_parser("score", help="score your features against stored models")
     score.add_argument("features", help=".npy array (layers, n, d) in the dataset's stored order")
     score.add_argument("--dataset", required=True, help="dataset name the features were computed on")

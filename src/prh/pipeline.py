@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from prh.errors import PrhError
+from prh.hub import go_offline
 from prh.io import write_csv_atomic, write_json_atomic
 
 if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
@@ -21,8 +22,12 @@ if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every ext
 
 
 @contextlib.contextmanager
-def logged(log_path: str | os.PathLike | None) -> Iterator[None]:
-    """Send a job's stdout/stderr to its log; a PrhError becomes one line on the console and exit status 1."""
+def logged(log_path: str | os.PathLike | None, offline: bool = True) -> Iterator[None]:
+    """Run a workflow job: stdout/stderr to its log, a PrhError as one line on the console and exit status 1, and
+    (``offline``, every job but prefetch) the Hugging Face libraries on the hub cache only (prh.hub.go_offline): a
+    file the cache lacks fails at once, never after a network time-out."""
+    if offline:
+        go_offline()
     console = sys.__stderr__
     if log_path is None:
         handle = None
@@ -395,7 +400,7 @@ def _read_tables(paths: str | list[str]) -> pd.DataFrame:
     return pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
 
 
-def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> None:
+def build_report(config: dict, inputs: dict[str, list[str]], out_html: str, hub_commits: dict | None = None) -> None:
     """Assemble the self-contained HTML report from its declared inputs (prh.plan.Plan.report_inputs): figures,
     alignment tables (headline metric), the solved matrix and the receipts whose store keys it lists."""
     import pandas as pd
@@ -412,5 +417,5 @@ def build_report(config: dict, inputs: dict[str, list[str]], out_html: str) -> N
     for path in inputs["receipts"]:
         r = read_receipt(path)
         keys.append({"model": r["request"]["model"]["id"], "dataset": r["request"]["dataset"]["id"], "key": r["key"]})
-    report.build_report(sections, config, report.collect_versions(), keys, out_html,
+    report.build_report(sections, config, report.collect_versions(), keys, out_html, hub_commits=hub_commits,
                         alignment=alignment, solved=solved, title=config["report"]["title"])  # fmt: skip

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from prh.config import CACHED_PACKAGES, DTYPE_BYTES, experiment_datasets, model_modality, select_models
+from prh.hub import HubRef, dataset_ref, model_ref
+from prh.hub import cache_dir as hub_cache_dir
 
 PROBE_TABLES = ("accuracy", "solved", "tasks_solved")
 COLOUR_TABLES = ("alignment", "layout")  # the colour stage's rho / p-value per source, and 2-D layouts per source
@@ -166,6 +168,43 @@ class Plan:
     # -- models --------------------------------------------------------------------------------
     def modality(self, model: str) -> str:
         return model_modality(model, self.config["models"][model])
+
+    def model_spec(self, model: str) -> dict:
+        """A model's spec as its jobs get it: a hub model's with ``commit``, the commit its revision names in the hub
+        cache now (absent until `prh prefetch` fills the cache), so a moved ``refs/main`` reruns exactly its jobs."""
+        return self._with_commit(self.config["models"][model], self.hub_commits.get(f"models.{model}"))
+
+    def dataset_spec(self, dataset: str) -> dict:
+        """A dataset's spec as its job gets it: a hub dataset's with the ``commit`` its revision names in the cache."""
+        return self._with_commit(self.config["datasets"][dataset], self.hub_commits.get(f"datasets.{dataset}"))
+
+    @staticmethod
+    def _with_commit(spec: dict, commit: str | None) -> dict:
+        return {**spec, "commit": commit} if commit is not None else spec
+
+    @cached_property
+    def hub_refs(self) -> dict[str, HubRef]:
+        """'models.<name>' / 'datasets.<name>' -> the hub repository of every hub entry of the config."""
+        refs = {f"models.{m}": model_ref(m, s) for m, s in self.config["models"].items()}
+        refs |= {f"datasets.{d}": dataset_ref(d, s) for d, s in self.config["datasets"].items()}
+        return {k: r for k, r in refs.items() if r is not None}
+
+    @cached_property
+    def hub_commits(self) -> dict[str, str | None]:
+        """Each hub entry's commit in the hub cache now (None: not cached), read once per Snakemake start."""
+        return {k: r.cached_commit() for k, r in self.hub_refs.items()}
+
+    def uncached_hub_entries(self) -> list[str]:
+        """The hub entries whose revision the hub cache does not resolve (prh prefetch has not fetched them)."""
+        return [k for k, commit in self.hub_commits.items() if commit is None]
+
+    def hub_warning(self) -> str:
+        """One paragraph for a run whose hub entries are not all in the cache."""
+        missing = self.uncached_hub_entries()
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return (f"prh: {len(missing)} of {len(self.hub_refs)} hub models and datasets are not in the hub cache at "
+                f"{hub_cache_dir()} ({shown}); their jobs stop until `prh prefetch --configfile <this config>` has "
+                "fetched them where the hub is reachable")  # fmt: skip
 
     def model_receipt(self, model: str) -> list[str]:
         """What a job loading the model waits for: its zoo training receipt, its weights-cache receipt (packaged

@@ -227,6 +227,34 @@ def _store_html(store_keys: list[dict]) -> str:
             f"<tbody>{rows}</tbody></table>")
 
 
+def _data_html(config: dict, hub_commits: dict[str, str | None]) -> str:
+    """Datasets table: name, source, hub repository at the commit read, and how the rows were drawn."""
+    from prh.data.hub import sampling_statement
+
+    rows = []
+    for name, spec in config.get("datasets", {}).items():
+        hub = spec.get("id") if spec.get("source") == "hf" else None
+        commit = hub_commits.get(f"datasets.{name}")
+        where = f"{hub}@{(commit or 'not in the hub cache')[:12]}" if hub else spec.get("path", "")
+        how = sampling_statement(spec) if spec.get("source") == "hf" else ", ".join(
+            f"{k} {spec[k]}" for k in ("split", "n", "seed", "density") if k in spec)  # fmt: skip
+        rows.append(f"<tr><td>{_esc(name)}</td><td>{_esc(spec.get('source'))}</td><td>{_esc(where)}</td>"
+                    f"<td>{_esc(how)}</td></tr>")  # fmt: skip
+    return ('<table class="sortable" id="datasets"><thead><tr><th>dataset</th><th>source</th><th>hub commit</th>'
+            f"<th>rows</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _hub_models_html(config: dict, hub_commits: dict[str, str | None]) -> str:
+    """Hub models table: model, repository, the revision asked for and the commit read (empty without hub models)."""
+    rows = [f"<tr><td>{_esc(m)}</td><td>{_esc(s.get('id'))}</td><td>{_esc(s.get('revision') or 'main')}</td>"
+            f"<td>{_esc(hub_commits.get(f'models.{m}') or 'not in the hub cache')}</td></tr>"
+            for m, s in config.get("models", {}).items() if f"models.{m}" in hub_commits]  # fmt: skip
+    if not rows:
+        return ""
+    return ('<h3>Hub models</h3><table class="sortable" id="hub-models"><thead><tr><th>model</th><th>id</th>'
+            f"<th>revision</th><th>commit</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
 def _versions_html(versions: dict) -> str:
     """Library versions table."""
     rows = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in versions.items())
@@ -273,6 +301,7 @@ def build_report(
     alignment: dict[str, pd.DataFrame] | pd.DataFrame | None = None,
     solved: pd.DataFrame | None = None,
     title: str = "prh: representational alignment report",
+    hub_commits: dict[str, str | None] | None = None,
 ) -> Path:
     """Write the self-contained HTML report (figures, alignment matrices, probe matrix, config, versions, keys)."""
     tables = {"alignment": alignment} if isinstance(alignment, pd.DataFrame) else dict(alignment or {})
@@ -287,7 +316,9 @@ def build_report(
         nav.append(("probes", "Probes"))
     parts.append('<section id="config"><h2>Run configuration</h2>'
                  f"<pre>{_esc(yaml.safe_dump(config, sort_keys=False, default_flow_style=False))}</pre></section>")
-    parts.append(f'<section id="provenance"><h2>Provenance</h2><h3>Library versions</h3>{_versions_html(versions)}'
+    hub_commits = hub_commits or {}
+    parts.append(f'<section id="provenance"><h2>Provenance</h2><h3>Datasets</h3>{_data_html(config, hub_commits)}'
+                 f"{_hub_models_html(config, hub_commits)}<h3>Library versions</h3>{_versions_html(versions)}"
                  f"<h3>Feature store keys ({len(store_keys)})</h3>{_store_html(store_keys)}</section>")
     nav += [("config", "Config"), ("provenance", "Provenance")]
     nav_html = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in nav)

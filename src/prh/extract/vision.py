@@ -13,8 +13,11 @@ from prh.errors import PrhError
 
 
 def has_cls_token(module: torch.nn.Module) -> bool:
-    """True for token models whose first prefix token is a class token."""
-    return getattr(module, "cls_token", None) is not None and int(getattr(module, "num_prefix_tokens", 0)) > 0
+    """True for token models whose block outputs carry a class token as their first prefix token (not XCiT, whose
+    class token joins only in its class-attention head, after the blocks ``forward_intermediates`` returns)."""
+    if getattr(module, "cls_token", None) is None or int(getattr(module, "num_prefix_tokens", 0)) <= 0:
+        return False
+    return "return_prefix_tokens" in inspect.signature(module.forward_intermediates).parameters
 
 
 def resolve_pooling(module: torch.nn.Module, pooling: str, model_name: str) -> str:

