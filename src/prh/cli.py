@@ -142,11 +142,11 @@ def _keep_set(store, results: str) -> set[str]:
 
 def cmd_store_gc(args: argparse.Namespace) -> None:
     """Remove temp dirs of killed writes and, with --unreferenced (and --yes), entries no receipt under --results names."""
+    from prh.store import OTHER_HOST_AGE_S
+
     store = _store(args)
     keep = _keep_set(store, args.results) if args.unreferenced else None
     act = not args.dry_run and (args.yes or not args.unreferenced)
-    from prh.store import OTHER_HOST_AGE_S
-
     hours = OTHER_HOST_AGE_S / 3600 if args.other_hosts_after is None else args.other_hosts_after
     if hours < 0:
         raise PrhError(f"--other-hosts-after {hours} is negative (hours without a change)")

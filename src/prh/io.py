@@ -116,12 +116,12 @@ def formula_safe(value: Any) -> Any:
 
 def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
     """The table with ``formula_safe`` applied to the cells of its text columns (numeric columns untouched)."""
-    text = [c for c in table.columns if table[c].dtype == object or str(table[c].dtype) in ("string", "str")]
+    text = [i for i, dtype in enumerate(table.dtypes) if dtype == object or str(dtype) in ("string", "str")]
     if not text:
         return table
     out = table.copy()
-    for c in text:
-        out[c] = out[c].map(formula_safe)
+    for i in text:
+        out.isetitem(i, out.iloc[:, i].map(formula_safe))
     return out
 
 

