@@ -69,7 +69,7 @@ def test_gc_unreferenced_refuses_a_results_folder_without_receipts(audit_store: 
     before = _snapshot(root)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    for args in (["--yes"], []):
+    for args in ([], ["--yes"]):
         res = cli("--store", str(root), "store", "gc", "--unreferenced", *args, cwd=elsewhere)
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 1 and len(lines) == 1, res.stderr
