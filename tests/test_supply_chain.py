@@ -42,7 +42,7 @@ def test_every_pip_install_of_setup_sh_is_hash_pinned() -> None:
     installs = [ln.strip() for ln in setup.splitlines() if "pip install" in ln and not ln.strip().startswith("#")]
     pin = next(ln for ln in installs if ln.startswith("pin()"))
     assert "--require-hashes" in pin
-    calls = re.findall(r"^\s*pin (.*?)(?:\s+#.*)?$", setup, flags=re.M)
+    calls = re.findall(r"^\s*pin (.*?)(?:\s+#.*)?$", setup, flags=re.MULTILINE)
     assert [c.split()[-1] for c in calls] == ["requirements/lock.txt", "requirements/models.txt", "requirements/full.txt"]
     assert all("--no-deps" in c for c in calls[1:]) and "--no-deps" not in calls[0]  # the lock: pip checks completeness
     others = [ln for ln in installs if not ln.startswith("pin()")]

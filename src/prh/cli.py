@@ -181,7 +181,9 @@ def receipts_naming(results: str, name: str) -> list[Path]:
             receipt = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(receipt, dict) and (receipt.get("key") == name or Path(str(receipt.get("checkpoint", ""))).name == name):
+        if not isinstance(receipt, dict):
+            continue
+        if receipt.get("key") == name or Path(str(receipt.get("checkpoint", ""))).name == name:
             out.append(path)
     return sorted(out)
 
@@ -230,7 +232,8 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], Any]:
                 raise ValueError(f"format version {version}")
             shape, _, dtype = readers[version](f)
         except (ValueError, SyntaxError, EOFError, TypeError) as e:
-            raise PrhError(f"{path}: unreadable .npy header ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise PrhError(f"{path}: unreadable .npy header ({why})") from None
         offset = f.tell()
     if dtype.hasobject or dtype.kind not in "fiu":
         raise PrhError(f"{path}: holds {dtype} values; save the features as a float array (no pickled objects)")
@@ -266,9 +269,10 @@ def cmd_score(args: argparse.Namespace) -> None:
                     permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
     if shape[-2] != scorer.n:
         raise PrhError(f"features layer 0: {shape[-2]} samples, but dataset {args.dataset!r} has {scorer.n}")
-    if args.permutations * scorer.n * 8 > MAX_PERMUTATION_BYTES:
-        raise PrhError(f"--permutations {args.permutations} x n = {scorer.n:,} needs a {args.permutations * scorer.n * 8 / 2**30:.1f} "
-                       f"GiB permutation array; the cap is 1 GiB: use at most {MAX_PERMUTATION_BYTES // (8 * scorer.n):,}")  # fmt: skip
+    need = args.permutations * scorer.n * 8  # the (K, n) int64 permutation array
+    if need > MAX_PERMUTATION_BYTES:
+        raise PrhError(f"--permutations {args.permutations} x n = {scorer.n:,} needs a {need / 2**30:.1f} GiB permutation "
+                       f"array; the cap is 1 GiB: use at most {MAX_PERMUTATION_BYTES // (8 * scorer.n):,}")  # fmt: skip
     feats = np.load(path, mmap_mode="r", allow_pickle=False)
     print(Scorer.table(scorer.score(feats, name=args.name)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
@@ -323,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn; `prh metrics` lists them)")
     score.add_argument("--k", type=int, default=10, help="neighbours, for metrics that take k (default 10)")
     score.add_argument("--permutations", type=int, default=200,
-                       help=f"permutation-null draws of the max over layer pairs (default 200, as the config; at most {MAX_DRAWS:,})")
+                       help=f"permutation-null draws of the max over layer pairs (default 200, as the config; "
+                            f"at most {MAX_DRAWS:,})")
     score.add_argument("--bootstrap", type=int, default=200,
                        help=f"bootstrap resamples for the interval (default 200; at most {MAX_DRAWS:,})")
     score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")

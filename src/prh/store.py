@@ -44,9 +44,9 @@ from prh.io import (
     read_manifest,
     remove_tree,
     replace_file,
+    write_manifest,
     writer_gone,
     writer_tag,
-    write_manifest,
 )
 
 EXTRACTOR_VERSION = "1"
@@ -499,8 +499,8 @@ class FeatureStore:
             age = time.time() - _dt.datetime.fromisoformat(created).timestamp()
         except ValueError:
             age = float("nan")
-        return EntryInfo(key=key, model=model, dataset=dataset, shape=shape, size_bytes=_dir_size(d),  # type: ignore[arg-type]
-                         created=created, age_s=age)  # fmt: skip
+        return EntryInfo(key=key, model=model, dataset=dataset, shape=shape,  # type: ignore[arg-type]
+                         size_bytes=_dir_size(d), created=created, age_s=age)  # fmt: skip
 
     def ls(self) -> list[EntryInfo]:
         """Info for every committed entry, sorted by model then dataset."""
@@ -607,7 +607,8 @@ class FeatureStore:
         """Keys of every memoised pair result, sorted."""
         if not self.memo_dir.is_dir():
             return []
-        return sorted(p.stem for p in self.memo_dir.glob("??/*.npy") if KEY_RE.match(p.stem) and p.parent.name == p.stem[:2])
+        paths = self.memo_dir.glob("??/*.npy")
+        return sorted(p.stem for p in paths if KEY_RE.match(p.stem) and p.parent.name == p.stem[:2])
 
     def _memo_problem(self, key: str) -> str | None:
         """Why the memo file of ``key`` is unusable, or None when it is sound."""
@@ -684,7 +685,7 @@ def _parse_memo(key: str, data: bytes) -> tuple[np.ndarray | None, str | None]:
         named = meta.get("key") if isinstance(meta, dict) else meta
         return None, f"holds the result of key {str(named)[:16]}, not of its own key (copied from another memo?)"
     if list(array.shape) != meta.get("shape") or array.dtype.str != meta.get("dtype"):
-        return None, f"holds a {array.dtype.str} {array.shape} array, its record says {meta.get('dtype')} {meta.get('shape')}"
+        return None, f"holds a {array.dtype.str} {array.shape} array; its record says {meta.get('dtype')} {meta.get('shape')}"
     return array, None
 
 

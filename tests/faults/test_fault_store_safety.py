@@ -292,7 +292,7 @@ WRITER = textwrap.dedent("""
 
 def _dead_pid() -> int:
     """A pid that no process on this host has (a child that already exited and was reaped)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     return int(proc.stdout)
 
 

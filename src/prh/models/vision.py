@@ -109,8 +109,9 @@ def create_timm_model(
     refused = sorted(str(k) for k in kwargs if k not in ARCH_KWARGS)
     if refused:
         what = "arch_kwargs" if field == "arch" else "kwargs"
-        raise PrhError(f"models.{name}.{what}: {', '.join(map(repr, refused))} not an architecture argument prh passes to "
-                       f"timm (allowed: prh.models.vision.ARCH_KWARGS; weights come only from the model's source)")  # fmt: skip
+        raise PrhError(f"models.{name}.{what}: {', '.join(map(repr, refused))} not an architecture argument prh "
+                       f"passes to timm (allowed: prh.models.vision.ARCH_KWARGS; weights come only from the model's "
+                       f"source)")  # fmt: skip
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if overlay:
