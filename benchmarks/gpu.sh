@@ -14,13 +14,17 @@ cd "$(dirname "$0")/.."
 DEVICE=${GPU_SH_DEVICE:-cuda}
 PY=${GPU_SH_PYTHON:-python3}
 QUICK=${GPU_SH_QUICK:+--quick}
-WORK=${GPU_SH_WORK:-/tmp/prh-gpu}
+# Private temp dirs (mktemp -d: mode 0700, a fresh name): nobody else on the machine can plant modules on our
+# PYTHONPATH or files in the DAG's store. GPU_SH_WORK names a folder to keep the DAG's config, store and results in.
+WORK=${GPU_SH_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/prh-gpu.XXXXXXXX")}
 START=$SECONDS
 if "$PY" -c "import zarr, snakemake, jsonschema, pytest" 2>/dev/null; then
   export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 else
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=$PWD/src:/tmp/site
+  SITE=$(mktemp -d "${TMPDIR:-/tmp}/prh-site.XXXXXXXX")
+  trap 'rm -rf "$SITE"' EXIT
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl
+  export PYTHONPATH=$PWD/src:$SITE
 fi
 [ -d /usr/share/datasets/fashion-mnist ] || export PRH_FASHION_MNIST=$PWD/.whl/fashion-mnist
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1 TQDM_DISABLE=1  # one line per figure, no progress bars
@@ -36,12 +40,12 @@ EOF
 "$PY" benchmarks/gpu_checks.py large --device "$DEVICE" $QUICK
 { "$PY" -m pytest -q -p no:randomly -p no:cacheprovider tests/test_blockwise.py tests/test_extract.py -k cuda 2>&1 ||
   true; } | tail -1 | sed 's/^/tests cuda (tests\/test_blockwise.py tests\/test_extract.py -k cuda): /'
-rm -rf "$WORK" && mkdir -p "$WORK"
+mkdir -p "$WORK" && rm -rf "$WORK/features" "$WORK/results"  # the DAG runs from an empty store (only what it made goes)
 "$PY" benchmarks/gpu_checks.py dag-config --device "$DEVICE" $QUICK --out "$WORK/config.yaml"
 T0=$SECONDS
 if "$PY" -m snakemake --cores all --scheduler greedy --configfile "$WORK/config.yaml" --quiet rules \
     > "$WORK/snakemake.log" 2>&1; then
-  STEPS=$(grep -o '[0-9]* of [0-9]* steps (100%) done' "$WORK/snakemake.log" | tail -1)
+  STEPS=$(grep -o '[0-9]* of [0-9]* steps (100%) done' "$WORK/snakemake.log" | tail -1 || true)
   echo "dag default-subset device=$DEVICE ${STEPS:-nothing to do} in $((SECONDS - T0)) s: $WORK/results/report.html"
   grep -h "^" "$WORK"/results/figures/sample_size.json 2>/dev/null | "$PY" -c \
     "import json,sys; r=json.load(sys.stdin); print('dag sample_size reading:', r['reading'].replace(chr(10), ' | '))" || true

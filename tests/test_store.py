@@ -14,6 +14,7 @@ import pytest
 from dataclasses import dataclass, field
 
 from prh.errors import PrhError
+from prh.io import host_name
 from prh.store import EXTRACTOR_VERSION, FeatureStore, make_request, read_receipt, request_key, write_receipt
 
 
@@ -317,15 +318,19 @@ def test_gc_removes_unreferenced_entries_and_stale_temp(tmp_path):
     store = FeatureStore(tmp_path)
     keep = _commit(store, _features(0))
     drop = _commit(store, _features(1), dataset_name="d2")
-    stale = tmp_path / ".tmp" / f"{keep}-999999999-deadbeef"
+    stale = tmp_path / ".tmp" / f"{keep}~{host_name()}~999999999~deadbeef"  # this host, a dead pid
     stale.mkdir(parents=True)
     (stale / "junk").write_text("x")
+    untagged = tmp_path / ".tmp" / f"{keep}-999999999-cafe"  # an older prh's name: whose it is cannot be told
+    untagged.mkdir()
     plan = store.gc({keep}, dry_run=True)
     assert sorted(plan) == sorted([f".tmp/{stale.name}", drop])
     assert store.has(drop) and stale.exists()
     assert sorted(store.gc({keep})) == sorted(plan)
     assert store.keys() == [keep] and not stale.exists() and store.is_valid(keep)
-    assert store.gc() == []  # no referenced set: entries are kept
+    assert store.gc() == []  # no referenced set: entries are kept; the untagged temp is kept until it is a day old
+    os.utime(untagged, (time.time() - 25 * 3600,) * 2)
+    assert store.gc() == [f".tmp/{untagged.name}"] and not untagged.exists()
 
 
 # ---------------------------------------------------------------- memo and receipts

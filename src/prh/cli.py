@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from prh.errors import PrhError
+
+MAX_DRAWS = 10_000  # --permutations / --bootstrap: at most this many draws
+MAX_PERMUTATION_BYTES = 1 << 30  # the (K, n) int64 permutation array --permutations implies: at most 1 GiB
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -78,6 +84,9 @@ def cmd_store_show(args: argparse.Namespace) -> None:
 
 
 def _full_key(store, prefix: str) -> str:
+    """The one entry key starting with ``prefix`` (a non-empty hex prefix); PrhError otherwise."""
+    if not re.fullmatch(r"[0-9a-f]{1,64}", prefix):
+        raise PrhError(f"store key {prefix!r} is not a key or a key prefix (hex digits; `prh store ls` lists them)")
     matches = [k for k in store.keys() if k.startswith(prefix)]
     if len(matches) != 1:
         raise PrhError(f"store key {prefix!r}: {'no' if not matches else len(matches)} matching entries")
@@ -93,33 +102,59 @@ def cmd_store_verify(args: argparse.Namespace) -> None:
     stale = store.stale_temps()
     if stale:
         print(f"{len(stale)} temp files or dirs of killed writes (harmless; `prh store gc` removes them)")
+    old = store.old_format_memos()
+    if old:
+        print(f"{len(old)} memos in an older format without their key (never read: recomputed when next needed; "
+              f"`prh store gc` removes them)")  # fmt: skip
     counts = {"entries": len(store.keys()), "memos": len(store.memo_keys())}
     print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" and the zoo / model caches checked: {len(damage)} damaged")
     if damage:
         sys.exit(1)
 
 
-def referenced_keys(results: str) -> set[str]:
-    """Store keys named by the receipts under ``results`` (prh.plan.Paths)."""
+def referenced_keys(results: str) -> tuple[set[str], int]:
+    """(store keys named by the extraction receipts under ``results``, how many such receipts were read)."""
     from prh.plan import Paths
 
-    keys = set()
+    keys, n = set(), 0
     for path in Paths(results).existing_receipts():
         try:
             keys.add(json.loads(path.read_text())["key"])
-        except (OSError, ValueError, KeyError):
+            n += 1
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-    return keys
+    return keys, n
+
+
+def _keep_set(store, results: str) -> set[str]:
+    """The entries ``gc --unreferenced`` keeps; PrhError when the receipts under ``results`` name none of the store's
+    entries (a wrong or empty results folder would make it remove them all)."""
+    where = f"{Path(results).resolve()} (--results {results})"
+    keep, n = referenced_keys(results)
+    entries = set(store.keys())
+    if entries and not keep & entries:
+        found = f"none of the {n} receipts under {where} names" if n else f"no extraction receipts under {where} name"
+        raise PrhError(f"gc --unreferenced: {found} an entry of the store at {store.root}: refusing to remove all "
+                       f"{len(entries)} entries; pass --results of the run that uses this store")  # fmt: skip
+    print(f"keeping the {len(keep & entries)} entries named by {n} receipts under {where}")
+    return keep
 
 
 def cmd_store_gc(args: argparse.Namespace) -> None:
-    """Remove temp dirs of killed writes and, with --unreferenced, entries no receipt under --results refers to."""
-    keep = referenced_keys(args.results) if args.unreferenced else None
-    removed = _store(args).gc(keep, dry_run=args.dry_run)
-    verb = "would remove" if args.dry_run else "removed"
+    """Remove temp dirs of killed writes and, with --unreferenced (and --yes), entries no receipt under --results names."""
+    from prh.store import OTHER_HOST_AGE_S
+
+    store = _store(args)
+    keep = _keep_set(store, args.results) if args.unreferenced else None
+    act = not args.dry_run and (args.yes or not args.unreferenced)
+    hours = OTHER_HOST_AGE_S / 3600 if args.other_hosts_after is None else args.other_hosts_after
+    if hours < 0:
+        raise PrhError(f"--other-hosts-after {hours} is negative (hours without a change)")
+    removed = store.gc(keep, dry_run=not act, other_host_age_s=hours * 3600)
+    verb = "removed" if act else "would remove"
     for path in removed:
         print(f"{verb} {path}")
-    print(f"{len(removed)} paths {verb}")
+    print(f"{len(removed)} paths {verb}" + ("" if act or args.dry_run else "; rerun with --yes to remove them"))
 
 
 def cmd_store_rm(args: argparse.Namespace) -> None:
@@ -128,9 +163,12 @@ def cmd_store_rm(args: argparse.Namespace) -> None:
     ident = args.key if "/" in args.key else _full_key(store, args.key)
     for path in store.remove(ident):
         print(f"removed {path}")
-    for receipt in receipts_naming(args.results, ident.rpartition("/")[2]):
+    receipts = receipts_naming(args.results, ident.rpartition("/")[2])
+    for receipt in receipts:
         receipt.unlink()
         print(f"removed receipt {receipt} (the workflow reruns its job)")
+    if not receipts and not ident.startswith("memo/"):
+        print(f"no receipt under {Path(args.results).resolve()} (--results {args.results}) names it")
 
 
 def receipts_naming(results: str, name: str) -> list[Path]:
@@ -143,9 +181,67 @@ def receipts_naming(results: str, name: str) -> list[Path]:
             receipt = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(receipt, dict):
+            continue
         if receipt.get("key") == name or Path(str(receipt.get("checkpoint", ""))).name == name:
             out.append(path)
     return sorted(out)
+
+
+@functools.cache
+def _name_re() -> re.Pattern[str]:
+    """The config schema's pattern of dataset and model names (``definitions.name``): usable in file paths."""
+    import yaml
+
+    from prh.config import SCHEMA_PATH
+
+    return re.compile(yaml.safe_load(SCHEMA_PATH.read_text())["definitions"]["name"]["pattern"])
+
+
+def _check_name(value: str, flag: str) -> str:
+    """``value`` when it is a dataset / model name of the config schema's pattern, else a one-line PrhError."""
+    if not _name_re().match(value):
+        raise PrhError(f"{flag} {value!r} is not a name of the config (letters, digits, '_', '.', '+', '-'; no slash)")
+    return value
+
+
+def _check_draws(value: int, flag: str, lo: int) -> int:
+    """``value`` when it is in lo..MAX_DRAWS, else a one-line PrhError naming the flag and the cap."""
+    if not lo <= value <= MAX_DRAWS:
+        raise PrhError(f"{flag} {value} is not in {lo}..{MAX_DRAWS:,} (the cap)")
+    return value
+
+
+def npy_header(path: Path) -> tuple[tuple[int, ...], Any]:
+    """(shape, dtype) from a .npy file's header, read without its data; a one-line PrhError for anything that is
+    not a whole .npy array of numbers (an .npz, a pickle or object array, a truncated file)."""
+    import numpy as np
+
+    fmt = np.lib.format
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    with open(path, "rb") as f:
+        head = f.read(6)
+        if head[:4] == b"PK\x03\x04":
+            raise PrhError(f"{path}: an .npz archive; save one (layers, n, d) array with numpy.save (.npy)")
+        if head != fmt.MAGIC_PREFIX:
+            raise PrhError(f"{path}: not a .npy file (numpy.save writes one)")
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            if version not in readers:
+                raise ValueError(f"format version {version}")
+            shape, _, dtype = readers[version](f)
+        except (ValueError, SyntaxError, EOFError, TypeError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise PrhError(f"{path}: unreadable .npy header ({why})") from None
+        offset = f.tell()
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise PrhError(f"{path}: holds {dtype} values; save the features as a float array (no pickled objects)")
+    size = path.stat().st_size - offset
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need > size:
+        raise PrhError(f"{path}: truncated: its header promises shape {shape} ({need:,} bytes), the file holds {size:,}")
+    return shape, dtype
 
 
 def cmd_score(args: argparse.Namespace) -> None:
@@ -153,13 +249,31 @@ def cmd_score(args: argparse.Namespace) -> None:
     import numpy as np
 
     from prh.scorer import Scorer
+    from prh.store import KEY_RE
 
+    _check_draws(args.permutations, "--permutations", 1)
+    _check_draws(args.bootstrap, "--bootstrap", 0)
     path = Path(args.features)
     if not path.is_file():
         raise PrhError(f"{path}: no such features file")
-    feats = np.load(path)
+    shape, _ = npy_header(path)
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise PrhError(f"features: expected (layers, n, d) or (n, d), got shape {shape}")
+    _check_name(args.dataset, "--dataset")
+    for name in args.against:
+        if not KEY_RE.match(name):
+            _check_name(name, "--against")
+    if args.name is not None:
+        _check_name(args.name, "--name")
     scorer = Scorer(args.dataset, args.against, store=args.store, results=args.results, metric=args.metric, k=args.k,
                     permutations=args.permutations, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
+    if shape[-2] != scorer.n:
+        raise PrhError(f"features layer 0: {shape[-2]} samples, but dataset {args.dataset!r} has {scorer.n}")
+    need = args.permutations * scorer.n * 8  # the (K, n) int64 permutation array
+    if need > MAX_PERMUTATION_BYTES:
+        raise PrhError(f"--permutations {args.permutations} x n = {scorer.n:,} needs a {need / 2**30:.1f} GiB permutation "
+                       f"array; the cap is 1 GiB: use at most {MAX_PERMUTATION_BYTES // (8 * scorer.n):,}")  # fmt: skip
+    feats = np.load(path, mmap_mode="r", allow_pickle=False)
     print(Scorer.table(scorer.score(feats, name=args.name)).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
@@ -202,7 +316,12 @@ def parser() -> argparse.ArgumentParser:
     gc = store.add_parser("gc", help="remove temp dirs of killed writes (and, if asked, unreferenced entries)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--unreferenced", action="store_true",
-                    help="also remove entries no receipt under --results names (not on a store other runs share)")
+                    help="also remove entries no receipt under --results names (not on a store other runs share); "
+                         "refused when those receipts name no entry; shows what would go unless --yes")
+    gc.add_argument("--yes", action="store_true", help="with --unreferenced: remove, rather than only show, what would go")
+    gc.add_argument("--other-hosts-after", type=float, default=None, metavar="HOURS",
+                    help="remove a temp dir of another host's writer (whose pid cannot be checked from here, e.g. a "
+                         "SLURM job on a compute node) only after this many hours without a change (default 24)")
     gc.set_defaults(func=cmd_store_gc)
     rm = store.add_parser("rm", help="delete one entry, memo, zoo checkpoint or model cache (and receipts naming it)")
     rm.add_argument("key", help="entry key or unique prefix, or memo/<key>, zoo/<dir>, hf-cache/<dir> as verify names it")
@@ -222,8 +341,10 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--metric", default="mutual_knn", help="alignment metric (default mutual_knn; `prh metrics` lists them)")
     score.add_argument("--k", type=int, default=10, help="neighbours, for metrics that take k (default 10)")
     score.add_argument("--permutations", type=int, default=200,
-                       help="permutation-null draws of the max over layer pairs (default 200, as the config)")
-    score.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the interval (default 200)")
+                       help=f"permutation-null draws of the max over layer pairs (default 200, as the config; "
+                            f"at most {MAX_DRAWS:,})")
+    score.add_argument("--bootstrap", type=int, default=200,
+                       help=f"bootstrap resamples for the interval (default 200; at most {MAX_DRAWS:,})")
     score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")
     score.set_defaults(func=cmd_score)
     return p

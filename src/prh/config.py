@@ -66,8 +66,40 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+MAX_CONFIG_VALUES = 100_000  # values of a config with every YAML alias expanded (the shipped configs: at most 2,213)
+
+
+def check_expansion(data: Any, where: str = "") -> None:
+    """ConfigError when ``data`` (as a YAML loader built it, aliases shared) holds more than MAX_CONFIG_VALUES values
+    once every alias is expanded, as validation and canonical JSON expand them (a "billion laughs" document), or
+    refers to itself. Counts each shared node once: linear in the document, not in its expansion."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(x: Any) -> int:
+        if not isinstance(x, (dict, list)):
+            return 1
+        if id(x) in sizes:
+            return sizes[id(x)]
+        if id(x) in open_nodes:
+            raise ConfigError("", f"{where}recursive YAML alias (a value that contains itself)")
+        open_nodes.add(id(x))
+        children = [v for kv in x.items() for v in kv] if isinstance(x, dict) else x
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError("", f"{where}YAML aliases expand to more than {MAX_CONFIG_VALUES:,} values (a "
+                                      f"'billion laughs' document?); write repeated values out instead")  # fmt: skip
+        open_nodes.discard(id(x))
+        sizes[id(x)] = total
+        return total
+
+    size(data)
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping, refusing duplicate keys."""
+    """Read a YAML mapping, refusing duplicate keys and aliases that expand beyond MAX_CONFIG_VALUES values."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError("", f"{p}: no such config file")
@@ -75,8 +107,11 @@ def read_yaml(path: str | os.PathLike) -> dict:
         data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise ConfigError("", f"{p}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError("", f"{p}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{p}: the config must be a mapping")
+    check_expansion(data, f"{p}: ")
     return data
 
 
@@ -401,6 +436,7 @@ def _check_downstream_reference(cfg: dict) -> None:
 
 def validate_config(cfg: dict) -> dict:
     """Return a copy of ``cfg`` with defaults filled, or raise ConfigError naming the first bad field."""
+    check_expansion(cfg)  # a config Snakemake loaded itself: its aliases are still shared
     cfg = copy.deepcopy(cfg)
     _schema_check(cfg, load_schema())
     _check_datasets(cfg)

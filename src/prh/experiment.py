@@ -83,7 +83,7 @@ def pair_matrix(
     ``kernels``: per-model KernelCaches whose Grams and neighbour lists are shared across metrics.
     """
     key = memo_key("matrix", px.key, py.key, metric, q)
-    cached = store.memo_get(key)
+    cached = store.memo_get(key, shape=(len(px.layers), len(py.layers)))
     if cached is not None:
         return cached
     name, params = metric["name"], entry_params(metric)

@@ -8,8 +8,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,13 +65,14 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def replace_file(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a pid-named temp file beside ``path``, fsync, ``os.replace``; OSError on failure, temp removed.
+    """Write ``data`` to a temp file beside ``path`` named by its writer (``writer_tag``), fsync, ``os.replace``;
+    OSError on failure, temp removed.
 
     The low-level form of ``write_bytes_atomic`` for callers that word their own error (the store).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp = path.with_name(f".{path.name}{writer_tag()}{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -91,9 +95,39 @@ def write_json_atomic(path: str | os.PathLike, obj: object) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with one of these as a formula
+
+
+def _is_number(text: str) -> bool:
+    """True when ``text`` parses as a float ('-0.5', '+1e3', '-inf'): a number, not a formula."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def formula_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, prefixed with ``'``; numbers and other cells unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with ``formula_safe`` applied to the cells of its text columns (numeric columns untouched)."""
+    text = [i for i, dtype in enumerate(table.dtypes) if dtype == object or str(dtype) in ("string", "str")]
+    if not text:
+        return table
+    out = table.copy()
+    for i in text:
+        out.isetitem(i, out.iloc[:, i].map(formula_safe))
+    return out
+
+
 def write_csv_atomic(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Atomically write a table as CSV (no index)."""
-    write_bytes_atomic(path, table.to_csv(index=False).encode())
+    """Atomically write a table as CSV (no index); text cells that a spreadsheet would run as formulas are prefixed."""
+    write_bytes_atomic(path, spreadsheet_safe(table).to_csv(index=False).encode())
 
 
 # --------------------------------------------------------------------------- checksummed directories
@@ -139,19 +173,24 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
-def manifest_problems(directory: str | os.PathLike, deep: bool = True) -> list[str]:
-    """What differs between ``directory`` and its manifest (empty when sound); ``deep`` re-hashes, else sizes only."""
+def manifest_problems(
+    directory: str | os.PathLike, deep: bool = True, sha256: Callable[[Path], str] = file_sha256
+) -> list[str]:
+    """What differs between ``directory`` and its manifest (empty when sound); ``deep`` re-hashes (with ``sha256``,
+    e.g. a memoised hasher), else compares sizes only."""
     root = Path(directory)
     try:
-        listed: dict[str, dict] = read_manifest(root)["files"]
+        listed: dict[str, Any] = read_manifest(root)["files"]
     except ValueError as e:
         return [str(e)]
     present = set(tree_files(root))
     problems = []
     for rel, meta in sorted(listed.items()):
-        if rel not in present:
+        if not isinstance(meta, dict):
+            problems.append(f"manifest entry of {rel} is not an object")
+        elif rel not in present:
             problems.append(f"missing file {rel}")
-        elif deep and file_sha256(root / rel) != meta.get("sha256"):
+        elif deep and ((root / rel).stat().st_size != meta.get("size") or sha256(root / rel) != meta.get("sha256")):
             problems.append(f"checksum mismatch in {rel}")
         elif not deep and (root / rel).stat().st_size != meta.get("size"):
             problems.append(f"size mismatch in {rel}")
@@ -184,16 +223,63 @@ def settle_zarr_writes(timeout_s: float = 300.0) -> None:
     asyncio.run_coroutine_threadsafe(drained(), loop).result(timeout_s)
 
 
+def host_name() -> str:
+    """This machine's host name as it appears in temp names (characters other than [A-Za-z0-9_.-] become '_')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname()) or "unknown-host"
+
+
+def writer_tag() -> str:
+    """``~<host>~<pid>~``: names a temp file or dir by its writer, so gc can tell whose it is and whether it is alive."""
+    return f"~{host_name()}~{os.getpid()}~"
+
+
+_OWNER = re.compile(r"~([A-Za-z0-9_.-]+)~([0-9]+)~")
+
+
+def tmp_owner(path: Path) -> tuple[str, int] | None:
+    """(host, pid) of the writer named in a temp name made with ``writer_tag`` (None when the name has no tag)."""
+    m = _OWNER.search(path.name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_change(path: Path) -> float:
+    """Newest mtime (epoch s) of ``path`` and, for a directory, of everything under it: a writer's last activity."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for dirpath, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+    return newest
+
+
+def writer_gone(path: Path, other_host_age_s: float) -> bool:
+    """True when the writer of temp ``path`` is certainly gone: on this host its pid is dead; a temp of another host
+    (or an untagged one) counts as gone only after ``other_host_age_s`` seconds without a change, since that host's
+    pids cannot be seen from here (a SLURM job on a compute node, seen from a login node)."""
+    owner = tmp_owner(path)
+    if owner is not None and owner[0] == host_name():
+        return owner[1] != os.getpid() and not pid_alive(owner[1])
+    try:
+        return time.time() - last_change(path) > other_host_age_s
+    except OSError:  # removed meanwhile
+        return False
+
+
 def _tmp_prefix(name: str) -> str:
-    """Temp-dir prefix beside a target: hidden, names the target and this pid (so gc can tell a live writer)."""
-    return f".{name}.tmp-{os.getpid()}-"
-
-
-def tmp_owner(path: Path) -> int | None:
-    """The writer pid encoded in a temp dir made by ``atomic_dir`` (None when the name is not one)."""
-    head, sep, tail = path.name.rpartition(".tmp-")
-    pid = tail.split("-", 1)[0]
-    return int(pid) if sep and head.startswith(".") and pid.isdigit() else None
+    """Temp-dir prefix beside a target: hidden, names the target and its writer (``writer_tag``) for gc."""
+    return f".{name}.tmp{writer_tag()}"
 
 
 def remove_tree(path: Path) -> None:

@@ -8,7 +8,6 @@ calibrated numbers equal the tables' row (your model as model_x, the reference a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,8 @@ from prh.metrics import (
 )
 from prh.metrics.layer_calibration import calibrate_models, permutation_array
 from prh.plan import Paths
-from prh.store import FeatureStore, read_receipt
+from prh.store import KEY_RE, FeatureStore, read_receipt
 
-KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 MINE = "\0features"  # the user's features among the models handed to calibrate_models (no model has this name)
 
 
@@ -121,6 +119,9 @@ class Scorer:
         if not self.store.has(key):
             raise PrhError(f"reference {name!r}: store entry {key[:12]} is missing (rerun the workflow to compute it)")
         entry = self.store.open(key)
+        if entry.request["dataset"]["id"] != self.dataset:
+            raise PrhError(f"reference {name!r}: store entry {key[:12]} holds features of dataset "
+                           f"{entry.request['dataset']['id']!r}, not {self.dataset!r}")  # fmt: skip
         kernels = prepare_kernels(prepare(entry.layers(), q=self.q))
         cache = prepare_layers(self.metric, kernels, **self.params)
         self.prepare_calls += 1

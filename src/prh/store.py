@@ -3,12 +3,15 @@
 Layout under ``root``::
 
     entries/<key[:2]>/<key>/      committed entries (zarr v3 group + manifest.json)
-    .tmp/<key>-<pid>-<uuid>/      entries being written (same filesystem, renamed into place)
-    memo/<key[:2]>/<key>.npy      memoised pair scores (valid .npy with a sha256 trailer)
+    .tmp/<key>~<host>~<pid>~<uuid>/  entries being written (same filesystem, renamed into place)
+    memo/<key[:2]>/<key>.npy      memoised pair scores (valid .npy, then its key and shape, then a sha256 trailer)
 
 An entry is visible only after ``os.rename`` of a complete temp dir whose ``manifest.json`` lists the
-sha256 of every file in it.  ``open()`` verifies the whole entry against its manifest before returning
-(eager, one sha256 pass over the files: ~0.1 s per 100 MB), so a corrupt entry is never read silently.
+sha256 of every file in it.  ``open()`` verifies the whole entry before returning (eager, one sha256 pass over the
+files: ~0.1 s per 100 MB; its request must hash to its key and its zarr layout match its attrs), so a corrupt or
+misplaced entry is never read silently, and a chunk that vanishes while it is read (a concurrent ``rm`` or ``gc``)
+is an error, never zarr's fill value.  Every path is built from a validated 64-hex key.  Temp names carry their
+writer's host and pid, so ``gc`` never judges another machine's writer by a local pid.
 """
 
 from __future__ import annotations
@@ -20,25 +23,42 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
+import re
 import shutil
 import time
 import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 from prh.errors import PrhError
-from prh.io import MANIFEST, canonical, content_key, manifest_problems, remove_tree, replace_file, tmp_owner, write_manifest
+from prh.io import (
+    canonical,
+    content_key,
+    manifest_problems,
+    read_manifest,
+    remove_tree,
+    replace_file,
+    write_manifest,
+    writer_gone,
+    writer_tag,
+)
 
 EXTRACTOR_VERSION = "1"
 SAMPLE_CHUNK = 16384  # samples per stored chunk: an entry with more is chunked along samples (readers stream it)
 NON_KEY_PARAMS = frozenset({"batch_size", "device", "progress"})
 _MEMO_TRAILER = b"\nPRH-SHA256:"
+_MEMO_META = b"\nPRH-MEMO:"  # memos since store format 2: the .npy, then {"key", "shape", "dtype"}, then the trailer
+_OLD_MEMO = "older memo format without its key"
 _ACTIVE_TMP: set[str] = set()
+KEY_RE = re.compile(r"^[0-9a-f]{64}$")  # a store key: entries, memos, zoo recipes (prh.io.content_key)
+ITEM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a zoo checkpoint or model cache directory (never a temp)
+OTHER_HOST_AGE_S = 24 * 3600.0  # gc removes a temp of another host's writer only after this long without a change
 
 
 class FeaturesLike(Protocol):
@@ -56,6 +76,13 @@ class FeaturesLike(Protocol):
 def request_key(request: dict) -> str:
     """SHA-256 hex (64 chars) of the canonical JSON of a request."""
     return content_key(request)
+
+
+def check_key(key: object, what: str = "store key") -> str:
+    """``key`` when it is a store key (64 lowercase hex digits), else a one-line PrhError naming it."""
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise PrhError(f"{what} {key!r} is not a store key (64 lowercase hex digits)")
+    return key
 
 
 def make_request(
@@ -86,17 +113,6 @@ def _write_failed(what: str, where: Path, e: OSError) -> PrhError:
     code = _errno.errorcode.get(e.errno, "") if e.errno else ""
     why = f"{e.strerror or e}" + (f" [{code}]" if code else "")
     return PrhError(f"{what}: cannot write to {where}: {why}; free disk space or make it writable, then rerun")
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @functools.lru_cache(maxsize=1)
@@ -138,8 +154,34 @@ class EntryInfo:
         return {**self.__dict__, "shape": list(self.shape)}
 
 
+@functools.cache
+def _listed_files_store() -> type:
+    """A read-only zarr LocalStore for which a file its entry's manifest lists but that is absent is an error.
+
+    zarr reads an absent chunk as its fill value (zeros); an entry renamed away by a concurrent ``rm`` or ``gc``
+    while a job streams it would read as zeros.  Reads through this store raise instead, on any file system: no
+    lock is needed, and a chunk that was read was read whole (``rm`` and ``gc`` rename an entry out of sight before
+    deleting it).
+    """
+    from zarr.storage import LocalStore
+
+    class ListedFilesStore(LocalStore):
+        def __init__(self, root: Path, key: str, listed: frozenset[str]) -> None:
+            super().__init__(str(root), read_only=True)
+            self.entry_key, self.listed = key, listed
+
+        async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+            buf = await super().get(key, prototype, byte_range)
+            if buf is None and key in self.listed:
+                raise PrhError(f"store entry {self.entry_key}: {key} vanished while being read (the entry was removed, "
+                               f"e.g. by `prh store rm` or `gc`, meanwhile); rerun to recompute it")  # fmt: skip
+            return buf
+
+    return ListedFilesStore
+
+
 class StoredEntry:
-    """A committed entry, read lazily: layers are loaded one chunk at a time."""
+    """A committed entry, read lazily: layers are loaded one chunk at a time; a listed file that vanishes is an error."""
 
     def __init__(self, key: str, path: Path) -> None:
         import zarr
@@ -147,7 +189,11 @@ class StoredEntry:
         self.key = key
         self.path = path
         try:
-            self._group = zarr.open_group(str(path), mode="r")
+            listed = frozenset(read_manifest(path)["files"])
+        except ValueError:  # opened without verification (``prh store show``): nothing to hold reads to
+            listed = frozenset()
+        try:
+            self._group = zarr.open_group(_listed_files_store()(path, key, listed), mode="r")
             self._features = self._group["features"]
             self.dims: np.ndarray = np.asarray(self._group["dims"][:], dtype=np.int64)  # (L,)
             self.attrs: dict = dict(self._group.attrs)
@@ -334,14 +380,16 @@ class FeatureStore:
         return request_key(request)
 
     def path(self, key: str) -> Path:
-        """Where the committed entry for ``key`` lives."""
+        """Where the committed entry for ``key`` lives (PrhError unless ``key`` is a store key)."""
+        check_key(key)
         return self.entries_dir / key[:2] / key
 
     def keys(self) -> list[str]:
-        """Keys of every committed entry, sorted."""
+        """Keys of every committed entry, sorted (directories that are not keys under their prefix are ignored)."""
         if not self.entries_dir.is_dir():
             return []
-        return sorted(p.name for p in self.entries_dir.glob("??/*") if p.is_dir())
+        return sorted(p.name for p in self.entries_dir.glob("??/*")
+                      if KEY_RE.match(p.name) and p.parent.name == p.name[:2] and p.is_dir())  # fmt: skip
 
     def has(self, key: str) -> bool:
         """True when ``key`` is committed (visible); says nothing about integrity (see ``is_valid``)."""
@@ -368,9 +416,9 @@ class FeatureStore:
         """Yield a writer into a temp dir; on normal exit commit it atomically (first committer wins)."""
         if store_dtype not in ("float32", "float16"):
             raise PrhError(f"store_dtype {store_dtype!r} is not float32 or float16")
-        if request_key(request) != key:
+        if request_key(request) != check_key(key):
             raise PrhError(f"store key {key} does not match its request (expected {request_key(request)})")
-        tmp = self.tmp_dir / f"{key}-{os.getpid()}-{uuid.uuid4().hex}"
+        tmp = self.tmp_dir / f"{key}{writer_tag()}{uuid.uuid4().hex}"
         writer = EntryWriter(tmp, key, canonical(request), store_dtype)
         try:
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -415,20 +463,16 @@ class FeatureStore:
 
     # ---- integrity
     def _problems(self, key: str) -> list[str]:
-        """Integrity problems of one committed entry (empty when sound)."""
+        """Integrity problems of one committed entry (empty when sound): its files against its manifest, then that
+        its request hashes to ``key`` (an entry copied or edited under another key fails) and its zarr layout."""
         d = self.path(key)
         problems = manifest_problems(d)
         if problems and problems[0].startswith(("missing manifest", "unreadable manifest", "manifest.json lists")):
             return problems
-        named = json.loads((d / MANIFEST).read_text()).get("key")
+        named = read_manifest(d).get("key")
         if named != key:
             problems.insert(0, f"manifest names key {named!r}")
-        if not problems:
-            try:
-                json.loads((d / "zarr.json").read_text())["attributes"]["request"]
-            except (OSError, ValueError, KeyError, TypeError):
-                problems.append("unreadable attrs in zarr.json")
-        return problems
+        return problems or _placement_problems(d, key)
 
     def verify(self, keys: list[str] | None = None) -> list[str]:
         """Re-checksum committed entries; one line ``<key>: <problem>; ...`` per corrupt or partial entry."""
@@ -445,19 +489,18 @@ class FeatureStore:
         d = self.path(key)
         try:
             root_meta = json.loads((d / "zarr.json").read_text())["attributes"]
-            shape = json.loads((d / "features" / "zarr.json").read_text())["shape"]
-        except (OSError, ValueError, KeyError) as e:
+            shape = tuple(int(s) for s in json.loads((d / "features" / "zarr.json").read_text())["shape"])
+            created = str(root_meta.get("created", ""))
+            req = root_meta.get("request", {})
+            model, dataset = str(req.get("model", {}).get("id")), str(req.get("dataset", {}).get("id"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise _corrupt(key, f"unreadable metadata ({type(e).__name__})") from e
-        created = root_meta.get("created", "")
         try:
             age = time.time() - _dt.datetime.fromisoformat(created).timestamp()
         except ValueError:
             age = float("nan")
-        req = root_meta.get("request", {})
-        return EntryInfo(
-            key=key, model=str(req.get("model", {}).get("id")), dataset=str(req.get("dataset", {}).get("id")),
-            shape=tuple(int(s) for s in shape), size_bytes=_dir_size(d), created=created, age_s=age,  # type: ignore[arg-type]
-        )
+        return EntryInfo(key=key, model=model, dataset=dataset, shape=shape,  # type: ignore[arg-type]
+                         size_bytes=_dir_size(d), created=created, age_s=age)  # fmt: skip
 
     def ls(self) -> list[EntryInfo]:
         """Info for every committed entry, sorted by model then dataset."""
@@ -486,37 +529,34 @@ class FeatureStore:
     def _discard(self, path: Path, label: str) -> None:
         """Rename ``path`` out of sight (into ``.tmp``), then delete it: it disappears atomically."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        doomed = self.tmp_dir / f"rm-{label}-{os.getpid()}-{uuid.uuid4().hex}"
+        doomed = self.tmp_dir / f"rm-{label}{writer_tag()}{uuid.uuid4().hex}"
         os.rename(path, doomed)
         if doomed.is_dir():
             shutil.rmtree(doomed, ignore_errors=True)
         else:
             doomed.unlink(missing_ok=True)
 
-    def stale_temps(self) -> list[Path]:
-        """Temp dirs and temp files of writers that are gone (entries, memos, zoo checkpoints, model caches)."""
-        out = []
-        for p in sorted(self.tmp_dir.glob("*")) if self.tmp_dir.is_dir() else []:
-            parts = p.name.rsplit("-", 2)
-            pid = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else -1
-            live = str(p) in _ACTIVE_TMP or (pid != os.getpid() and pid > 0 and _pid_alive(pid))
-            if not live:
-                out.append(p)
-        for p in sorted(self.memo_dir.glob("??/.*.tmp")) if self.memo_dir.is_dir() else []:
-            pid_s = p.name.split(".")[-3]
-            if not (pid_s.isdigit() and int(pid_s) != os.getpid() and _pid_alive(int(pid_s))):
-                out.append(p)
+    def _temp_candidates(self) -> list[Path]:
+        """Every temp file or dir a writer of the store makes: entries (and removals) in ``.tmp``, memo temp files,
+        zoo checkpoint and model cache temp dirs (named with their writer by ``prh.io.writer_tag``, or untagged by an
+        older prh)."""
+        out = sorted(self.tmp_dir.glob("*")) if self.tmp_dir.is_dir() else []
+        out += sorted(self.memo_dir.glob("??/.*.tmp")) if self.memo_dir.is_dir() else []
         for folder in (ZOO_DIR, MODEL_CACHE_DIR):
-            for p in sorted((self.root / folder).glob(".*.tmp-*")):
-                pid = tmp_owner(p)
-                if pid is not None and not (pid != os.getpid() and _pid_alive(pid)):
-                    out.append(p)
+            out += sorted(p for p in (self.root / folder).glob(".*.tmp*") if ".tmp~" in p.name or ".tmp-" in p.name)
         return out
 
-    def gc(self, referenced_keys: set[str] | None = None, dry_run: bool = False) -> list[str]:
-        """Remove stale temp dirs and, when ``referenced_keys`` is given, entries not in it; return what went."""
+    def stale_temps(self, other_host_age_s: float = OTHER_HOST_AGE_S) -> list[Path]:
+        """Temp dirs and files of writers that are gone: of this host's writers whose pid is dead, of other hosts'
+        (or untagged) ones only after ``other_host_age_s`` seconds without a change (``prh.io.writer_gone``)."""
+        return [p for p in self._temp_candidates() if str(p) not in _ACTIVE_TMP and writer_gone(p, other_host_age_s)]
+
+    def gc(self, referenced_keys: set[str] | None = None, dry_run: bool = False,
+           other_host_age_s: float = OTHER_HOST_AGE_S) -> list[str]:  # fmt: skip
+        """Remove stale temps (``stale_temps``) and memos in the older format (never read again) and, when
+        ``referenced_keys`` is given, entries not in it; return what went (store-relative)."""
         removed = []
-        for p in self.stale_temps():
+        for p in self.stale_temps(other_host_age_s) + [self._memo_path(k) for k in self.old_format_memos()]:
             removed.append(p.relative_to(self.root).as_posix())
             if not dry_run:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -530,55 +570,57 @@ class FeatureStore:
 
     # ---- memo of pair scores
     def _memo_path(self, key: str) -> Path:
-        """File holding the memoised array for ``key``."""
+        """File holding the memoised array for ``key`` (PrhError unless ``key`` is a store key)."""
+        check_key(key, "memo key")
         return self.memo_dir / key[:2] / f"{key}.npy"
 
     def memo_put(self, key: str, array: np.ndarray) -> None:
-        """Memoise ``array`` under ``key``: a valid .npy followed by a sha256 trailer, written atomically."""
+        """Memoise ``array`` under ``key``: a valid .npy, its key, shape and dtype, and a sha256 trailer over both,
+        written atomically (a memo copied under another key's path is a miss, never that key's result)."""
+        path = self._memo_path(key)
+        arr = np.asarray(array)
         buf = io.BytesIO()
-        np.save(buf, np.asarray(array), allow_pickle=False)
-        payload = buf.getvalue()
-        trailer = _MEMO_TRAILER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        np.save(buf, arr, allow_pickle=False)
+        meta = {"key": key, "shape": list(arr.shape), "dtype": arr.dtype.str}
+        body = buf.getvalue() + _MEMO_META + json.dumps(meta, sort_keys=True).encode()
+        trailer = _MEMO_TRAILER + hashlib.sha256(body).hexdigest().encode() + b"\n"
         try:
-            replace_file(self._memo_path(key), payload + trailer)
+            replace_file(path, body + trailer)
         except OSError as e:
             raise _write_failed(f"memo {key}", self.memo_dir, e) from None
 
-    def memo_get(self, key: str) -> np.ndarray | None:
-        """The memoised array for ``key``, or None when absent or corrupt (a miss)."""
+    def memo_get(self, key: str, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+        """The memoised array for ``key`` (of ``shape`` when given), or None when absent, corrupt, of the older
+        format, misplaced or of another shape (a miss: the caller recomputes it)."""
         try:
             data = self._memo_path(key).read_bytes()
         except OSError:  # absent, or unreadable (a directory, permissions): recompute
             return None
-        cut = data.rfind(_MEMO_TRAILER)
-        if cut < 0:
-            return None
-        payload, digest = data[:cut], data[cut + len(_MEMO_TRAILER) :].strip()
-        if hashlib.sha256(payload).hexdigest().encode() != digest:
-            warnings.warn(f"memo {key} is corrupt (checksum mismatch): recomputing it; `prh store verify` lists damage")
-            return None
-        try:
-            return np.load(io.BytesIO(payload), allow_pickle=False)
-        except (ValueError, EOFError, OSError):
-            return None
+        array, problem = _parse_memo(key, data)
+        if array is not None and shape is not None and array.shape != tuple(shape):
+            array, problem = None, f"holds shape {array.shape}, expected {tuple(shape)}"
+        if problem is not None and problem != _OLD_MEMO:
+            warnings.warn(f"memo {key} is unusable ({problem}): recomputing it; `prh store verify` lists damage")
+        return array
 
     def memo_keys(self) -> list[str]:
         """Keys of every memoised pair result, sorted."""
-        return sorted(p.stem for p in self.memo_dir.glob("??/*.npy")) if self.memo_dir.is_dir() else []
+        if not self.memo_dir.is_dir():
+            return []
+        paths = self.memo_dir.glob("??/*.npy")
+        return sorted(p.stem for p in paths if KEY_RE.match(p.stem) and p.parent.name == p.stem[:2])
 
     def _memo_problem(self, key: str) -> str | None:
         """Why the memo file of ``key`` is unusable, or None when it is sound."""
-        data = self._memo_path(key).read_bytes()
-        cut = data.rfind(_MEMO_TRAILER)
-        if cut < 0:
-            return "no checksum trailer (truncated or foreign file)"
-        if hashlib.sha256(data[:cut]).hexdigest().encode() != data[cut + len(_MEMO_TRAILER) :].strip():
-            return "checksum mismatch"
         try:
-            np.load(io.BytesIO(data[:cut]), allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            return f"unreadable array ({type(e).__name__})"
-        return None
+            data = self._memo_path(key).read_bytes()
+        except OSError as e:
+            return f"unreadable ({type(e).__name__})"
+        return _parse_memo(key, data)[1]
+
+    def old_format_memos(self) -> list[str]:
+        """Keys of memos in the older format, without their key (never read: a miss, recomputed when next needed)."""
+        return [k for k in self.memo_keys() if self._memo_problem(k) == _OLD_MEMO]
 
     # ---- whole-store audit
     def audit(self) -> list[Damage]:
@@ -587,27 +629,115 @@ class FeatureStore:
                   for problem in ["; ".join(self._problems(key))] if problem]  # fmt: skip
         for key in self.memo_keys():
             problem = self._memo_problem(key)
-            if problem:
-                damage.append(Damage("memo", f"memo/{key}", problem, f"prh store rm memo/{key}"))
+            if problem not in (None, _OLD_MEMO):
+                damage.append(Damage("memo", f"memo/{key}", str(problem), f"prh store rm memo/{key}"))
         for kind, folder in (("zoo checkpoint", ZOO_DIR), ("model cache", MODEL_CACHE_DIR)):
-            for d in sorted(p for p in (self.root / folder).glob("*") if p.is_dir() and not p.name.startswith(".")):
+            for d in sorted(p for p in (self.root / folder).glob("*") if p.is_dir() and ITEM_RE.match(p.name)):
                 problems = manifest_problems(d)
                 if problems:
                     ident = f"{folder}/{d.name}"
                     damage.append(Damage(kind, ident, "; ".join(problems), f"prh store rm {ident}"))
         return damage
 
+    def item_path(self, ident: str) -> Path:
+        """The path of one store item as ``verify`` names it: an entry key, ``memo/<key>``, ``zoo/<dir>`` or
+        ``hf-cache/<dir>``; a one-line PrhError for anything else (``.``, ``..``, a temp, a nested path, '')."""
+        head, sep, tail = ident.partition("/")
+        try:
+            if not sep:
+                return self.path(ident)
+            if head == "memo":
+                return self._memo_path(tail)
+        except PrhError:
+            pass
+        else:
+            if head in (ZOO_DIR, MODEL_CACHE_DIR) and ITEM_RE.match(tail) and tail not in (".", ".."):
+                return self.root / head / tail
+        raise PrhError(f"store item {ident!r} is not one item of the store: name an entry key, memo/<key>, zoo/<dir> "
+                       f"or hf-cache/<dir> as `prh store verify` prints them")  # fmt: skip
+
     def remove(self, ident: str) -> list[str]:
         """Remove one entry key, ``memo/<key>``, ``zoo/<dir>`` or ``hf-cache/<dir>`` atomically; return what went."""
-        head, _, tail = ident.partition("/")
-        if not tail:
-            self.rm(ident)
-            return [f"entries/{ident[:2]}/{ident}"]
-        path = self._memo_path(tail) if head == "memo" else self.root / head / tail
-        if head not in ("memo", ZOO_DIR, MODEL_CACHE_DIR) or "/" in tail or not path.exists():
+        path = self.item_path(ident)
+        if not os.path.lexists(path):
             raise PrhError(f"store item {ident!r} is not in the store at {self.root} (see `prh store verify`)")
-        self._discard(path, tail)
+        self._discard(path, path.stem if ident.startswith("memo/") else path.name)
         return [path.relative_to(self.root).as_posix()]
+
+
+def _parse_memo(key: str, data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """(array, None) for a sound memo file of ``key``, else (None, why it is unusable)."""
+    cut = data.rfind(_MEMO_TRAILER)
+    if cut < 0:
+        return None, "no checksum trailer (truncated or foreign file)"
+    body = data[:cut]
+    if hashlib.sha256(body).hexdigest().encode() != data[cut + len(_MEMO_TRAILER) :].strip():
+        return None, "checksum mismatch"
+    meta_at = body.rfind(_MEMO_META)
+    if meta_at < 0:
+        return None, _OLD_MEMO
+    try:
+        meta = json.loads(body[meta_at + len(_MEMO_META) :])
+        array = np.load(io.BytesIO(body[:meta_at]), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        return None, f"unreadable array ({type(e).__name__})"
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        named = meta.get("key") if isinstance(meta, dict) else meta
+        return None, f"holds the result of key {str(named)[:16]}, not of its own key (copied from another memo?)"
+    if list(array.shape) != meta.get("shape") or array.dtype.str != meta.get("dtype"):
+        return None, f"holds a {array.dtype.str} {array.shape} array; its record says {meta.get('dtype')} {meta.get('shape')}"
+    return array, None
+
+
+def _placement_problems(d: Path, key: str) -> list[str]:
+    """An entry whose files match its manifest: does its request hash to ``key``, and its layout match its attrs?"""
+    try:
+        attrs = json.loads((d / "zarr.json").read_text())["attributes"]
+        named = request_key(attrs["request"])
+    except (OSError, ValueError, KeyError, TypeError, PrhError):
+        return ["unreadable attrs in zarr.json"]
+    problems = []
+    if named != key:
+        problems.append(f"its request hashes to {named[:16]}, not to its key (an entry copied or edited under another key)")
+    if attrs.get("key") != key:
+        problems.append(f"its attrs name key {str(attrs.get('key'))[:16]}")
+    return problems + _layout_problems(d, attrs)
+
+
+def _layout_problems(d: Path, attrs: dict) -> list[str]:
+    """The zarr layout ``EntryWriter`` writes: features (L, n, d_max) in the stored dtype, a chunk per layer and
+    SAMPLE_CHUNK samples, every chunk listed in the manifest; dims (L,) int64 with 1 <= dims <= d_max = max(dims)."""
+    try:
+        meta = json.loads((d / "features" / "zarr.json").read_text())
+        shape, chunks = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+        encoding = meta["chunk_key_encoding"]
+        dims_meta = json.loads((d / "dims" / "zarr.json").read_text())
+        if dims_meta.get("codecs") != [{"name": "bytes", "configuration": {"endian": "little"}}]:
+            return ["dims array is not stored raw, as prh writes it"]
+        dims = np.frombuffer((d / "dims" / "c" / "0").read_bytes(), dtype="<i8")  # the one uncompressed chunk
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return [f"unreadable features or dims array ({type(e).__name__})"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
+        return [f"features has shape {shape!r}, not (layers, samples, max dim)"]
+    n_layers, n, d_max = shape
+    names = attrs.get("layer_names")
+    problems = []
+    if meta.get("data_type") != attrs.get("store_dtype") or meta.get("data_type") not in ("float32", "float16"):
+        problems.append(f"features dtype {meta.get('data_type')!r} is not its store_dtype {attrs.get('store_dtype')!r}")
+    if chunks != [1, min(n, SAMPLE_CHUNK), d_max] or encoding != {"name": "default", "configuration": {"separator": "/"}}:
+        return problems + [f"features chunks {chunks} are not [1, {min(n, SAMPLE_CHUNK)}, {d_max}] in default encoding"]
+    if not isinstance(names, list) or len(names) != n_layers:
+        problems.append(f"{len(names) if isinstance(names, list) else 'no'} layer names for {n_layers} layers")
+    one_chunk = dims_meta.get("shape") == dims_meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape")
+    if not one_chunk or dims_meta.get("data_type") != "int64" or dims.shape != (n_layers,) or dims.min(initial=1) < 1 \
+            or dims.max(initial=d_max) != d_max:
+        problems.append(f"dims {dims.tolist()[:8]} do not give {n_layers} layer widths of at most {d_max} (max = {d_max})")
+    listed = set(read_manifest(d)["files"])
+    missing = [f"features/c/{i}/{j}/0" for i in range(n_layers) for j in range(math.ceil(n / chunks[1]))
+               if f"features/c/{i}/{j}/0" not in listed]  # fmt: skip
+    if missing:
+        problems.append(f"{len(missing)} features chunks not in the manifest (first {missing[0]}): they would read as zeros")
+    return problems
 
 
 # --------------------------------------------------------------------------- receipts
@@ -625,11 +755,12 @@ def write_receipt(path: str | os.PathLike, key: str, request: dict, entry_info: 
 
 
 def read_receipt(path: str | os.PathLike) -> dict:
-    """Read a receipt written by ``write_receipt``; PrhError naming the file if it is missing or broken."""
+    """Read a receipt written by ``write_receipt``; PrhError naming the file if it is missing, broken or names no
+    store key (so a key from a receipt never leads outside the store)."""
     try:
         receipt = json.loads(Path(path).read_text())
-        if not isinstance(receipt, dict) or not isinstance(receipt.get("key"), str):
-            raise ValueError("no key")
+        if not isinstance(receipt, dict) or not isinstance(receipt.get("key"), str) or not KEY_RE.match(receipt["key"]):
+            raise ValueError("no store key")
     except FileNotFoundError:
         raise PrhError(f"receipt {path} does not exist (rerun the extraction rule that writes it)") from None
     except (OSError, ValueError) as e:

@@ -27,6 +27,8 @@ VOLATILE_ATTRS = {"created", "wall_s", "total_wall_s"}  # time-dependent attrs; 
 PRELOAD = ["numpy", "torch", "timm", "zarr", "safetensors.torch", "prh.store", "prh.extract", "prh.extract.vision",
            "prh.models", "prh.models.vision", "prh.data"]  # fmt: skip
 PAUSE_S = 120.0  # a paused child sleeps this long; the parent kills it long before
+RECIPE = {"arch": "vit_tiny_patch16_224", "arch_kwargs": VIT_KW, "objective": "random", "steps": 0, "batch_size": 8,
+          "dataset": TINY_DATA, "eval_dataset": TINY_DATA}  # fmt: skip
 
 
 def make_checkpoint(out: Path) -> Path:
@@ -82,6 +84,30 @@ def fingerprint(entry_dir: Path) -> dict:
     attrs = json.loads((entry_dir / "zarr.json").read_text())["attributes"]
     out["zarr.json:attrs"] = {k: v for k, v in attrs.items() if k not in VOLATILE_ATTRS}
     return out
+
+
+class Tokenizer:
+    """Stands in for a tokenizer: ``save_pretrained`` writes one file, as a real one writes several."""
+
+    def save_pretrained(self, path: Path) -> None:
+        (Path(path) / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+
+
+def tiny_llama(seed: int = 0) -> Any:
+    """A one-layer random-init Llama (the architecture of SmolLM2's converted cache), a few KB of weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2))  # fmt: skip
+
+
+def flip(path: Path, at: float = 0.5) -> None:
+    """Flip every bit of one byte of ``path`` (at fraction ``at`` of its length): same size, other content."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

