@@ -236,7 +236,7 @@ def test_arch_kwargs_that_load_other_weights_are_refused(tmp_path: Path, key: st
     torch.manual_seed(0)
     with pytest.raises(PrhError, match=f"models.z.arch_kwargs: '{key}' not an architecture argument"):
         create_timm_model("vit_tiny_patch16_224", {**VIT_KW, key: value}, num_classes=0, name="z")
-    with pytest.raises(PrhError, match=f"models.t.kwargs: '{key}'"):
+    with pytest.raises(PrhError, match=f"models.t.arch_kwargs: '{key}'"):
         create_timm_model("vit_tiny_patch16_224", {**VIT_KW, key: value}, name="t", field="id")
 
 

@@ -88,6 +88,7 @@ ARCH_KWARGS = frozenset({
     "img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "depths", "dims", "num_heads",
     "num_kv_heads", "head_dim", "mlp_ratio", "layers", "channels", "num_blocks", "stem_width", "stem_type",
     "stem_size", "base_width", "cardinality", "window_size", "kernel_sizes", "output_stride", "global_pool",
+    "embed_dims", "serial_depths", "parallel_depth", "mlp_ratios",
     "class_token", "no_embed_class", "reg_tokens", "num_reg_tokens", "pre_norm", "final_norm", "fc_norm",
     "use_fc_norm", "qkv_bias", "qk_norm", "init_values", "ls_init_value", "conv_mlp", "conv_bias", "use_grn",
     "dynamic_img_size", "dynamic_img_pad", "drop_rate", "pos_drop_rate", "patch_drop_rate", "proj_drop_rate",
@@ -111,8 +112,7 @@ def create_timm_model(
     kwargs: dict[str, Any] = dict(arch_kwargs or {})
     refused = sorted(str(k) for k in kwargs if k not in ARCH_KWARGS)
     if refused:
-        what = "arch_kwargs" if field == "arch" else "kwargs"
-        raise PrhError(f"models.{name}.{what}: {', '.join(map(repr, refused))} not an architecture argument prh "
+        raise PrhError(f"models.{name}.arch_kwargs: {', '.join(map(repr, refused))} not an architecture argument prh "
                        f"passes to timm (allowed: prh.models.vision.ARCH_KWARGS; weights come only from the model's "
                        f"source)")  # fmt: skip
     if num_classes is not None:
