@@ -210,3 +210,24 @@ def test_alignment_job_recomputes_corrupt_memo(tmp_path: Path) -> None:
     second = align_experiment(*args)
     assert first.equals(second)
     assert FeatureStore(root).memo_get(memos[0].stem) is not None  # rewritten whole
+
+
+def test_corrupt_zoo_checkpoint_is_refused_before_any_feature(ckpt: Path, tmp_path: Path) -> None:
+    """A zoo checkpoint's weights with one byte flipped (same size): its digest no longer matches the manifest the
+    zoo wrote, so the model is refused in one line instead of yielding features under a new key."""
+    import shutil
+
+    import prh.models as pm
+    from faultkit import flip
+
+    bad = tmp_path / "ckpt"
+    shutil.copytree(ckpt, bad)
+    spec = {"source": "zoo", "modality": "vision", "checkpoint": str(bad)}
+    good = pm.weights_digest("v", spec)
+    flip(bad / "model.safetensors")
+    with pytest.raises(PrhError, match=r"model\.safetensors: sha256 \w{12} differs from its manifest's \w{12}: the file is corrupt"):
+        pm.weights_digest("v", spec)
+    with pytest.raises(PrhError, match="differs from its manifest"):
+        pm.load_model("v", spec)
+    flip(bad / "model.safetensors")  # flipped back: the same bytes, the same digest
+    assert pm.weights_digest("v", spec) == good

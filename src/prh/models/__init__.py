@@ -35,13 +35,26 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
-    """``prh.io.file_sha256`` of a weights file, memoised in-process by (resolved path, size, mtime_ns)."""
+    """``prh.io.file_sha256`` of a weights file, memoised in-process by (resolved path, size, mtime_ns); PrhError when
+    the file's folder has a prh manifest (a zoo checkpoint, a converted cache) that lists other bytes for it."""
     p = Path(path).resolve()
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = io.file_sha256(p)
+        _DIGESTS[key] = _manifest_checked(p, io.file_sha256(p))
     return _DIGESTS[key]
+
+
+def _manifest_checked(path: Path, digest: str) -> str:
+    """``digest``, unless the manifest beside ``path`` lists another sha256 for it (a same-size corrupt file)."""
+    try:
+        listed = io.read_manifest(path.parent)["files"].get(path.name)
+    except ValueError:  # no prh manifest here (a packaged wheel's file): nothing to hold it against
+        return digest
+    if isinstance(listed, dict) and listed.get("sha256") not in (None, digest):
+        raise PrhError(f"{path}: sha256 {digest[:12]} differs from its manifest's {str(listed['sha256'])[:12]}: the "
+                       f"file is corrupt (`prh store verify` names the repair; rerun the workflow to rebuild it)")  # fmt: skip
+    return digest
 
 
 def torch_dtype(dtype: str, name: str = "?") -> torch.dtype:

@@ -28,7 +28,7 @@ import torch
 
 from prh.errors import PrhError
 from prh.hub import HubRef, files_digest, model_ref, present, require_files
-from prh.io import atomic_dir, exclusive, manifest_problems
+from prh.io import atomic_dir, exclusive, manifest_problems, writer_tag
 from prh.models import LoadedModel, file_sha256, torch_dtype
 from prh.models.parts import SPLIT_PACKAGES, assemble, check_content, concatenate, part_files, verified_sha256
 
@@ -319,7 +319,8 @@ def prepare_language_model(name: str, spec: dict) -> tuple[Path, str] | None:
 def _convert_gguf(name: str, package: str, pkg_dir: Path, cache: Path, digest: str) -> None:
     """Dequantise the package's GGUF file into a float32 safetensors cache at ``cache``."""
     cache.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".gguf-", dir=cache.parent) as work:
+    # the work dir names its writer, so `prh store gc` removes it when a killed conversion leaves it behind
+    with tempfile.TemporaryDirectory(prefix=f".{cache.name}-gguf.tmp{writer_tag()}", dir=cache.parent) as work:
         gguf_dir, gguf_file = _gguf_source(name, package, pkg_dir, Path(work))
         model, tokenizer = _load_gguf(name, gguf_dir, gguf_file)
         model = _dequantised_copy(model)
