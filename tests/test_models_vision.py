@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
+import prh.io
 import prh.models as pm
 import prh.models.vision as mv
 from prh.data import load_dataset
@@ -140,6 +141,10 @@ def test_weights_digest_cached_by_size_and_mtime(ckpt: Path, tmp_path: Path) -> 
     with open(weights, "ab") as f:
         f.write(b"\0")
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(PrhError, match="differs from its manifest"):  # changed under its manifest: corrupt
+        pm.weights_digest("c", spec)
+    fields = {k: v for k, v in prh.io.read_manifest(copy).items() if k != "files"}
+    prh.io.write_manifest(copy, **fields)  # retrained: a new manifest names the new bytes, which are hashed afresh
     assert pm.weights_digest("c", spec) == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
 
 

@@ -61,5 +61,5 @@ def test_profile_scales_gpu_jobs_by_n_params(tmp_path):
     # 70.6e9 bfloat16 parameters x 2 B x 3 + 4000 MB, and 30 + 10 min per 1e9 parameters
     assert calls[big][calls[big].index("--mem") + 1] == str(int(70.6e9 * 2 * 3 / 1e6) + 4000) == "427600"
     assert calls[big][calls[big].index("-t") + 1] == "736"
-    # 5.7e6 float32 parameters: 68 + 4000 MB, 30 min
-    assert calls[small][calls[small].index("--mem") + 1] == "4068" and calls[small][calls[small].index("-t") + 1] == "30"
+    # 9,740,115 float32 parameters (with the in21k head): 116 + 4000 MB, 30 min
+    assert calls[small][calls[small].index("--mem") + 1] == "4116" and calls[small][calls[small].index("-t") + 1] == "30"

@@ -225,7 +225,7 @@ def _cache_is_valid(cache: Path, digest: str) -> bool:
     """True when every file of the cache directory hashes to its manifest's sha256 (hashed once per process and file
     state) and the cache was converted from the source with this digest."""
     marker = cache / _SOURCE_MARKER
-    if not marker.is_file() or manifest_problems(cache, sha256=file_sha256):
+    if not marker.is_file() or manifest_problems(cache, sha256=lambda f: file_sha256(f, against_manifest=False)):
         return False
     try:
         return json.loads(marker.read_text()).get("source_sha256") == digest
