@@ -5,8 +5,11 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAULTS = """
 import resource, sys
@@ -50,3 +53,25 @@ def test_prepare_job_sets_the_thread_allowance() -> None:
     code = "import torch; from prh.runtime import prepare_job; prepare_job(3); print(torch.get_num_threads())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "3"
+
+
+def test_every_job_log_ends_with_its_profile_which_the_overhead_benchmark_reads(tmp_path: Path) -> None:
+    """logged() ends the job's log with its phases (after a progress bar's carriage returns); the phases and
+    `other` add up to the process's CPU time, and benchmarks/job_overhead.py reads the line back per rule."""
+    import importlib.util
+
+    log = tmp_path / "logs" / "extract" / "d" / "m.log"
+    code = ("import torch\nfrom tqdm import tqdm\nfrom prh.pipeline import logged\nfrom prh.runtime import phase\n"
+            f"with logged({str(log)!r}):\n    with phase('imports'):\n        import zarr\n"
+            "    with phase('work'):\n        for _ in tqdm(range(3)): (torch.ones(300, 300) @ torch.ones(300, 300)).sum()\n")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True)
+    spec = importlib.util.spec_from_file_location("job_overhead", ROOT / "benchmarks" / "job_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (job,) = bench.read_profiles(tmp_path / "logs")["extract"]
+    phases = job["phases"]
+    assert {"startup", "imports", "work", "other"} <= set(phases)
+    assert phases["startup"]["cpu_s"] > 0.1  # the interpreter and `import torch` before logged() began
+    assert sum(p["cpu_s"] for p in phases.values()) == pytest.approx(job["cpu_s"], abs=0.005)
+    assert {"torch", "zarr"} <= set(job["imported"]) and "transformers" not in job["imported"]
+    assert job["wall_s"] >= phases["startup"]["wall_s"] > 0

@@ -16,9 +16,20 @@ import numpy as np
 from prh.errors import PrhError
 from prh.hub import go_offline
 from prh.io import write_csv_atomic, write_json_atomic
+from prh.runtime import job_profile, phase, start_profile
+from prh.worker import delegate
 
 if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
     import pandas as pd
+
+
+PROFILE_LINE = "prh job profile:"
+
+
+def _job_config() -> dict | None:
+    """The workflow config of the Snakemake job running this script (its ``snakemake`` object), if any."""
+    job = getattr(sys.modules.get("__main__"), "snakemake", None)
+    return getattr(job, "config", None)
 
 
 @contextlib.contextmanager
@@ -26,8 +37,10 @@ def logged(log_path: str | os.PathLike | None, offline: bool = True) -> Iterator
     """Run a workflow job: stdout/stderr to its log, a PrhError as one line on the console and exit status 1, and
     (``offline``, every job but prefetch) the Hugging Face libraries on the hub cache only (prh.hub.go_offline): a
     file the cache lacks fails at once, never after a network time-out."""
+    start_profile()
     if offline:
         go_offline()
+        delegate(_job_config())  # run in the fork server (prh.worker) and exit, when it is on and ready
     console = sys.__stderr__
     if log_path is None:
         handle = None
@@ -40,6 +53,8 @@ def logged(log_path: str | os.PathLike | None, offline: bool = True) -> Iterator
                 stack.enter_context(contextlib.redirect_stdout(handle))
                 stack.enter_context(contextlib.redirect_stderr(handle))
             yield
+            if handle is not None:  # where the job's time went (benchmarks/job_overhead.py reads this line)
+                handle.write(f"\n{PROFILE_LINE} {json.dumps(job_profile())}\n")  # after any progress bar
     except PrhError as err:
         line = f"error: {err}"
         if handle is not None:
@@ -134,23 +149,28 @@ def extract_features(
     out: str, device: str = "cpu", gpus: int = 0, batch_size: int = 64,
 ) -> None:  # fmt: skip
     """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists)."""
-    from prh.data import load_saved
-    from prh.devices import acquire_gpu, resolve_device
-    from prh.extract import extract_to_store
-    from prh.models import load_model, weights_digest
-    from prh.store import FeatureStore, write_receipt
+    with phase("imports"):
+        from prh.data import load_saved
+        from prh.devices import acquire_gpu, resolve_device
+        from prh.extract import extract_to_store
+        from prh.models import load_model, weights_digest
+        from prh.store import FeatureStore, write_receipt
 
     spec = resolved_spec(model, spec, model_receipts, store_root)
-    dataset = load_saved(dataset_npz)
+    with phase("dataset"):
+        dataset = load_saved(dataset_npz)
     store = FeatureStore(store_root)
     slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
     with slot:
+        with phase("weights digest"):
+            digest = weights_digest(model, spec)
         key, _ = extract_to_store(
-            store, model, spec, dataset, params, weights_digest=weights_digest(model, spec),
-            load_model_fn=load_model, device=resolve_device(device), batch_size=batch_size,
+            store, model, spec, dataset, params, weights_digest=digest, load_model_fn=load_model,
+            device=resolve_device(device), batch_size=batch_size,
         )  # fmt: skip
-    entry = store.open(key)
-    write_receipt(out, key, entry.request, {**store.info(key).as_dict(), "n_params": entry.attrs.get("n_params")})
+    with phase("receipt"):
+        entry = store.open(key)
+        write_receipt(out, key, entry.request, {**store.info(key).as_dict(), "n_params": entry.attrs.get("n_params")})
 
 
 def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0) -> None:

@@ -147,15 +147,18 @@ def extract_to_store(
     load_model_fn: Callable[..., Any], device: str = "cpu", batch_size: int = 64, progress: bool = True,
 ) -> tuple[str, bool]:
     """Extract ``model_name`` on ``dataset`` into ``store`` unless its key is already committed -> (key, created)."""
+    from prh.runtime import phase
     from prh.store import make_request
 
     modality = model_modality(model_name, model_spec)
     p = normalize_params(params, modality, where=f"model {model_name!r}")
     ds_modality = dataset_modality(modality)
-    request = make_request(model_name, weights_digest, dataset.name, ds_modality, dataset.digest(ds_modality), p)
+    with phase("dataset digest"):
+        request = make_request(model_name, weights_digest, dataset.name, ds_modality, dataset.digest(ds_modality), p)
     key = store.key(request)
     if store.has(key):
-        problems = store.verify([key])
+        with phase("store verify"):
+            problems = store.verify([key])
         if not problems:
             return key, False
         # A corrupt entry is never served: drop it (atomically, out of sight) and recompute it below.
@@ -163,12 +166,15 @@ def extract_to_store(
               file=sys.stderr, flush=True)  # fmt: skip
         with contextlib.suppress(PrhError, OSError):  # another job may have removed it already
             store.rm(key)
-    model = load_model_fn(model_name, model_spec, device=device, dtype=p["dtype"])
+    with phase("model build"):
+        model = load_model_fn(model_name, model_spec, device=device, dtype=p["dtype"])
     if model.digest != weights_digest:
         raise PrhError(f"model {model_name!r}: loaded weights digest {model.digest[:16]} != expected {weights_digest[:16]} (weights changed; rerun)")
     if model.modality != modality:
         raise PrhError(f"model {model_name!r} loaded as {model.modality} but its spec implies {modality}; set modality in its spec")
-    features = extract(model, dataset, p, device=device, batch_size=batch_size, progress=progress)
-    with store.put(key, request, store_dtype=p["store_dtype"]) as writer:
-        writer.write(features)
+    with phase("work"):
+        features = extract(model, dataset, p, device=device, batch_size=batch_size, progress=progress)
+    with phase("store commit"):
+        with store.put(key, request, store_dtype=p["store_dtype"]) as writer:
+            writer.write(features)
     return key, True
