@@ -158,7 +158,7 @@ def context_text(df: pd.DataFrame | None, setting: str | None, context: dict | N
 
 def fmt_p(p: float) -> str:
     """p-value for a reading line."""
-    return "nan" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+    return "undefined (too few points)" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
 
 def _correlation(test: Callable[..., Any], x: Any, y: Any) -> tuple[float, float]:

@@ -142,8 +142,14 @@ def _bins_trend(t: pd.DataFrame) -> str:
         return "no bin holds two models"
     rho, _ = spearman(ok["hi"], ok["mean"])
     lo, hi = ok.iloc[0], ok.iloc[-1]
+    if len(ok) < 3:
+        trend = f"too few bins ({len(ok)}) for a rank correlation"
+    elif not np.isfinite(rho):
+        trend = f"no rank correlation over {len(ok)} bins (equal bin means)"
+    else:
+        trend = f"Spearman rho(bin, mean) = {rho:.3f} over {len(ok)} bins"
     return (f"{lo['mean']:.3f} ({lo['bin']}, m={lo['n_models']}) -> {hi['mean']:.3f} ({hi['bin']}, "
-            f"m={hi['n_models']}), Spearman rho(bin, mean) = {rho:.3f} over {len(ok)} bins")
+            f"m={hi['n_models']}), {trend}")
 
 
 def _convergence_reading(tables: dict[str, pd.DataFrame], pairs: pd.DataFrame, frac: pd.Series) -> str:
