@@ -204,9 +204,12 @@ def test_bin_reading_says_too_few_bins_instead_of_nan() -> None:
 
 
 def test_seeds_config_trains_every_default_zoo_vision_model_at_three_seeds() -> None:
-    from prh.config import load_config, model_modality, read_yaml, select_models
+    from prh.config import load_config, model_modality, select_models
 
-    cfg = load_config(ROOT / "config.yaml", read_yaml(ROOT / "configs" / "seeds.yaml"))
+    cfg = load_config(ROOT / "configs" / "seeds.yaml")
+    default = load_config(ROOT / "config.yaml")
+    assert {m: cfg["models"][m] for m in default["models"]} == default["models"]  # the default's models, unchanged
+    assert set(default["alignment"]["experiments"]) < set(cfg["alignment"]["experiments"])
     main = [m for m in select_models(cfg, "vision", "x") if cfg["models"][m]["source"] == "zoo"]
     assert len(main) == 6
     for name in main:
