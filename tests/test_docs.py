@@ -190,7 +190,7 @@ def test_imports_run_one_way() -> None:
 
 
 def test_bin_reading_says_too_few_bins_instead_of_nan() -> None:
-    from prh.figures._common import fmt_p
+    from prh.figures._common import fmt_p, fmt_r
     from prh.figures.vision import _bins_trend
 
     two = pd.DataFrame({"bin": ["40-60%", "80-100%"], "hi": [0.6, 1.0], "mean": [0.286, 0.681], "n_models": [3, 3]})
@@ -201,6 +201,8 @@ def test_bin_reading_says_too_few_bins_instead_of_nan() -> None:
     flat = three.assign(mean=0.3)
     assert _bins_trend(flat).endswith("no rank correlation over 3 bins (equal bin means)")
     assert "nan" not in fmt_p(np.nan)
+    assert fmt_r(np.nan) == "undefined (too few points or a constant input)"
+    assert fmt_r(0.81234) == "0.812" and fmt_r(-0.5, "+.2f") == "-0.50"
 
 
 def test_seeds_config_trains_every_default_zoo_vision_model_at_three_seeds() -> None:
