@@ -163,7 +163,7 @@ def fmt_r(r: float, spec: str = ".3f") -> str:
 
 def fmt_p(p: float) -> str:
     """p-value for a reading line."""
-    return "undefined (too few points)" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+    return "n/a" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
 
 def _correlation(test: Callable[..., Any], x: Any, y: Any) -> tuple[float, float]:

@@ -221,8 +221,8 @@ def _locality_reading(table: pd.DataFrame, norm: pd.DataFrame, score_col: str | 
     if score_col is None:
         return (f"Mean CKNNA: {lo['mean_score']:.3f} at k={int(lo['k'])}, {hi['mean_score']:.3f} at k={int(hi['k'])}.\n"
                 "No language-score column, so no trend correlation.")
-    line1 = (f"Spearman rho(alignment, {score_col}) = {lo['spearman']:.3f} at k={int(lo['k'])} and "
-             f"{hi['spearman']:.3f} at k={int(hi['k'])}")
+    line1 = (f"Spearman rho(alignment, {score_col}) = {fmt_r(lo['spearman'])} at k={int(lo['k'])} and "
+             f"{fmt_r(hi['spearman'])} at k={int(hi['k'])}")
     gap = norm.dropna(subset=["normalised"]).groupby(["k", "lm", score_col], as_index=False)["normalised"].mean()
     if not gap.empty:
         best = gap.sort_values([score_col, "lm"]).iloc[-1]["lm"]
