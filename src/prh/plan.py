@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from prh.config import CACHED_PACKAGES, DTYPE_BYTES, experiment_datasets, model_modality, select_models
+from prh.figure_specs import FIGURES, REPORT_TABLES, FigureSpec  # noqa: F401 (re-exported: prh.plan.FIGURES)
 from prh.hub import HubRef, dataset_ref, model_ref
 from prh.hub import cache_dir as hub_cache_dir
 
@@ -89,43 +90,6 @@ class Paths:
         return [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
 
 
-@dataclass(frozen=True)
-class FigureSpec:
-    """A figure of the report: the report key naming the experiment it draws (None: it draws no alignment
-    experiment, only its own stage's tables), the tables it reads beside that experiment's alignment table (solved,
-    lm, models, a REPORT_TABLES key, or colour / colour_layout: the colour stage's tables), the tables it also reads
-    when the config produces them (`optional`: drawn without them), and the config values it reads (metric:
-    report.headline_metric; reference: report.downstream_reference; density: caption density of each of its
-    datasets; shapes: depth and width of each x model; calibration: permutations and calibrate_max_n of a sweep). A
-    figure whose `tables` the config does not produce is not drawn."""
-
-    report_key: str | None
-    tables: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
-    optional: tuple[str, ...] = ()
-
-    def required(self, params: dict[str, Any]) -> tuple[str, ...]:
-        """The tables it reads and cannot be drawn without: `tables`, plus solved when it picks its reference itself
-        (report.downstream_reference null)."""
-        return self.tables + (("solved",) if "reference" in params and params["reference"] is None else ())
-
-
-# Alignment tables a figure may read beside its own experiment's: table name -> the report key naming the experiment
-REPORT_TABLES = {"vl": "vision_language", "vv": "vision_vision", "av": "agreement_vision"}
-FIGURES: dict[str, FigureSpec] = {
-    "convergence": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
-    "umap": FigureSpec("vision_vision", ("solved", "models"), ("metric",)),
-    "vision_language": FigureSpec("vision_language", ("lm", "models"), ("metric",)),
-    "downstream": FigureSpec("vision_language", ("lm", "models"), ("metric", "reference")),
-    "caption_density": FigureSpec("caption_density", ("models",), ("metric", "density")),
-    "locality": FigureSpec("locality", ("lm", "models")),
-    "agreement": FigureSpec("agreement", ("models",), (), ("av",)),
-    "calibration": FigureSpec("vision_vision", ("solved", "lm", "vl", "models")),
-    "scale_confound": FigureSpec("scale_confound", ("models",), ("shapes",)),
-    "pretrained": FigureSpec("vision_language", ("vv", "solved", "models"), ("metric",)),
-    "sample_size": FigureSpec("sample_size", (), ("calibration",)),
-    "colour": FigureSpec(None, ("colour", "colour_layout")),
-}
 HEATMAP = "heatmap"  # figures heatmap-0, heatmap-1, ...: one per report.heatmaps entry [experiment, model_x, model_y]
 HYPOTHESIS = "hypothesis"  # figures hypothesis-0, -1, ...: one per report.hypotheses entry
 DEFAULT_DENSITY = 30  # caption words of a dataset that sets none (the scenes default)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -48,6 +49,16 @@ def test_report_and_tables_exist(run):
     for fig in ("convergence", "umap", "vision_language", "downstream", "caption_density", "locality", "agreement",
                 "calibration", "scale_confound", "pretrained", "heatmap-0"):  # fmt: skip
         assert (run / "results" / "figures" / f"{fig}.png").stat().st_size > 10_000
+
+
+def test_no_reading_prints_nan(run):
+    """The reduced config leaves many statistics undefined (2 competence bins, 1 language model per trend): each
+    reading says why instead of printing nan."""
+    readings = {p.stem: json.loads(p.read_text())["reading"] for p in (run / "results" / "figures").glob("*.json")}
+    assert len(readings) >= 11
+    for name, text in readings.items():
+        assert not re.search(r"\bnan\b", text, re.I), (name, text)
+    assert "too few bins" in readings["convergence"]
 
 
 VISION = ("vit-sup", "vit-random", "resnet-sup")  # the config's own; test_adding_a_model adds one (test order is random)

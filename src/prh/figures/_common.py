@@ -156,9 +156,14 @@ def context_text(df: pd.DataFrame | None, setting: str | None, context: dict | N
     return ", ".join(f"{k} = {v}" for k, v in ctx.items())
 
 
+def fmt_r(r: float, spec: str = ".3f") -> str:
+    """A correlation for a reading: formatted, or why it is undefined (never 'nan')."""
+    return format(r, spec) if np.isfinite(r) else "undefined (too few points or a constant input)"
+
+
 def fmt_p(p: float) -> str:
     """p-value for a reading line."""
-    return "nan" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
+    return "n/a" if not np.isfinite(p) else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 
 
 def _correlation(test: Callable[..., Any], x: Any, y: Any) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from prh.figures._common import (
     FigureResult,
     context_text,
     fmt_p,
+    fmt_r,
     note,
     params_label,
     require,
@@ -127,7 +128,7 @@ def survival_reading(table: pd.DataFrame) -> str:
         if t.empty:
             lines.append(f"{trend}: no calibrated metric.")
             continue
-        parts = [f"{r.metric} rho {r.rho_score:.3f} (p = {fmt_p(r.p_score)}) -> calibrated {r.rho_calibrated:.3f} "
+        parts = [f"{r.metric} rho {fmt_r(r.rho_score)} (p = {fmt_p(r.p_score)}) -> calibrated {fmt_r(r.rho_calibrated)} "
                  f"(p = {fmt_p(r.p_calibrated)}, {r.n_calibrated_zero}/{r.n} at 0)" for r in t.itertuples()]
         kept = [r.metric for r in t.itertuples() if r.survives]
         lines.append(f"{trend}: " + "; ".join(parts) + f". Survives: {', '.join(kept) if kept else 'none'}.")

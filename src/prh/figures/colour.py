@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from prh.errors import PrhError
-from prh.figures._common import FigureResult, fmt_p, require, save, set_style
+from prh.figures._common import FigureResult, fmt_p, fmt_r, require, save, set_style
 
 ALIGNMENT_COLUMNS = ["source", "kind", "layer", "chosen", "rho", "p_value", "permutations", "n_colours", "levels",
                      "radius", "min_share"]  # fmt: skip
@@ -31,7 +31,7 @@ def panel_title(source: str, row: pd.Series | None) -> str:
     if row is None:
         return "CIELAB (reference)"
     what = "pixel co-occurrence" if row["kind"] == "pixels" else f"{source}, {row['layer']}"
-    return f"{what}\nrho = {row['rho']:.2f}, p = {fmt_p(row['p_value'])}"
+    return f"{what}\nrho = {fmt_r(row['rho'], '.2f')}, p = {fmt_p(row['p_value'])}"
 
 
 def colour_reading(alignment: pd.DataFrame) -> str:
@@ -43,7 +43,7 @@ def colour_reading(alignment: pd.DataFrame) -> str:
     line1 = (f"Pixel co-occurrence PMI vs CIELAB over {int(rows['n_colours'].iloc[0])} colours: Spearman rho = "
              f"{px['rho'].iloc[0]:.2f} (Mantel p = {fmt_p(px['p_value'].iloc[0])})" if len(px) else
              "No pixel comparison")  # fmt: skip
-    line1 += f"; plain sRGB distance, for scale: rho = {base['rho'].iloc[0]:.2f}." if len(base) else "."
+    line1 += f"; plain sRGB distance, for scale: rho = {fmt_r(base['rho'].iloc[0], '.2f')}." if len(base) else "."
     if lm.empty:
         return f"{line1}\nNo language model compared."
     best = lm["rho"].idxmax()

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from prh.errors import PrhError
-from prh.figures._common import FigureResult, context_text, fmt_p, note, require, save, set_style, spearman
+from prh.figures._common import FigureResult, context_text, fmt_p, fmt_r, note, require, save, set_style, spearman
 
 FACTORS = {  # factor -> (axis label, log axis)
     "step": ("training step", True),
@@ -120,7 +120,7 @@ def fig_hypothesis(
         ax = axes[0][-1]
         ax.plot(probe["value"], probe["accuracy"], "s-", color="0.25")
         rho, p = spearman(probe["value"], probe["accuracy"])
-        ax.set_title(f"probe competence\nrho = {rho:+.2f} (p = {fmt_p(p)})", fontsize=8.5)
+        ax.set_title(f"probe competence\nrho = {fmt_r(rho, '+.2f')} (p = {fmt_p(p)})", fontsize=8.5)
         ax.set_ylabel("mean linear-probe accuracy")
         ax.set_xlabel(label)
         _log_axis(ax, probe["value"], log)
@@ -163,7 +163,7 @@ def _panel(ax: plt.Axes, t: pd.DataFrame, tests: pd.DataFrame, log: bool) -> Non
         ax.plot(m["value"], m["calibrated"], "o-", color=colour, label=f"{group}, calibrated")
         ax.plot(m["value"], m["score"], "o--", color=colour, mfc="none", alpha=0.7, label=f"{group}, raw")
         r = tests[(tests["experiment"] == exp) & (tests["group"] == group)].iloc[0]
-        lines.append(f"{group}: rho = {r['rho_calibrated']:+.2f} (p = {fmt_p(r['p_calibrated'])}, n = {r['n']})")
+        lines.append(f"{group}: rho = {fmt_r(r['rho_calibrated'], '+.2f')} (p = {fmt_p(r['p_calibrated'])}, n = {r['n']})")
     g = tests[(tests["experiment"] == exp) & (tests["group"] == GAIN)]
     if not g.empty:
         lines.append(f"{GAIN}, same shape: rho = {g.iloc[0]['rho_calibrated']:+.2f} (p = {fmt_p(g.iloc[0]['p_calibrated'])})")
@@ -193,11 +193,11 @@ def _reading(tests: pd.DataFrame, probe: pd.DataFrame | None) -> str:
     """Two lines: the calibrated trend per experiment (trained models), and the controls and raw trends."""
     main, rest = [], []
     for r in tests.itertuples():
-        text = f"{r.experiment}: rho = {r.rho_calibrated:+.2f} (p = {fmt_p(r.p_calibrated)}, n = {r.n})"
+        text = f"{r.experiment}: rho = {fmt_r(r.rho_calibrated, '+.2f')} (p = {fmt_p(r.p_calibrated)}, n = {r.n})"
         (main if r.group == "trained" else rest).append(text if r.group == "trained" else f"{text} for {r.group}")
-    raw = "; ".join(f"{r.experiment} ({r.group}) {r.rho_score:+.2f}" for r in tests.itertuples())
+    raw = "; ".join(f"{r.experiment} ({r.group}) {fmt_r(r.rho_score, '+.2f')}" for r in tests.itertuples())
     line2 = (f"Random-init controls and per-shape differences: {'; '.join(rest)}. " if rest else "") + f"Raw-score rho: {raw}."
     if probe is not None and len(probe) >= 3:
         rho, p = spearman(probe["value"], probe["accuracy"])
-        line2 += f" Probe accuracy: rho = {rho:+.2f} (p = {fmt_p(p)})."
+        line2 += f" Probe accuracy: rho = {fmt_r(rho, '+.2f')} (p = {fmt_p(p)})."
     return f"Calibrated alignment vs the factor: {'; '.join(main) or 'no trained models'}.\n{line2}"

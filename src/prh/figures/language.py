@@ -17,6 +17,7 @@ from prh.figures._common import (
     chance_level,
     context_text,
     fmt_p,
+    fmt_r,
     note,
     pearson,
     place_labels,
@@ -164,7 +165,7 @@ def _vl_reading(t: pd.DataFrame) -> str:
     """Two lines: pooled rank correlation, and the per-vision-model trend."""
     rho, p = spearman(t["lm_score"], t["score"])
     line1 = (f"Pooled over {t['vision'].nunique()} vision x {t['lm'].nunique()} language models, Spearman "
-             f"rho(LM score, alignment) = {rho:.3f} (p = {fmt_p(p)}).")
+             f"rho(LM score, alignment) = {fmt_r(rho)} (p = {fmt_p(p)}).")
     per = {v: spearman(g["lm_score"], g["score"])[0] for v, g in t.groupby("vision")}
     vals = np.array([r for r in per.values() if np.isfinite(r)])
     if len(vals):
@@ -314,8 +315,8 @@ def _downstream_reading(t: pd.DataFrame, tasks: list[str], ref: str) -> str:
     """Two lines: Spearman and Pearson correlation of accuracy with alignment, per task."""
     if not tasks:
         return f"Reference vision model {ref}; no downstream accuracy columns to correlate.\n-"
-    sp = "; ".join(f"{c.removeprefix('acc_')}: rho = {spearman(t[c], t['alignment'])[0]:.3f}" for c in tasks)
-    pe = "; ".join(f"{c.removeprefix('acc_')}: r = {pearson(t[c], t['alignment'])[0]:.3f}" for c in tasks)
+    sp = "; ".join(f"{c.removeprefix('acc_')}: rho = {fmt_r(spearman(t[c], t['alignment'])[0])}" for c in tasks)
+    pe = "; ".join(f"{c.removeprefix('acc_')}: r = {fmt_r(pearson(t[c], t['alignment'])[0])}" for c in tasks)
     return (f"Alignment to {ref} vs accuracy over {len(t)} LMs, Spearman {sp}.\n"
             f"Pearson (linearity) {pe}.")
 
@@ -379,7 +380,7 @@ def fig_caption_density(
 def _density_reading(d: pd.DataFrame, table: pd.DataFrame) -> str:
     """Two lines: pooled rank correlation of density with alignment, and the per-family change."""
     rho, p = spearman(d["density"], d["score"])
-    line1 = (f"Over {len(d)} (vision, language, density) scores, Spearman rho(density, alignment) = {rho:.3f} "
+    line1 = (f"Over {len(d)} (vision, language, density) scores, Spearman rho(density, alignment) = {fmt_r(rho)} "
              f"(p = {fmt_p(p)}).")
     parts = []
     for grp, g in table.groupby("group"):

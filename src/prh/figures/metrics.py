@@ -15,6 +15,7 @@ from prh.figures._common import (
     _params_dict,
     context_text,
     fmt_p,
+    fmt_r,
     note,
     params_label,
     pearson,
@@ -220,8 +221,8 @@ def _locality_reading(table: pd.DataFrame, norm: pd.DataFrame, score_col: str | 
     if score_col is None:
         return (f"Mean CKNNA: {lo['mean_score']:.3f} at k={int(lo['k'])}, {hi['mean_score']:.3f} at k={int(hi['k'])}.\n"
                 "No language-score column, so no trend correlation.")
-    line1 = (f"Spearman rho(alignment, {score_col}) = {lo['spearman']:.3f} at k={int(lo['k'])} and "
-             f"{hi['spearman']:.3f} at k={int(hi['k'])}")
+    line1 = (f"Spearman rho(alignment, {score_col}) = {fmt_r(lo['spearman'])} at k={int(lo['k'])} and "
+             f"{fmt_r(hi['spearman'])} at k={int(hi['k'])}")
     gap = norm.dropna(subset=["normalised"]).groupby(["k", "lm", score_col], as_index=False)["normalised"].mean()
     if not gap.empty:
         best = gap.sort_values([score_col, "lm"]).iloc[-1]["lm"]
@@ -230,7 +231,7 @@ def _locality_reading(table: pd.DataFrame, norm: pd.DataFrame, score_col: str | 
                   f"{norm['smallest_lm'].iloc[0]} at k={int(at.index[0])} and {at.iloc[-1]:+.2f} at "
                   f"k={int(at.index[-1])}")
     rho, p = spearman(table["k"], table["spearman"])
-    return (f"{line1}.\nAcross {len(table)} values of k, Spearman rho(k, trend strength) = {rho:.3f} "
+    return (f"{line1}.\nAcross {len(table)} values of k, Spearman rho(k, trend strength) = {fmt_r(rho)} "
             f"(p = {fmt_p(p)}).")
 
 
@@ -327,8 +328,8 @@ def _agreement_summary(corr: pd.DataFrame, n_pairs: int) -> str:
     lo, hi = int(np.nanargmin(vals)), int(np.nanargmax(vals))
     return (f"over {n_pairs} model pairs, mean Spearman rho between {len(corr)} metric settings = "
             f"{np.nanmean(vals):.3f}; {int((vals[ok] > 0.5).sum())} of {int(ok.sum())} setting pairs exceed 0.5; "
-            f"least agreement: {names[lo][0]} vs {names[lo][1]} (rho = {vals[lo]:.3f}); most: "
-            f"{names[hi][0]} vs {names[hi][1]} (rho = {vals[hi]:.3f})")
+            f"least agreement: {names[lo][0]} vs {names[lo][1]} (rho = {fmt_r(vals[lo])}); most: "
+            f"{names[hi][0]} vs {names[hi][1]} (rho = {fmt_r(vals[hi])})")
 
 
 def _agreement_reading(corrs: dict[str, tuple[pd.DataFrame, int]]) -> str:

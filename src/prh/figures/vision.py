@@ -18,6 +18,7 @@ from prh.figures._common import (
     chance_level,
     context_text,
     fmt_p,
+    fmt_r,
     pair_matrix,
     place_labels,
     require,
@@ -142,8 +143,14 @@ def _bins_trend(t: pd.DataFrame) -> str:
         return "no bin holds two models"
     rho, _ = spearman(ok["hi"], ok["mean"])
     lo, hi = ok.iloc[0], ok.iloc[-1]
+    if len(ok) < 3:
+        trend = f"too few bins ({len(ok)}) for a rank correlation"
+    elif not np.isfinite(rho):
+        trend = f"no rank correlation over {len(ok)} bins (equal bin means)"
+    else:
+        trend = f"Spearman rho(bin, mean) = {fmt_r(rho)} over {len(ok)} bins"
     return (f"{lo['mean']:.3f} ({lo['bin']}, m={lo['n_models']}) -> {hi['mean']:.3f} ({hi['bin']}, "
-            f"m={hi['n_models']}), Spearman rho(bin, mean) = {rho:.3f} over {len(ok)} bins")
+            f"m={hi['n_models']}), {trend}")
 
 
 def _convergence_reading(tables: dict[str, pd.DataFrame], pairs: pd.DataFrame, frac: pd.Series) -> str:
@@ -152,7 +159,7 @@ def _convergence_reading(tables: dict[str, pd.DataFrame], pairs: pd.DataFrame, f
     pmin = np.minimum(pairs["a"].map(frac), pairs["b"].map(frac))
     r2, p2 = spearman(pmin, pairs["score"])
     line2 = (f"Over {len(pairs)} model pairs, Spearman rho(min fraction solved of the pair, alignment) = "
-             f"{r2:.3f} (p = {fmt_p(p2)}).")
+             f"{fmt_r(r2)} (p = {fmt_p(p2)}).")
     return f"{line1}\n{line2}"
 
 
@@ -268,7 +275,7 @@ def _umap_scatter(ax: plt.Axes, t: pd.DataFrame, label_max: int) -> None:
 def _umap_reading(t: pd.DataFrame) -> str:
     """Two lines: competence vs mean alignment, and the most central model."""
     rho, p = spearman(t["frac_solved"], t["mean_alignment"])
-    line1 = (f"Across {len(t)} models, Spearman rho(fraction solved, mean alignment to the others) = {rho:.3f} "
+    line1 = (f"Across {len(t)} models, Spearman rho(fraction solved, mean alignment to the others) = {fmt_r(rho)} "
              f"(p = {fmt_p(p)}).")
     top = t.sort_values("mean_alignment", ascending=False).iloc[0]
     line2 = (f"Most central model: {top['model']} (mean alignment {top['mean_alignment']:.3f}, "

@@ -53,7 +53,7 @@ def _symmetry(record: Metric) -> str:
 def _summary_row(record: Metric) -> str:
     """One row of the overview table."""
     doc = DOCS[record.name]
-    name = f"[`{record.name}`](#{record.name.replace('_', '-')})"
+    name = f"[`{record.name}`](#{record.name})"
     return f"| {name} | {doc.value_range} | {_symmetry(record)} | {_chance(record)} | {_params(record)} |"
 
 
