@@ -155,6 +155,8 @@ def on_gpus(model: str, spec: dict, dtype: str, store_root: str, device: str, n_
         from prh.devices import resolve_device
 
         dev = resolve_device(device)
+        print(f"prh: models.{model} on {len(ids or [])} GPU(s): {','.join(ids or [])} "
+              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}), device {dev}", file=sys.stderr)
         if not dev.startswith("cuda"):
             yield dev, load_model
             return
