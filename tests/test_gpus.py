@@ -118,3 +118,22 @@ def test_local_resources_gpu_keep_distinct_slots(tmp_path: Path) -> None:
         assert all(e1 <= s2 for (_, e1), (s2, _) in zip(spans, spans[1:])), (dev, spans)
     ones = sorted((r["start"], r["end"]) for r in rows if len(r["ids"]) == 1)
     assert any(s2 < e1 for (_, e1), (s2, _) in zip(ones, ones[1:]))  # 1-GPU jobs did run side by side
+
+
+def test_a_job_whose_gpus_cannot_hold_its_model_stops_before_loading(tmp_path: Path, monkeypatch) -> None:
+    from prh import devices
+    from prh.errors import PrhError
+    from prh.pipeline import on_gpus
+
+    monkeypatch.setattr(devices, "resolve_device", lambda d: "cuda")  # a CUDA machine, as far as placement goes
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    spec = {"source": "hf", "id": "meta-llama/Meta-Llama-3-70B", "n_params": 70.6e9, "dtype": "bfloat16"}
+    gpu = {"slots": 4, "memory_gb": 80, "offload": "none", "offload_folder": str(tmp_path / "off"), "wait_s": 0}
+    with pytest.raises(PrhError, match=r"^models.llama: 141.2 GB of weights need 157 GB of GPU memory but 1 GPU\(s\)"):
+        with on_gpus("llama", spec, "bfloat16", str(tmp_path), "cuda", 1, gpu):
+            pytest.fail("the model was about to load")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    with on_gpus("llama", spec, "bfloat16", str(tmp_path), "cuda", 2, gpu) as (dev, load):
+        assert dev == "cuda" and load.keywords["placement"] == devices.Placement(2, 80, "none", str(tmp_path / "off"))
+    with on_gpus("llama", spec, "bfloat16", str(tmp_path), "cuda", 1, {**gpu, "offload": "disk"}) as (dev, load):
+        assert load.keywords["placement"].offload == "disk"  # asked for: the rest goes to disk
