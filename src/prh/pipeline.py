@@ -135,36 +135,26 @@ def on_gpus(model: str, spec: dict, dtype: str, store_root: str, device: str, n_
             gpu: dict | None = None) -> Iterator[tuple[str, Callable[..., Any]]]:  # fmt: skip
     """(device, model loader) of a job on its ``n_gpus`` GPUs (prh.devices.acquire_gpus: the scheduler's, else local
     slots; ``gpu`` is prh.plan.Plan.gpu_settings); a model the GPUs cannot hold stops here unless offload is set."""
-    from prh.devices import (
-        Placement,
-        acquire_gpus,
-        check_fits,
-        estimate,
-        host_lock_dir,
-        wait_seconds,
-    )
+    from prh import devices
     from prh.models import load_model
 
     if gpu is None or n_gpus <= 0:
-        from prh.devices import resolve_device
-
-        yield resolve_device(device), load_model
+        yield devices.resolve_device(device), load_model
         return
-    lock_dir = host_lock_dir(store_root)
-    with acquire_gpus(n_gpus, gpu["slots"], lock_dir, wait_seconds(gpu["wait_s"]), who=f"models.{model}") as ids:
-        from prh.devices import resolve_device
-
-        dev = resolve_device(device)
+    wait_s = devices.wait_seconds(gpu["wait_s"])
+    lock_dir = devices.host_lock_dir(store_root)
+    with devices.acquire_gpus(n_gpus, gpu["slots"], lock_dir, wait_s, who=f"models.{model}") as ids:
+        dev = devices.resolve_device(device)
         print(f"prh: models.{model} on {len(ids or [])} GPU(s): {','.join(ids or [])} "
               f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}), device {dev}", file=sys.stderr)
         if not dev.startswith("cuda"):
             yield dev, load_model
             return
         visible = len(ids or [])
-        est = estimate(float(spec.get("n_params", 1e8)), spec.get("dtype", dtype), visible, gpu["memory_gb"],
-                       gpu["offload"], bool(spec.get("load_in_4bit")))  # fmt: skip
-        check_fits(model, est, visible, gpu["memory_gb"], gpu["offload"])
-        placement = Placement(visible, gpu["memory_gb"], gpu["offload"], gpu["offload_folder"])
+        est = devices.estimate(float(spec.get("n_params", 1e8)), spec.get("dtype", dtype), visible, gpu["memory_gb"],
+                               gpu["offload"], bool(spec.get("load_in_4bit")))  # fmt: skip
+        devices.check_fits(model, est, visible, gpu["memory_gb"], gpu["offload"])
+        placement = devices.Placement(visible, gpu["memory_gb"], gpu["offload"], gpu["offload_folder"])
         yield dev, functools.partial(load_model, placement=placement)
 
 

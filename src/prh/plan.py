@@ -12,12 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prh.config import (
-    CACHED_PACKAGES,
-    experiment_datasets,
-    model_modality,
-    select_models,
-)
+from prh.config import CACHED_PACKAGES, experiment_datasets, model_modality, select_models
 from prh.devices import Estimate, estimate
 from prh.hub import HubRef, dataset_ref, model_ref
 from prh.hub import cache_dir as hub_cache_dir

@@ -31,14 +31,7 @@ from prh.errors import PrhError
 from prh.hub import HubRef, files_digest, model_ref, present, require_files
 from prh.io import atomic_dir, exclusive, manifest_problems, writer_tag
 from prh.models import LoadedModel, file_sha256, torch_dtype
-from prh.models.parts import (
-    SPLIT_PACKAGES,
-    assemble,
-    check_content,
-    concatenate,
-    part_files,
-    verified_sha256,
-)
+from prh.models.parts import SPLIT_PACKAGES, assemble, check_content, concatenate, part_files, verified_sha256
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PACKAGES: dict[str, dict[str, Any]] = {
