@@ -62,12 +62,30 @@ def extraction_batch_size(wildcards):
 
 
 def gpu_count(wildcards):
-    """gpu=1 for jobs that run a model when the config has GPUs, else 0."""
-    return 1 if config["gpus"] > 0 else 0
+    """GPUs a job running the model requests: from its n_params, dtype and gpu_memory_gb; 0 without config gpus."""
+    return PLAN.gpus(wildcards.model)
+
+
+def gpu_mem_mb(wildcards):
+    """GPU memory (MB, over all the job's GPUs) a job running the model is estimated to use (shown, not enforced)."""
+    return PLAN.gpu_mem_mb(wildcards.model)
+
+
+def gpu_settings(wildcards):
+    """Slots, per-GPU memory, offload and slot wait of GPU jobs (prh.plan.Plan.gpu_settings)."""
+    return PLAN.gpu_settings()
 
 
 def extract_mem_mb(wildcards):
     return PLAN.mem_mb(wildcards.model)
+
+
+def dataset_mem_mb(wildcards):
+    return PLAN.dataset_resources(wildcards.dataset)["mem_mb"]
+
+
+def dataset_runtime(wildcards):
+    return PLAN.dataset_resources(wildcards.dataset)["runtime"]
 
 
 def extract_runtime(wildcards):

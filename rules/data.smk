@@ -11,6 +11,9 @@ rule dataset:
     conda:
         "../envs/prh.yaml"
     threads: 1
+    resources:
+        mem_mb=dataset_mem_mb,
+        runtime=dataset_runtime,
     params:
         spec=dataset_spec,
     script:

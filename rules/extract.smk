@@ -18,6 +18,7 @@ rule extract:
     threads: config["threads"]
     resources:
         gpu=gpu_count,
+        gpu_mem_mb=gpu_mem_mb,
         mem_mb=extract_mem_mb,
         runtime=extract_runtime,
     params:
@@ -26,6 +27,6 @@ rule extract:
         batch_size=extraction_batch_size,
         store=config["store"],
         device=config["device"],
-        gpus=config["gpus"],
+        gpu=gpu_settings,
     script:
         "../workflow/scripts/extract.py"

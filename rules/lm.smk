@@ -16,12 +16,16 @@ rule score_language_model:
     threads: config["threads"]
     resources:
         gpu=gpu_count,
+        gpu_mem_mb=gpu_mem_mb,
+        mem_mb=extract_mem_mb,
+        runtime=extract_runtime,
     params:
         spec=model_spec,
         max_chars=config["language"]["max_chars"],
         downstream=config["language"]["downstream"],
         store=config["store"],
         device=config["device"],
+        gpu=gpu_settings,
     script:
         "../workflow/scripts/score_language_model.py"
 

@@ -20,6 +20,7 @@ rule train_zoo_model:
         cache=PLAN.zoo_cache(),
         device=config["device"],
         gpus=config["gpus"],
+        gpu_wait_s=config["gpu_wait_s"],
     script:
         "../workflow/scripts/train_zoo_model.py"
 

@@ -232,3 +232,28 @@ def test_smollm2_gloss_task_beats_chance(smol_cache: dict) -> None:
 
     scores = mc_scores(smol_cache["first"], "gloss", gloss_task(24, seed=0), batch_size=16)
     assert scores["acc_gloss"] == scores["gloss_acc_norm"] >= 10 / 24
+
+
+def test_hf_on_cuda_spreads_over_exactly_the_jobs_gpus(tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub model loaded on CUDA with a Placement gets device_map="auto" and max_memory on exactly the job's devices
+    (recorded here on a CPU machine: from_pretrained runs without them)."""
+    from transformers import AutoModelForCausalLM
+
+    from prh.devices import Placement, per_gpu_weights_gb
+
+    seen: dict = {}
+    real = AutoModelForCausalLM.from_pretrained
+
+    def record(source, **kwargs):
+        seen.update(kwargs)
+        return real(source, dtype=kwargs["dtype"])
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", record)
+    spec = {"source": "hf", "id": str(tiny_ckpt), "dtype": "bfloat16"}
+    model = load_language_model("h", spec, device="cuda", placement=Placement(2, 80))
+    share = int(per_gpu_weights_gb(80) * 1e9)
+    assert seen == {"dtype": torch.bfloat16, "device_map": "auto", "max_memory": {0: share, 1: share}}
+    assert next(model.module.parameters()).device.type == "cpu"  # placed by accelerate, never moved by prh
+    seen.clear()
+    load_language_model("h", spec, device="cpu", placement=Placement(2, 80))  # on the CPU: no device_map
+    assert seen == {"dtype": torch.bfloat16}

@@ -109,13 +109,16 @@ def test_a_killed_job_process_kills_its_child_and_a_terminated_one_terminates_it
         tag = f"sleep-{sig.name}"
         script = tmp_path / "job.py"
         proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / f"{tag}.log"), "sleep"],
-                                cwd=tmp_path / "work", env={**env, "JOB_TAG": tag})  # fmt: skip
+                                cwd=tmp_path / "work", env={**env, "JOB_TAG": tag}, stderr=subprocess.PIPE)  # fmt: skip
         pid_file = tmp_path / f"{tag}.log.pid"
         deadline = time.time() + 60
         while not pid_file.exists() and time.time() < deadline:
             time.sleep(0.1)
         child = int(pid_file.read_text())
-        assert child != proc.pid  # delegated
+        if child == proc.pid:  # ran in-process: say why
+            proc.kill()
+            logs = [p.read_text() for p in Path(env["PRH_WORKER_DIR"]).glob("*.log")]
+            raise AssertionError(f"not delegated: {proc.communicate()[1]!r}; server logs {logs}")
         proc.send_signal(sig)
         rc = proc.wait(timeout=30)
         deadline = time.time() + 10

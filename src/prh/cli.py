@@ -42,8 +42,13 @@ def cmd_data_ls(args: argparse.Namespace) -> None:
     print(_table(rows, ["dataset", "source", "n", "image_digest", "text_digest"]))
 
 
+MODEL_COLUMNS = ["model", "source", "modality", "commit", "digest", "n_params", "dtype", "gpus", "gpu_gb", "host_gb"]
+
+
 def cmd_models_ls(args: argparse.Namespace) -> None:
-    """List every model of the config with its source, modality and weights digest."""
+    """List every model of the config: source, modality, hub commit, weights digest, and a job's estimated GPU count,
+    GPU and host memory (prh.devices.estimate; the resources its Snakemake jobs request)."""
+    from prh.hub import HubMissing
     from prh.models import weights_digest
     from prh.pipeline import resolved_spec
     from prh.plan import Plan
@@ -53,12 +58,20 @@ def cmd_models_ls(args: argparse.Namespace) -> None:
     rows = []
     for name, spec in cfg["models"].items():
         receipts = plan.model_receipt(name)
+        commit = plan.hub_commits.get(f"models.{name}")
         if spec["source"] == "zoo" and not Path(receipts[0]).exists():
             digest = "(not trained yet: run snakemake)"
         else:
-            digest = weights_digest(name, resolved_spec(name, spec, receipts, cfg["store"]))[:16]
-        rows.append({"model": name, "source": spec["source"], "modality": plan.modality(name), "digest": digest})
-    print(_table(rows, ["model", "source", "modality", "digest"]))
+            try:
+                digest = weights_digest(name, resolved_spec(name, plan.model_spec(name), receipts, cfg["store"]))[:16]
+            except HubMissing:
+                digest = "not cached"
+        est = plan.estimate(name)
+        rows.append({"model": name, "source": spec["source"], "modality": plan.modality(name),
+                     "commit": commit[:12] if commit else "-", "digest": digest,
+                     "n_params": f"{plan.n_params(name):.3g}", "dtype": plan.extraction_params(name)["dtype"],
+                     "gpus": est.gpus, "gpu_gb": f"{est.gpu_gb:.1f}", "host_gb": f"{est.host_gb:.1f}"})  # fmt: skip
+    print(_table(rows, MODEL_COLUMNS))
 
 
 def _store(args: argparse.Namespace):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -144,41 +145,68 @@ def resolved_spec(name: str, spec: dict, model_receipts: list[str], store_root: 
 
 
 # -- extraction ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def on_gpus(model: str, spec: dict, dtype: str, store_root: str, device: str, n_gpus: int = 0,
+            gpu: dict | None = None) -> Iterator[tuple[str, Callable[..., Any]]]:  # fmt: skip
+    """(device, model loader) of a job on its ``n_gpus`` GPUs (prh.devices.acquire_gpus: the scheduler's, else local
+    slots; ``gpu`` is prh.plan.Plan.gpu_settings); a model the GPUs cannot hold stops here unless offload is set."""
+    from prh import devices
+    from prh.models import load_model
+
+    if gpu is None or n_gpus <= 0:
+        yield devices.resolve_device(device), load_model
+        return
+    wait_s = devices.wait_seconds(gpu["wait_s"])
+    lock_dir = devices.host_lock_dir(store_root)
+    with devices.acquire_gpus(n_gpus, gpu["slots"], lock_dir, wait_s, who=f"models.{model}") as ids:
+        dev = devices.resolve_device(device)
+        print(f"prh: models.{model} on {len(ids or [])} GPU(s): {','.join(ids or [])} "
+              f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}), device {dev}", file=sys.stderr)
+        if not dev.startswith("cuda"):
+            yield dev, load_model
+            return
+        visible = len(ids or [])
+        est = devices.estimate(float(spec.get("n_params", 1e8)), spec.get("dtype", dtype), visible, gpu["memory_gb"],
+                               gpu["offload"], bool(spec.get("load_in_4bit")))  # fmt: skip
+        devices.check_fits(model, est, visible, gpu["memory_gb"], gpu["offload"])
+        placement = devices.Placement(visible, gpu["memory_gb"], gpu["offload"], gpu["offload_folder"])
+        yield dev, functools.partial(load_model, placement=placement)
+
+
 def extract_features(
     model: str, spec: dict, model_receipts: list[str], dataset_npz: str, store_root: str, params: dict,
-    out: str, device: str = "cpu", gpus: int = 0, batch_size: int = 64,
+    out: str, device: str = "cpu", n_gpus: int = 0, gpu: dict | None = None, batch_size: int = 64,
 ) -> None:  # fmt: skip
-    """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists)."""
+    """Extract one model's layer-wise features on one dataset into the store (a no-op if its key exists), on the
+    job's ``n_gpus`` GPUs (``on_gpus``)."""
     with phase("imports"):
         from prh.data import load_saved
-        from prh.devices import acquire_gpu, resolve_device
         from prh.extract import extract_to_store
-        from prh.models import load_model, weights_digest
+        from prh.models import weights_digest
         from prh.store import FeatureStore, write_receipt
 
     spec = resolved_spec(model, spec, model_receipts, store_root)
     with phase("dataset"):
         dataset = load_saved(dataset_npz)
     store = FeatureStore(store_root)
-    slot = acquire_gpu(gpus, Path(store_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
-    with slot:
+    with on_gpus(model, spec, params["dtype"], store_root, device, n_gpus, gpu) as (dev, load):
         with phase("weights digest"):
             digest = weights_digest(model, spec)
         key, _ = extract_to_store(
-            store, model, spec, dataset, params, weights_digest=digest, load_model_fn=load_model,
-            device=resolve_device(device), batch_size=batch_size,
+            store, model, spec, dataset, params, weights_digest=digest, load_model_fn=load, device=dev,
+            batch_size=batch_size,
         )  # fmt: skip
     with phase("receipt"):
         entry = store.open(key)
         write_receipt(out, key, entry.request, {**store.info(key).as_dict(), "n_params": entry.attrs.get("n_params")})
 
 
-def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0) -> None:
-    """Train one zoo model (on its own GPU slot when the config has GPUs)."""
-    from prh.devices import acquire_gpu
+def train_zoo_job(name: str, spec: dict, cache_root: str, out: str, device: str = "cpu", gpus: int = 0,
+                  wait_s: float = 600.0) -> None:  # fmt: skip
+    """Train one zoo model (on its own GPU when the config has GPUs: prh.devices.acquire_gpus)."""
+    from prh.devices import acquire_gpus, host_lock_dir, wait_seconds
 
-    slot = acquire_gpu(gpus, Path(cache_root) / ".gpu-locks") if gpus > 0 else contextlib.nullcontext()
-    with slot:
+    with acquire_gpus(1 if gpus > 0 else 0, gpus, host_lock_dir(cache_root), wait_seconds(wait_s), who=f"models.{name}"):
         train_zoo_model(name, spec, cache_root, out)
 
 
@@ -265,15 +293,20 @@ def model_table(models: dict, receipts: list[str], out: str) -> None:
 # -- language competence ---------------------------------------------------------------------------
 def score_language_model(
     model: str, spec: dict, model_receipts: list[str], corpus_npz: list[str], max_chars: int, downstream: dict,
-    out: str, store_root: str, device: str = "cpu",
+    out: str, store_root: str, device: str = "cpu", n_gpus: int = 0, gpu: dict | None = None,
 ) -> None:  # fmt: skip
-    """Bits-per-byte on the held-out corpus (causal LMs) and downstream multiple-choice accuracy."""
+    """Bits-per-byte on the held-out corpus (causal LMs) and downstream multiple-choice accuracy, on the job's
+    ``n_gpus`` GPUs (``on_gpus``)."""
+    spec = resolved_spec(model, spec, model_receipts, store_root)
+    with on_gpus(model, spec, "float32", store_root, device, n_gpus, gpu) as (dev, load):
+        _score_language_model(load(model, spec, device=dev), corpus_npz, max_chars, downstream, out)
+
+
+def _score_language_model(loaded: Any, corpus_npz: list[str], max_chars: int, downstream: dict, out: str) -> None:
+    """Score a loaded model and write its scores."""
     from prh import lm
     from prh.data import load_saved
-    from prh.devices import resolve_device
-    from prh.models import load_model
 
-    loaded = load_model(model, resolved_spec(model, spec, model_receipts, store_root), device=resolve_device(device))
     corpus = load_saved(corpus_npz[0]) if corpus_npz and loaded.is_causal else None
     text = "\n".join(corpus.texts)[:max_chars] if corpus is not None else None
     tasks = lm.make_tasks({name: {"n": n} for name, n in downstream.items()}) if loaded.is_causal else {}

@@ -12,7 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from prh.config import CACHED_PACKAGES, DTYPE_BYTES, experiment_datasets, model_modality, select_models
+from prh.config import CACHED_PACKAGES, experiment_datasets, model_modality, select_models
+from prh.devices import Estimate, estimate
 from prh.figure_specs import FIGURES, REPORT_TABLES, FigureSpec  # noqa: F401 (re-exported: prh.plan.FIGURES)
 from prh.hub import HubRef, dataset_ref, model_ref
 from prh.hub import cache_dir as hub_cache_dir
@@ -195,10 +196,36 @@ class Plan:
     def n_params(self, model: str) -> float:
         return float(self.config["models"][model].get("n_params", 1e8))
 
+    def estimate(self, model: str) -> Estimate:
+        """GPU count, GPU and host memory of a job running the model (prh.devices.estimate)."""
+        spec, cfg = self.config["models"][model], self.config
+        return estimate(self.n_params(model), self.extraction_params(model)["dtype"], cfg["gpus"],
+                        cfg["gpu_memory_gb"], cfg["offload"], bool(spec.get("load_in_4bit")))  # fmt: skip
+
+    def gpus(self, model: str) -> int:
+        """GPUs a job running the model requests (resources gpu; SLURM --gpus): 0 when the config has none."""
+        return self.estimate(model).gpus
+
+    def gpu_mem_mb(self, model: str) -> int:
+        """Estimated GPU memory in MB over the job's GPUs (0 on the CPU)."""
+        return int(self.estimate(model).gpu_gb * 1000)
+
     def mem_mb(self, model: str) -> int:
-        """Job memory: weights at their dtype, three times over, plus 4 GB of headroom."""
-        dtype = self.extraction_params(model)["dtype"]
-        return int(self.n_params(model) * DTYPE_BYTES[dtype] * 3 / 1e6) + 4000
+        """Job host memory in MB (prh.devices.estimate)."""
+        return int(self.estimate(model).host_gb * 1000)
+
+    def gpu_settings(self) -> dict:
+        """What a GPU job needs to place a model: slots, per-GPU memory, offload and the slot wait."""
+        cfg = self.config
+        folder = cfg["offload_folder"] or f"{cfg['store']}/.offload"
+        return {"slots": cfg["gpus"], "memory_gb": cfg["gpu_memory_gb"], "offload": cfg["offload"],
+                "offload_folder": folder, "wait_s": cfg["gpu_wait_s"]}  # fmt: skip
+
+    def dataset_resources(self, dataset: str) -> dict[str, int]:
+        """A dataset job's mem_mb and runtime (min): a hub split (source hf: arrow tables and decoded images, read
+        from the hub cache on a shared filesystem) gets 16 GB and 2 h, a generated or packaged one 4 GB and 30 min."""
+        hub = self.config["datasets"][dataset]["source"] == "hf"
+        return {"mem_mb": 16000 if hub else 4000, "runtime": 120 if hub else 30}
 
     def runtime_min(self, model: str) -> int:
         """Job wall-time limit in minutes: 30 plus 10 per billion parameters."""

@@ -84,11 +84,15 @@ def delegate(config: dict | None = None) -> None:
         header = {"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "pid": os.getpid()}
         try:
             socket.send_fds(conn, [json.dumps(header).encode() + b"\n"], [0, 1, 2])
-        except OSError:  # a closed stdio descriptor, a server that just exited: run here
+        except OSError as e:  # a closed stdio descriptor, a server that just exited: run here
+            print(f"prh worker: could not hand the job to {path.name} ({e}); running it in this process", file=sys.stderr)
             return
         code = _wait_for_child(conn)
-    if code is not None:
-        sys.exit(code)
+    if code is None:
+        print(f"prh worker: {path.name} closed the connection without starting the job; running it in this process",
+              file=sys.stderr)  # fmt: skip
+        return
+    sys.exit(code)
 
 
 def _wait_for_child(conn: socket.socket) -> int | None:

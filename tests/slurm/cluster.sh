@@ -176,7 +176,12 @@ up() {
     alive "$d" || all=""
   done
   if [ -n "$all" ] && sinfo -h >/dev/null 2>&1; then echo "already up"; return 0; fi
-  touch "$STATE/dev/nvidia0" "$STATE/dev/nvidia1"  # dummy GPU device files for gres.conf
+  # dummy GPUs for gres.conf: character devices (/dev/null's 1:3), which slurmd accepts and then exports as
+  # CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS like real ones (plain files are refused: "not a valid character device")
+  for i in 0 1; do
+    f="$STATE/dev/nvidia$i"
+    [ -c "$f" ] || { rm -f "$f"; mknod -m 666 "$f" c 1 3; }
+  done
   # munge: Slurm's clients (sacctmgr included) talk to the default socket; its directory must be 0755
   mkdir -p /run/munge
   chmod 0755 /run/munge

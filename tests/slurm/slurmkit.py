@@ -34,7 +34,7 @@ def profile_for_cluster(work: Path) -> Path:
     profile = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     profile["default-resources"].update(slurm_account=ACCOUNT, slurm_partition="cpu", cpus_per_task=1, mem_mb=1000)
     for res in profile["set-resources"].values():
-        if res.get("gpu"):
+        if res.get("slurm_partition") == "gpu":
             res.update(slurm_partition="gpu", cpus_per_task=1)
         else:
             res.update(cpus_per_task=1, mem_mb=2000)

@@ -26,7 +26,7 @@ from slurmkit import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-GPU_RULES = {"extract", "train_zoo_model", "score_language_model"}  # the profile's set-resources with gpu: 1
+GPU_RULES = {"extract", "train_zoo_model", "score_language_model"}  # the profile's gpu partition; gpu=1 from the rule
 CANCEL_RULES = ("train_zoo_model", "extract")  # long enough to be caught running
 
 
@@ -42,6 +42,8 @@ def planned(work: Path, profile: Path) -> Counter:
 @pytest.fixture(scope="module")
 def slurm_run(cluster, copy_workflow, tmp_path_factory) -> dict:
     work = copy_workflow(tmp_path_factory.mktemp("slurm") / "work", extra=("profiles",))
+    config = work / "config.yaml"  # the cluster's two dummy GPUs: each GPU rule's job asks for one (a small model)
+    config.write_text(config.read_text() + "\ngpus: 2\n")
     profile = profile_for_cluster(work)
     plan = planned(work, profile)
     run = run_with_one_cancel(work, profile, CANCEL_RULES, min_running_s=3.0)

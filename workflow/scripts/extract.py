@@ -14,6 +14,7 @@ with logged(snakemake.log[0]):
         snakemake.params.extraction,
         snakemake.output.receipt,
         device=snakemake.params.device,
-        gpus=snakemake.params.gpus,
+        n_gpus=snakemake.resources.gpu,
+        gpu=snakemake.params.gpu,
         batch_size=snakemake.params.batch_size,
     )

@@ -15,4 +15,6 @@ with logged(snakemake.log[0]):
         snakemake.output.scores,
         snakemake.params.store,
         device=snakemake.params.device,
+        n_gpus=snakemake.resources.gpu,
+        gpu=snakemake.params.gpu,
     )

@@ -12,4 +12,5 @@ with logged(snakemake.log[0]):
         snakemake.output.receipt,
         device=snakemake.params.device,
         gpus=snakemake.params.gpus,
+        wait_s=snakemake.params.gpu_wait_s,
     )

@@ -88,6 +88,9 @@ def autocast_context(device: str, dtype: str) -> contextlib.AbstractContextManag
 
 def _place(model, device: str) -> None:
     """Move the model to ``device`` if it lives elsewhere, and put it in eval mode."""
+    if getattr(model.module, "hf_device_map", None):  # placed over several devices by accelerate: leave it there
+        model.module.eval()
+        return
     dev = torch.device(device)
     p = next(model.module.parameters(), None)
     if p is not None and p.device != dev and not (dev.type == "cuda" and dev.index is None and p.device.type == "cuda"):

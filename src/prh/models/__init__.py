@@ -87,15 +87,16 @@ def weights_digest(name: str, spec: dict) -> str:
     return language_weights_digest(name, spec)
 
 
-def load_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load any model spec (zoo, timm, packaged, hf) in eval mode on `device`, as a LoadedModel."""
+def load_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32", placement: Any = None) -> LoadedModel:
+    """Load any model spec (zoo, timm, packaged, hf) in eval mode on `device`, as a LoadedModel; a hub language
+    model on CUDA is spread over ``placement``'s GPUs (prh.devices.Placement)."""
     if _is_vision(name, spec):
         from prh.models.vision import load_vision_model
 
         return load_vision_model(name, spec, device, dtype)
     from prh.models.language import load_language_model
 
-    return load_language_model(name, spec, device, dtype)
+    return load_language_model(name, spec, device, dtype, placement)
 
 
 def prepare_model(name: str, spec: dict) -> tuple[Path, str] | None:

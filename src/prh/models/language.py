@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from prh.devices import Placement, weights_gb
 from prh.errors import PrhError
 from prh.hub import HubRef, files_digest, model_ref, present, require_files
 from prh.io import atomic_dir, exclusive, manifest_problems, writer_tag
@@ -431,7 +432,7 @@ def _quantization_config(name: str) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
 
 
-def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
+def _load_hf(name: str, spec: dict, device: str, dtype: str, placement: Placement | None = None) -> LoadedModel:
     """A hub id (from exactly its resolved commit in the hub cache, never the network) or a local directory: causal LM
     with its head when ``causal`` (default True), else AutoModel."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -443,12 +444,15 @@ def _load_hf(name: str, spec: dict, device: str, dtype: str) -> LoadedModel:
     source = hub_id if Path(hub_id).is_dir() else str(hf_snapshot(name, spec)[2])
     kwargs: dict[str, Any] = {"dtype": torch_dtype(want, name)}
     placed = False
-    if spec.get("load_in_4bit"):
-        kwargs["quantization_config"] = _quantization_config(name)
-        kwargs["device_map"] = spec.get("device_map", "auto")
+    if placement is not None and str(device).startswith("cuda"):  # spread over exactly the job's GPUs
+        kwargs |= placement.hf_kwargs(weights_gb(float(spec.get("n_params", 1e8)), want, bool(spec.get("load_in_4bit"))))
         placed = True
     elif spec.get("device_map"):
         kwargs["device_map"] = spec["device_map"]
+        placed = True
+    if spec.get("load_in_4bit"):
+        kwargs["quantization_config"] = _quantization_config(name)
+        kwargs.setdefault("device_map", spec.get("device_map", "auto"))
         placed = True
     cls = AutoModelForCausalLM if causal else AutoModel
     try:
@@ -465,11 +469,14 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {lines[0] if lines else ''}"
 
 
-def load_language_model(name: str, spec: dict, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
-    """Load a language model spec (source packaged | zoo | hf) in eval mode on ``device``."""
+def load_language_model(
+    name: str, spec: dict, device: str = "cpu", dtype: str = "float32", placement: Placement | None = None
+) -> LoadedModel:
+    """Load a language model spec (source packaged | zoo | hf) in eval mode on ``device`` (a hub model on CUDA over
+    ``placement``'s devices)."""
     source = _source(name, spec)
     if source == "packaged":
         return _load_packaged(name, spec, device, dtype)
     if source == "zoo":
         return _load_zoo(name, spec, device, dtype)
-    return _load_hf(name, spec, device, dtype)
+    return _load_hf(name, spec, device, dtype, placement)
