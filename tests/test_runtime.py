@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_every_job_log_ends_with_its_profile_which_the_overhead_benchmark_reads(
     code = ("import torch\nfrom tqdm import tqdm\nfrom prh.pipeline import logged\nfrom prh.runtime import phase\n"
             f"with logged({str(log)!r}):\n    with phase('imports'):\n        import zarr\n"
             "    with phase('work'):\n        for _ in tqdm(range(3)): (torch.ones(300, 300) @ torch.ones(300, 300)).sum()\n")  # fmt: skip
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PRH_WORKER": "0"})  # in-process
     spec = importlib.util.spec_from_file_location("job_overhead", ROOT / "benchmarks" / "job_overhead.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

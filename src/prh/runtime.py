@@ -11,6 +11,7 @@ from typing import Self
 # mallopt(3) parameter numbers from glibc's <malloc.h>.
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
+M_MMAP_MAX = -4
 # Extra heap grown on each extension and kept when memory is freed: address space, not resident memory.
 TOP_PAD_BYTES = 1 << 30
 TRIM_THRESHOLD_BYTES = (1 << 31) - 1
@@ -30,7 +31,10 @@ def keep_freed_heap() -> bool:
     if path is None:
         return False
     libc = ctypes.CDLL(path)
-    return bool(libc.mallopt(M_TOP_PAD, TOP_PAD_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    # No malloc from mmap: a buffer of 32 MiB or more would otherwise always be mmapped and unmapped (the mmap
+    # threshold cannot exceed 32 MiB), and whether smaller ones are depends on what the process freed before
+    settings = ((M_MMAP_MAX, 0), (M_TOP_PAD, TOP_PAD_BYTES), (M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return all(bool(libc.mallopt(param, value)) for param, value in settings)
 
 
 def set_threads(n: int) -> None:

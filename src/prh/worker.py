@@ -70,7 +70,7 @@ def enabled(config: dict | None) -> bool:
 def delegate(config: dict | None = None) -> None:
     """Run this job's script (``sys.argv``) in the fork server and exit with its status; return (run it here) when
     the worker is off or no server is ready, starting one in the background for the jobs after this one."""
-    if not enabled(config):
+    if not enabled(config) or not Path(sys.argv[0]).is_file():  # `python -c`, an interactive session: nothing to rerun
         return
     path = socket_path()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
