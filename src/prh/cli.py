@@ -295,6 +295,19 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     print(_table(rows, ["metric", "params", "symmetric", "max", "what"]))
 
 
+def cmd_tts(args: argparse.Namespace) -> None:
+    """Run the test-time-scaling stage (prh.tts) of a tts config and print its figure's reading."""
+    import yaml
+
+    from prh.tts import run
+
+    path = Path(args.tts_config)
+    if not path.is_file():
+        raise PrhError(f"tts config: no file {str(path)!r}")
+    summary = run(yaml.safe_load(path.read_text()) or {})
+    print(f"{summary['results_dir']}: {summary['reading']}")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `prh`."""
     p = argparse.ArgumentParser(prog="prh", description=__doc__)
@@ -347,6 +360,9 @@ def parser() -> argparse.ArgumentParser:
                        help=f"bootstrap resamples for the interval (default 200; at most {MAX_DRAWS:,})")
     score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")
     score.set_defaults(func=cmd_score)
+    tts = sub.add_parser("tts", help="test-time scaling of alignment: captions, views, prompt, many-to-many (issue 35)")
+    tts.add_argument("tts_config", help="the stage's config (configs/tts.yaml)")
+    tts.set_defaults(func=cmd_tts)
     return p
 
 

@@ -63,7 +63,8 @@ ROTATION_VERBOSE = ["standing upright", "rotated to the left", "turned upside do
 COUNT_WORDS = ["one", "two", "three", "four"]
 LOCATION_NAMES = ["top left", "top right", "bottom left", "bottom right"]
 MAX_OVERLAP = 0.2  # at most this fraction of the smaller item's box may be covered by another item
-KEYS = frozenset({"n", "seed", "density", "canvas", "max_items", "path", "test_fraction"})
+KEYS = frozenset({"n", "seed", "density", "canvas", "max_items", "path", "test_fraction", "captions"})
+MAX_CAPTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -241,9 +242,9 @@ def render_caption(scene: Scene, attrs: set[str], style: tuple[int, int, bool, b
     return " ".join(p for p in parts if p) + "."
 
 
-def caption(scene: Scene, density: int) -> str:
-    """The caption naming the attributes of `density` whose word count is closest to density (first style wins ties)."""
-    attrs = attributes_at(density)
+def style_totals(scene: Scene, attrs: set[str]) -> np.ndarray:
+    """Word count of the caption for every style choice: an array with one axis per render_caption style field
+    (article and "and" axes: index 0 = with them)."""
     k = len(scene.items)
     base = k * (1 + int("size" in attrs) + int("colour" in attrs))
     pos = [sum(w + POSITION_WORDS[i.position(scene.canvas)] for i in scene.items) for w in POSITION_STYLE_WORDS]
@@ -258,11 +259,38 @@ def caption(scene: Scene, density: int) -> str:
         rot if "rotation" in attrs else [0],
         bg if "background" in attrs else [0],
     ]
-    totals = base + sum(np.reshape(a, [-1 if j == i else 1 for j in range(len(axes))]) for i, a in enumerate(axes))
-    index = np.unravel_index(int(np.argmin(np.abs(totals - density))), totals.shape)  # first minimum: C order
+    return base + sum(np.reshape(a, [-1 if j == i else 1 for j in range(len(axes))]) for i, a in enumerate(axes))
+
+
+def _style(index: tuple[int, ...]) -> tuple[int, int, bool, bool, int, int, int]:
+    """A style_totals index -> render_caption's style tuple."""
     prefix, count, article, use_and, pos_style, rot_style, bg_style = (int(i) for i in index)
-    style = (prefix, count, article == 0, use_and == 0, pos_style, rot_style, bg_style)
-    return render_caption(scene, attrs, style)
+    return (prefix, count, article == 0, use_and == 0, pos_style, rot_style, bg_style)
+
+
+def caption(scene: Scene, density: int) -> str:
+    """The caption naming the attributes of `density` whose word count is closest to density (first style wins ties)."""
+    attrs = attributes_at(density)
+    totals = style_totals(scene, attrs)
+    index = np.unravel_index(int(np.argmin(np.abs(totals - density))), totals.shape)  # first minimum: C order
+    return render_caption(scene, attrs, _style(index))
+
+
+def caption_variants(scene: Scene, density: int, count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` captions of one scene graph at one density: the first is :func:`caption`; each other one names the
+    items in a random order with a random style among those within +-25% of density words (the closest if none)."""
+    attrs = attributes_at(density)
+    totals = style_totals(scene, attrs)
+    gap = np.abs(totals - density)
+    ok = np.flatnonzero(gap <= 0.25 * density)
+    choices = ok if ok.size else np.flatnonzero(gap == gap.min())
+    out = [caption(scene, density)]
+    for _ in range(count - 1):
+        order = rng.permutation(len(scene.items))
+        shuffled = Scene(scene.canvas, scene.background, tuple(scene.items[i] for i in order))
+        index = np.unravel_index(int(choices[rng.integers(choices.size)]), totals.shape)
+        out.append(render_caption(shuffled, attrs, _style(index)))
+    return out
 
 
 # ---------------------------------------------------------------- labels and the dataset
@@ -321,6 +349,7 @@ def load(name: str, spec: dict) -> Dataset:
     canvas = spec_int(name, spec, "canvas", 64, lo=32, hi=1024)
     max_items = spec_int(name, spec, "max_items", 4, lo=1, hi=len(COUNT_WORDS))
     test_fraction = spec_float(name, spec, "test_fraction", 0.3, 0.0, 1.0)
+    n_captions = spec_int(name, spec, "captions", 1, lo=1, hi=MAX_CAPTIONS)
     path = str(spec.get("path", DEFAULT_PATH))
     read_split(path, "test", field_name(name, "path"))  # a missing path is reported under this dataset's field
     ss = generate_scenes(n, seed, canvas, max_items, path)  # type: ignore[arg-type]
@@ -334,6 +363,11 @@ def load(name: str, spec: dict) -> Dataset:
         "path": path,
         "test_fraction": test_fraction,
     }
+    extra = {}
+    if n_captions > 1:  # texts stay the first caption of each scene; meta["captions"] holds all of them
+        resolved["captions"] = n_captions
+        rng = rng_for(seed, f"scenes-captions-{density}")
+        extra["captions"] = [caption_variants(s, density, n_captions, rng) for s in ss.scenes]  # type: ignore[arg-type]
     return make_dataset(
         name,
         images=ss.images,
@@ -345,5 +379,6 @@ def load(name: str, spec: dict) -> Dataset:
             "spec": resolved,
             "label_names": LABEL_NAMES,
             "scenes": [scene_dict(s) for s in ss.scenes],
+            **extra,
         },
     )
