@@ -86,6 +86,20 @@ def test_scenes_captions_field_keeps_texts_and_is_seeded(scenes):
         load_dataset("s", {**spec, "captions": 0})
 
 
+def test_emoji_captions_are_name_keywords_and_combinations():
+    try:
+        plain = load_dataset("e", {"source": "emoji", "n": 30, "seed": 0, "density": "name"})
+    except PrhError as err:  # the Debian emoji / CLDR packages are absent
+        pytest.skip(str(err))
+    many = load_dataset("e", {"source": "emoji", "n": 30, "seed": 0, "density": "name", "captions": 5})
+    assert many.texts == plain.texts and many.text_digest == plain.text_digest
+    for name, caps in zip(plain.texts, many.meta["captions"]):
+        assert len(caps) == 5 and caps[0] == name
+        assert all(name in c or ":" not in c for c in caps)  # "name: keyword" forms carry the name
+    distinct = [len(set(c)) for c in many.meta["captions"]]
+    assert max(distinct) == 5  # items with keywords get 5 different texts
+
+
 # ---------------------------------------------------------------- views and pooling
 
 
@@ -214,7 +228,7 @@ def _config(**over):
     "over, match",
     [({"captions": [2, 1]}, "captions must be"), ({"prompt": "no slot"}, "prompt must"),
      ({"dataset": {"source": "scenes", "captions": 2}}, "dataset.captions must be >= 4"),
-     ({"extra": 1}, "unknown field"), ({"dataset": {"source": "digits"}}, "dataset.source")],
+     ({"extra": 1}, "unknown field"), ({"dataset": {"source": "digits", "captions": 4}}, "dataset.source")],
 )
 def test_check_config_names_the_bad_field(over, match):
     with pytest.raises(PrhError, match=match):

@@ -71,7 +71,7 @@ def pooled(layers: list[np.ndarray], m: int, c: int) -> list[np.ndarray]:
 
 
 def item_captions(dataset, count: int) -> list[str]:
-    """The first ``count`` captions of every item, item-major (scenes with ``captions``: meta["captions"])."""
+    """The first ``count`` captions of every item, item-major (scenes / emoji with ``captions``: meta["captions"])."""
     sets = dataset.meta.get("captions") if count > 1 else [[t] for t in dataset.texts or []]
     if not sets or any(len(s) < count for s in sets):
         raise PrhError(f"dataset {dataset.name!r}: has no {count} captions per item (set its `captions: {count}`)")
@@ -171,8 +171,8 @@ def check_config(config: dict) -> dict:
             raise PrhError(f"tts config: {key} must be an increasing list of ints >= 1, got {v!r}")
     if not isinstance(cfg["prompt"], str) or "{text}" not in cfg["prompt"]:
         raise PrhError(f"tts config: prompt must be a string with '{{text}}', got {cfg['prompt']!r}")
-    if cfg["dataset"].get("source") != "scenes":
-        raise PrhError("tts config: dataset.source must be scenes (the source with several captions per item)")
+    if cfg["dataset"].get("source") not in ("scenes", "emoji"):
+        raise PrhError("tts config: dataset.source must be scenes or emoji (the sources with several captions per item)")
     if int(cfg["dataset"].get("captions", 1)) < cfg["captions"][-1]:
         raise PrhError(f"tts config: dataset.captions must be >= {cfg['captions'][-1]} (the largest of captions)")
     return cfg
