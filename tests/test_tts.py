@@ -70,6 +70,21 @@ def test_caption_variants_describe_the_same_scene_graph(scenes, density):
     assert all(len(set(v)) > 1 for v in variants)
 
 
+def test_partial_captions_name_subsets_of_the_items(scenes):
+    rng = np.random.default_rng(2)
+    sizes = []
+    for scene in scenes.scenes:
+        caps = caption_variants(scene, 20, 5, rng, items="some")
+        nouns = {NOUNS[i.category] for i in scene.items}
+        for text in caps:
+            named = [w for w in NOUNS if f" {w} " in f" {text.replace(',', ' ').replace('.', ' ')} "]
+            assert named and set(named) <= nouns
+            sizes.append(len(named) / len(nouns))
+    assert min(sizes) < 1 and max(sizes) == 1  # some captions leave items out, some name them all
+    with pytest.raises(PrhError, match="caption_items"):
+        caption_variants(scenes.scenes[0], 20, 2, rng, items="half")
+
+
 def test_scenes_captions_field_keeps_texts_and_is_seeded(scenes):
     spec = {"source": "scenes", "n": 12, "seed": 5, "density": 20}
     plain = load_dataset("s", spec)
@@ -84,6 +99,9 @@ def test_scenes_captions_field_keeps_texts_and_is_seeded(scenes):
         item_captions(plain, 4)
     with pytest.raises(PrhError, match="captions"):
         load_dataset("s", {**spec, "captions": 0})
+    some = load_dataset("s", {**spec, "captions": 3, "caption_items": "some"})
+    assert some.texts == plain.texts and some.meta["captions"] != many.meta["captions"][:3]
+    assert item_captions(some, 1) == [c[0] for c in some.meta["captions"]]
 
 
 def test_emoji_captions_are_name_keywords_and_combinations():

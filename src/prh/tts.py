@@ -72,7 +72,7 @@ def pooled(layers: list[np.ndarray], m: int, c: int) -> list[np.ndarray]:
 
 def item_captions(dataset, count: int) -> list[str]:
     """The first ``count`` captions of every item, item-major (scenes / emoji with ``captions``: meta["captions"])."""
-    sets = dataset.meta.get("captions") if count > 1 else [[t] for t in dataset.texts or []]
+    sets = dataset.meta.get("captions") or ([[t] for t in dataset.texts or []] if count == 1 else None)
     if not sets or any(len(s) < count for s in sets):
         raise PrhError(f"dataset {dataset.name!r}: has no {count} captions per item (set its `captions: {count}`)")
     return [t for s in sets for t in s[:count]]

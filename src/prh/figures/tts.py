@@ -19,11 +19,14 @@ def _curve_panel(ax: plt.Axes, curves: pd.DataFrame, fit_table: pd.DataFrame, ax
     fitted = fit_table[(fit_table["axis"] == axis) & (fit_table["measure"] == "calibrated")]
     sizes = np.sort(part["size"].unique())
     grid = np.linspace(sizes.min(), sizes.max(), 100)
-    for i, ((x, y), g) in enumerate(part.groupby(["model_x", "model_y"], sort=False)):
+    groups = list(part.groupby(["model_x", "model_y"], sort=False))
+    for i, ((x, y), g) in enumerate(groups):
         g = g.sort_values("size")
         colour = f"C{i % 10}"
         err = np.vstack([g["calibrated"] - g["calibrated_low"], g["calibrated_high"] - g["calibrated"]]).clip(0)
-        ax.errorbar(g["size"], g["calibrated"], yerr=err, fmt="o", ms=4, capsize=2, color=colour, label=f"{x} / {y}")
+        dodge = 2 ** (0.12 * (i - (len(groups) - 1) / 2) / max(len(groups) - 1, 1))  # pairs side by side (log x)
+        ax.errorbar(g["size"] * dodge, g["calibrated"], yerr=err, fmt="o", ms=4, capsize=2, color=colour, lw=1,
+                    label=f"{x} / {y}")  # fmt: skip
         f = fitted[(fitted["model_x"] == x) & (fitted["model_y"] == y)]
         if len(f) and np.isfinite(f["a"].iloc[0]):
             ax.plot(grid, saturating(grid, *f[["a", "b", "k"]].iloc[0]), "--", color=colour, lw=1)
