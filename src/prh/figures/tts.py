@@ -49,7 +49,8 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
     fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
     _curve_panel(axes[0], curves, fit_table, "captions", "captions averaged per item (c)")
     _curve_panel(axes[1], curves, fit_table, "views", "augmented views averaged per image (v)")
-    axes[0].legend(fontsize=8, loc="best")
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.36, 0.0), ncol=3, fontsize=9, frameon=False)
     m2m = pd.DataFrame(summary["many_to_many"])
     one_mean = [c for c in m2m.columns if c.startswith("one_to_one_mean")][0]
     labels = [f"{x}\n{y}" for x, y in zip(m2m["model_x"], m2m["model_y"])]
@@ -60,7 +61,7 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
         axes[2].bar(pos + (j - 1) * 0.27, m2m[col], width=0.27, label=name)
     axes[2].set_xticks(pos, labels, fontsize=7)
     axes[2].set_ylabel("mutual kNN (raw, max over layer pairs)")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     c_fit, v_fit = _pooled(fit_table, "captions"), _pooled(fit_table, "views")
     cal = _pooled(fit_table, "captions", "calibrated")
     axes[0].set_title(f"captions: pooled fit R2 = {c_fit['r2']:.3f}")
