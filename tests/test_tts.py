@@ -27,7 +27,7 @@ from prh.tts import (
     fit_saturating,
     item_captions,
     pooled,
-    prompt_test,
+    paired_test,
     saturating,
     view_images,
 )
@@ -210,15 +210,15 @@ def _prompt_inputs(seed: int = 0, n: int = 60):
     return vision, plain, better
 
 
-def test_prompt_test_detects_a_real_effect():
+def test_paired_test_detects_a_real_effect():
     vision, plain, better = _prompt_inputs()
-    res = prompt_test({"name": "mutual_knn", "k": 5}, vision, plain, better, permutations=99, seed=0)
+    res = paired_test({"name": "mutual_knn", "k": 5}, vision, plain, better, permutations=99, seed=0)
     assert res["delta"] > 0.1 and res["p_value"] <= 0.02
 
 
-def test_prompt_test_is_calibrated_under_the_null():
+def test_paired_test_is_calibrated_under_the_null():
     vision, plain, _ = _prompt_inputs()
-    same = prompt_test({"name": "mutual_knn", "k": 5}, vision, plain, plain, permutations=49, seed=0)
+    same = paired_test({"name": "mutual_knn", "k": 5}, vision, plain, plain, permutations=49, seed=0)
     assert same["delta"] == 0.0 and same["p_value"] == 1.0
     # an exchangeable "prompt" (another noise draw of the same law): p-values spread over (0, 1], not piled at 0
     ps = []
@@ -229,7 +229,7 @@ def test_prompt_test_is_calibrated_under_the_null():
         v = {"v": prep(latent @ rng.normal(size=(6, 10)) + 0.3 * rng.normal(size=(50, 10)))}
         a = {"l": prep(latent @ w + rng.normal(size=(50, 8)))}
         b = {"l": prep(latent @ w + rng.normal(size=(50, 8)))}
-        ps.append(prompt_test({"name": "mutual_knn", "k": 5}, v, a, b, permutations=39, seed=s)["p_value"])
+        ps.append(paired_test({"name": "mutual_knn", "k": 5}, v, a, b, permutations=39, seed=s)["p_value"])
     assert np.mean(np.array(ps) < 0.05) <= 0.25 and np.max(ps) > 0.3
 
 
@@ -289,3 +289,4 @@ def test_stage_writes_curves_fits_figure_and_summary(tmp_path, monkeypatch):
     assert saved["prompt_p_value"] == pytest.approx(summary["prompt_p_value"])
     assert len(saved["many_to_many"]) == 4 and -1 <= saved["ranking_spearman_c1_cC"] <= 1
     assert "1 -> 4 captions" in saved["reading"]
+    assert saved["captions_gain"] > 0 and saved["captions_gain_p_value"] <= 0.1  # 4 captions average out noise

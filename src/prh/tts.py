@@ -8,11 +8,12 @@ One stage, driven by a small config (``configs/tts.yaml``; :func:`check_config` 
 - views: every vision model is extracted once on n V seeded augmentations (:func:`view_images`; view 0 is the image
   itself) and "v views" averages each item's first v view features, for v in ``views``.
 - prompt: each language model is also extracted on the first captions wrapped in ``prompt`` (the template is in the
-  store key); :func:`prompt_test` gives its effect and a paired permutation p-value.
+  store key); :func:`paired_test` gives its effect and a paired permutation p-value.
 - alignment: the configured metric, max over layer pairs, calibrated with its permutation null and bootstrap
   interval (``prh.metrics.layer_calibration``), per vision-language pair at every c (with v = 1) and every v (c = 1);
   the saturating law ``a - b x^-k`` fitted per pair and to the mean over pairs (:func:`fit_saturating`); the
-  Spearman between the pairs' rankings at c = 1 and c = C; many-to-many mutual kNN beside one-to-one.
+  1 -> C and 1 -> V gains with paired permutation p-values (:func:`paired_test`); the Spearman between the pairs'
+  rankings at c = 1 and c = C; many-to-many mutual kNN beside one-to-one.
 """
 
 from __future__ import annotations
@@ -112,29 +113,31 @@ def max_scores(record, params: dict, vision: dict[str, list], language: dict[str
     return np.array([[np.max(record.all_pairs(sv, sl)) for sl in lang_states] for sv in vision.values()])
 
 
-def prompt_test(
-    metric: dict, vision: dict[str, list[np.ndarray]], plain: dict[str, list[np.ndarray]],
-    prompted: dict[str, list[np.ndarray]], permutations: int, seed: int,
+def paired_test(
+    metric: dict, fixed: dict[str, list[np.ndarray]], before: dict[str, list[np.ndarray]],
+    after: dict[str, list[np.ndarray]], permutations: int, seed: int,
 ) -> dict[str, Any]:  # fmt: skip
-    """The prompt's effect: delta = mean over vision-language pairs of score(prompted) - score(plain) (each the max
-    over layer pairs), and its two-sided paired permutation p-value: under the null, an item's prompted and plain
-    features are exchangeable, so each draw swaps them for a random half of the items (in every language model at
-    once) and recomputes delta; p = (1 + #{|delta*| >= |delta|}) / (K + 1). Inputs are prepared layers."""
+    """A paired change of one side of every pair (a prompt, c captions instead of 1, v views instead of 1): delta =
+    mean over (fixed, changed) model pairs of score(fixed, after) - score(fixed, before), each the max over layer
+    pairs; and its two-sided paired permutation p-value. Under the null an item's before and after features are
+    exchangeable, so each draw swaps them for a random half of the items (in every changed model at once) and
+    recomputes delta; p = (1 + #{|delta*| >= |delta|}) / (K + 1). Inputs are prepared layers; ``fixed`` is scored
+    as model_x (the unchanged side; a symmetric metric does not care)."""
     from prh.metrics import get_metric, prepare_kernels
     from prh.metrics.registry import resolve_params
 
     record = get_metric(metric["name"])
-    n = next(iter(vision.values()))[0].shape[0]
+    n = next(iter(fixed.values()))[0].shape[0]
     params = resolve_params(record, {k: v for k, v in metric.items() if k != "name"}, n, ())
-    vstates = {m: record.layer_states(prepare_kernels(layers), params) for m, layers in vision.items()}
+    states = {m: record.layer_states(prepare_kernels(layers), params) for m, layers in fixed.items()}
 
     def delta(swap: np.ndarray | None) -> np.ndarray:
         def mix(a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:
             return [np.where(swap[:, None], y, x) for x, y in zip(a, b)] if swap is not None else a
 
-        p = {m: mix(prompted[m], plain[m]) for m in plain}
-        u = {m: mix(plain[m], prompted[m]) for m in plain}
-        return max_scores(record, params, vstates, p) - max_scores(record, params, vstates, u)
+        new = {m: mix(after[m], before[m]) for m in before}
+        old = {m: mix(before[m], after[m]) for m in before}
+        return max_scores(record, params, states, new) - max_scores(record, params, states, old)
 
     observed = delta(None)
     rng = np.random.default_rng(seed)
@@ -287,8 +290,10 @@ def run(config: dict) -> dict:
         rows += calibrated_rows(cfg, "views", v, {m: prepare(pooled(x, V, v), q) for m, x in raw_v.items()}, l1)
     curves = pd.DataFrame(rows)
     fit_table = fits(curves)
-    prompt = prompt_test(cfg["metric"], v1, l1, {m: prepare(x, q) for m, x in raw_p.items()},
-                         int(cfg["permutations"]), int(cfg["seed"]))  # fmt: skip
+    draws, seed = int(cfg["permutations"]), int(cfg["seed"])
+    prompt = paired_test(cfg["metric"], v1, l1, {m: prepare(x, q) for m, x in raw_p.items()}, draws, seed)
+    more_c = paired_test(cfg["metric"], v1, l1, {m: prepare(pooled(x, C, C), q) for m, x in raw_l.items()}, draws, seed)
+    more_v = paired_test(cfg["metric"], l1, v1, {m: prepare(pooled(x, V, V), q) for m, x in raw_v.items()}, draws, seed)
     k = int(cfg["metric"].get("k", 10))
     m2m = many_to_many_rows(v1, raw_l, C, q, k)
     at = curves[curves.axis == "captions"].pivot_table(index=["model_x", "model_y"], columns="size", values="calibrated")
@@ -298,6 +303,8 @@ def run(config: dict) -> dict:
         "prompt_delta": prompt["delta"], "prompt_p_value": prompt["p_value"],
         "prompt_per_pair": {f"{x}|{y}": float(prompt["per_pair"][i, j]) for i, x in enumerate(v1)
                             for j, y in enumerate(l1)},
+        "captions_gain": more_c["delta"], "captions_gain_p_value": more_c["p_value"],
+        "views_gain": more_v["delta"], "views_gain_p_value": more_v["p_value"],
         "ranking_spearman_c1_cC": spearman(at[cfg["captions"][0]].to_numpy(), at[C].to_numpy()),
         "many_to_many": m2m,
         "extract_seconds": seconds, "extract_wall_s": t_extract,

@@ -74,8 +74,9 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
                f"pair. Prompt: {summary['prompt']!r}.")  # fmt: skip
     reading = (
         f"Averaging 1 -> {C} captions moves mutual kNN by {c_fit['gain']:+.3f} ({100 * c_fit['relative_gain']:+.0f}%, "
-        f"pooled over pairs; calibrated {cal['gain']:+.3f}) and 1 -> {V} views by {v_fit['gain']:+.3f} "
-        f"({100 * v_fit['relative_gain']:+.0f}%); pair rankings at c=1 and c={C}: Spearman "
+        f"pooled over pairs; calibrated {cal['gain']:+.3f}; paired permutation p = "
+        f"{fmt_p(summary['captions_gain_p_value'])}) and 1 -> {V} views by {v_fit['gain']:+.3f} "
+        f"({100 * v_fit['relative_gain']:+.0f}%, p = {fmt_p(summary['views_gain_p_value'])}); pair rankings at c=1 and c={C}: Spearman "
         f"{summary['ranking_spearman_c1_cC']:.2f}.\n"
         f"The prompt changes mutual kNN by {summary['prompt_delta']:+.4f} (paired permutation p = "
         f"{fmt_p(summary['prompt_p_value'])}); many-to-many averages {m2m['many_to_many'].mean():.3f} vs one-to-one "
