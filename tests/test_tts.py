@@ -26,8 +26,8 @@ from prh.tts import (
     check_config,
     fit_saturating,
     item_captions,
-    pooled,
     paired_test,
+    pooled,
     saturating,
     view_images,
 )
@@ -258,7 +258,7 @@ def test_check_config_names_the_bad_field(over, match):
 
 def test_stage_writes_curves_fits_figure_and_summary(tmp_path, monkeypatch):
     """The stage on synthetic features (no model loads): language features sharpen with more captions."""
-    import prh.tts as tts
+    from prh import tts
 
     rng = np.random.default_rng(0)
     n, C, V = 48, 4, 2

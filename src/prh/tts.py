@@ -56,7 +56,7 @@ def view_images(images: np.ndarray, views: int, seed: int) -> np.ndarray:
         flips = rng.random(n) < 0.5
         corner = rng.random((n, 2))
         for i in range(n):
-            ch, cw = max(1, int(round(scale[i] * h))), max(1, int(round(scale[i] * w)))
+            ch, cw = max(1, round(scale[i] * h)), max(1, round(scale[i] * w))
             y0, x0 = int(corner[i, 0] * (h - ch + 1)), int(corner[i, 1] * (w - cw + 1))
             crop = Image.fromarray(images[i, y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR)
             arr = np.asarray(crop)

@@ -52,7 +52,7 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.36, 0.0), ncol=3, fontsize=9, frameon=False)
     m2m = pd.DataFrame(summary["many_to_many"])
-    one_mean = [c for c in m2m.columns if c.startswith("one_to_one_mean")][0]
+    one_mean = next(c for c in m2m.columns if c.startswith("one_to_one_mean"))
     labels = [f"{x}\n{y}" for x, y in zip(m2m["model_x"], m2m["model_y"])]
     pos = np.arange(len(m2m))
     for j, (col, name) in enumerate([("one_to_one_c1", "one-to-one, 1st caption"),
