@@ -290,3 +290,14 @@ def test_stage_writes_curves_fits_figure_and_summary(tmp_path, monkeypatch):
     assert len(saved["many_to_many"]) == 4 and -1 <= saved["ranking_spearman_c1_cC"] <= 1
     assert "1 -> 4 captions" in saved["reading"]
     assert saved["captions_gain"] > 0 and saved["captions_gain_p_value"] <= 0.1  # 4 captions average out noise
+
+
+def test_cli_tts_refuses_a_missing_or_bad_config_in_one_line(tmp_path, capsys):
+    from prh.cli import main
+
+    assert main(["tts", str(tmp_path / "nope.yaml")]) == 1
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    bad = tmp_path / "tts.yaml"
+    bad.write_text("store: s\nresults: r\n")
+    assert main(["tts", str(bad)]) == 1
+    assert "missing field 'dataset'" in capsys.readouterr().err
