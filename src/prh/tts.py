@@ -342,3 +342,42 @@ def many_to_many_rows(vision: dict, raw_language: dict, m: int, q: float, k: int
             out.append({"model_x": vis, "model_y": lang, "many_to_many": float(np.max(many_to_many_mutual_knn(img, rows_l, m, k))),
                         "one_to_one_c1": o2o_1, f"one_to_one_mean_c{m}": o2o_m})  # fmt: skip
     return out
+
+
+def result_markdown(out_dir: str | Path) -> str:
+    """Markdown tables of one run's ``<results>/tts/`` (for docs/test-time-scaling.md): calibrated score per pair at
+    every c and v, the 1 -> C / 1 -> V gains and fits, the prompt, many-to-many vs one-to-one."""
+    out = Path(out_dir)
+    curves, fit_table = pd.read_csv(out / "curves.csv"), pd.read_csv(out / "fits.csv")
+    s = json.loads((out / "summary.json").read_text())
+    curves["pair"] = curves["model_x"] + " / " + curves["model_y"]
+    parts = []
+    for axis in ("captions", "views"):
+        t = curves[curves["axis"] == axis].pivot_table(index="pair", columns="size", values="calibrated", sort=False)
+        f = fit_table[(fit_table["axis"] == axis) & (fit_table["measure"] == "score")].copy()
+        f["pair"] = f["model_x"] + " / " + f["model_y"]
+        f = f.set_index("pair")
+        t["raw 1 -> max"] = [f"{f.loc[p, 'first']:.4f} -> {f.loc[p, 'last']:.4f}" for p in t.index]
+        t["fit a, b, k (R^2)"] = [f"{f.loc[p, 'a']:.3f}, {f.loc[p, 'b']:.3f}, {f.loc[p, 'k']:.2f} ({f.loc[p, 'r2']:.2f})"
+                                  for p in t.index]  # fmt: skip
+        pooled_fit = f.loc["pooled / pooled"]
+        head = "| pair | " + " | ".join(f"{axis[0]}={c}" for c in t.columns[:-2]) + " | raw 1 -> max | fit a, b, k (R^2) |"
+        rows = [head, "|" + "---|" * (len(t.columns) + 1)]
+        rows += [f"| {p} | " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |"
+                 for p, r in zip(t.index, t.itertuples(index=False))]  # fmt: skip
+        gain, p = s[f"{axis}_gain"], s[f"{axis}_gain_p_value"]
+        parts.append(f"Calibrated mutual kNN vs {axis} (raw scores in the fit columns):\n\n" + "\n".join(rows) +
+                     f"\n\nPooled over pairs: raw {pooled_fit['first']:.4f} -> {pooled_fit['last']:.4f}, gain "
+                     f"{gain:+.4f} ({100 * gain / pooled_fit['first']:+.1f}%), paired permutation p = {p:.3f}; pooled "
+                     f"fit a = {pooled_fit['a']:.3f}, b = {pooled_fit['b']:.3f}, k = {pooled_fit['k']:.2f}, "
+                     f"R^2 = {pooled_fit['r2']:.2f}.")  # fmt: skip
+    m = pd.DataFrame(s["many_to_many"])
+    one_mean = next(c for c in m.columns if c.startswith("one_to_one_mean"))
+    rows = ["| pair | many-to-many | one-to-one, 1st caption | one-to-one, mean of C | prompt delta |", "|---|---|---|---|---|"]
+    rows += [f"| {r.model_x} / {r.model_y} | {r.many_to_many:.4f} | {r.one_to_one_c1:.4f} | {getattr(r, one_mean):.4f} | "
+             f"{s['prompt_per_pair'][f'{r.model_x}|{r.model_y}']:+.4f} |" for r in m.itertuples()]  # fmt: skip
+    parts.append("Raw mutual kNN (max over layer pairs) by protocol, and the prompt's change per pair:\n\n" +
+                 "\n".join(rows) + f"\n\nPrompt: mean delta {s['prompt_delta']:+.4f}, paired permutation p = "
+                 f"{s['prompt_p_value']:.3f}. Spearman between pair rankings at c = 1 and c = {s['captions'][-1]}: "
+                 f"{s['ranking_spearman_c1_cC']:.2f}.")  # fmt: skip
+    return "\n\n".join(parts)
