@@ -301,3 +301,15 @@ def test_cli_tts_refuses_a_missing_or_bad_config_in_one_line(tmp_path, capsys):
     bad.write_text("store: s\nresults: r\n")
     assert main(["tts", str(bad)]) == 1
     assert "missing field 'dataset'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["all", "some"])
+def test_shipped_tts_configs_are_valid(name):
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "tts" / f"{name}.yaml"
+    cfg = check_config(yaml.safe_load(path.read_text()))
+    assert cfg["dataset"]["captions"] == cfg["captions"][-1] == 8
+    assert cfg["dataset"].get("caption_items", "all") == name

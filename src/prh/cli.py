@@ -361,7 +361,7 @@ def parser() -> argparse.ArgumentParser:
     score.add_argument("--seed", type=int, default=0, help="seed of permutations and bootstrap (default 0, as the config)")
     score.set_defaults(func=cmd_score)
     tts = sub.add_parser("tts", help="test-time scaling of alignment: captions, views, prompt, many-to-many (issue 35)")
-    tts.add_argument("tts_config", help="the stage's config (configs/tts.yaml)")
+    tts.add_argument("tts_config", help="the stage's config (configs/tts/all.yaml)")
     tts.set_defaults(func=cmd_tts)
     return p
 

@@ -1,6 +1,6 @@
 """Test-time scaling of alignment (issue 35): several captions and several views per item, prompts, many-to-many.
 
-One stage, driven by a small config (``configs/tts.yaml``; :func:`check_config` lists its fields):
+One stage, driven by a small config (``configs/tts/all.yaml``; :func:`check_config` lists its fields):
 
 - captions: a scenes dataset with ``captions: C`` gives C independent wordings / orders of each scene graph
   (``meta["captions"]``); every language model is extracted once on all n C captions (one store entry, item-major
