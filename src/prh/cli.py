@@ -322,6 +322,19 @@ def cmd_docs(args: argparse.Namespace) -> None:
     print(f"{args.dir}: rewrote {', '.join(changed)}" if changed else f"{args.dir}: generated pages up to date")
 
 
+def cmd_tts(args: argparse.Namespace) -> None:
+    """Run the test-time-scaling stage (prh.tts) of a tts config and print its figure's reading."""
+    import yaml
+
+    from prh.tts import run
+
+    path = Path(args.tts_config)
+    if not path.is_file():
+        raise PrhError(f"tts config: no file {str(path)!r}")
+    summary = run(yaml.safe_load(path.read_text()) or {})
+    print(f"{summary['results_dir']}: {summary['reading']}")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of `prh`."""
     from prh import __version__
@@ -381,6 +394,9 @@ def parser() -> argparse.ArgumentParser:
     docs.add_argument("--check", action="store_true", help="only check: list stale pages and exit 1 if any")
     docs.add_argument("--dir", default="docs", help="the docs directory (default: docs)")
     docs.set_defaults(func=cmd_docs)
+    tts = sub.add_parser("tts", help="test-time scaling of alignment: captions, views, prompt, many-to-many (docs/test-time-scaling.md)")
+    tts.add_argument("tts_config", help="the stage's config (configs/tts/all.yaml)")
+    tts.set_defaults(func=cmd_tts)
     return p
 
 

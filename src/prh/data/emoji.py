@@ -12,7 +12,9 @@ Real image-text pairs from Debian packages, with no rendering choices beyond the
 - caption, ``density: name``: the CLDR short name (``annotations/en.xml`` type="tts" of Debian
   ``unicode-cldr-core``, e.g. "grinning face"); for code points newer than that CLDR (Emoji 15.0) the name
   emoji-test.txt gives, which is the same CLDR name. ``density: keywords``: "name: keyword, keyword, ..." with
-  the CLDR keywords other than the name (the name alone where CLDR has none).
+  the CLDR keywords other than the name (the name alone where CLDR has none). ``captions: C`` (default 1) also
+  keeps C texts per item in ``meta["captions"]``: that caption, then name, keywords and their combinations as
+  separate texts (:meth:`Emoji.captions`), for the test-time-scaling stage (``prh.tts``).
 - labels: ``group`` (9) and ``subgroup`` (97) of emoji-test.txt, numbered in file order over all items, so an
   id means the same class in every sample.
 
@@ -32,7 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-from prh.data import Dataset, check_keys, field_name, make_dataset, probe_split, spec_choice, spec_float, spec_int, subsample
+from prh.data import (
+    Dataset,
+    check_keys,
+    field_name,
+    make_dataset,
+    probe_split,
+    rng_for,
+    spec_choice,
+    spec_float,
+    spec_int,
+    subsample,
+)
 from prh.errors import PrhError
 
 FONT_PATH = "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
@@ -42,7 +55,8 @@ FONT_SIZE = 109  # the only bitmap strike of NotoColorEmoji (136 x 128 px glyphs
 CANVAS = 136  # white square the glyph is centred on before resizing
 DENSITIES = ("name", "keywords")
 VS16 = 0xFE0F  # emoji presentation selector
-KEYS = frozenset({"n", "seed", "size", "density", "sample", "test_fraction"})
+KEYS = frozenset({"n", "seed", "size", "density", "sample", "test_fraction", "captions"})
+MAX_CAPTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,22 @@ class Emoji:
         if density == "keywords" and self.keywords:
             return f"{self.name}: {', '.join(self.keywords)}"
         return self.name
+
+    def alternatives(self) -> list[str]:
+        """Every text naming this emoji: the name, name + all keywords, each keyword, name + one keyword, and
+        pairs of keywords (distinct, in this order)."""
+        kws = self.keywords
+        texts = [self.name, self.caption("keywords"), *kws, *(f"{self.name}: {k}" for k in kws),
+                 *(f"{a}, {b}" for i, a in enumerate(kws) for b in kws[i + 1 :])]  # fmt: skip
+        return list(dict.fromkeys(texts))
+
+    def captions(self, density: str, count: int, rng: np.random.Generator) -> list[str]:
+        """``count`` texts: the caption at ``density``, then the other alternatives in a seeded random order (cycled
+        when an emoji has fewer: an emoji without keywords repeats its name)."""
+        first = self.caption(density)
+        rest = [t for t in self.alternatives() if t != first]
+        rest = [rest[i] for i in rng.permutation(len(rest))] or [first]
+        return [first] + [rest[i % len(rest)] for i in range(count - 1)]
 
 
 def _require(path: str, package: str, field: str) -> str:
@@ -180,6 +210,7 @@ def load(name: str, spec: dict) -> Dataset:
     density = spec_choice(name, spec, "density", "name", DENSITIES)
     sample = spec_choice(name, spec, "sample", "stratified", ("stratified", "random"))
     test_fraction = spec_float(name, spec, "test_fraction", 0.3, 0.0, 1.0)
+    n_captions = spec_int(name, spec, "captions", 1, lo=1, hi=MAX_CAPTIONS)
     font, emoji_test, cldr = data_files(field_name(name, "source"))
     items = catalogue(font, emoji_test, cldr)
     groups, group_names = label_ids([e.group for e in items])
@@ -189,6 +220,11 @@ def load(name: str, spec: dict) -> Dataset:
     chosen = [items[i] for i in keep]
     resolved = {"source": "emoji", "n": len(keep), "seed": seed, "size": size, "density": density, "sample": sample,
                 "test_fraction": test_fraction}  # fmt: skip
+    extra = {}
+    if n_captions > 1:  # texts stay the caption at density; meta["captions"] holds all of them
+        resolved["captions"] = n_captions
+        rng = rng_for(seed, f"emoji-captions-{density}")
+        extra["captions"] = [e.captions(density, n_captions, rng) for e in chosen]
     return make_dataset(
         name,
         images=np.stack([render(e.text, size, font) for e in chosen]),
@@ -202,5 +238,6 @@ def load(name: str, spec: dict) -> Dataset:
             "label_names": {"group": group_names, "subgroup": subgroup_names},
             "codepoints": [" ".join(f"U+{c:04X}" for c in e.codepoints) for e in chosen],
             "unicode_names": [e.unicode_name for e in chosen],
+            **extra,
         },
     )

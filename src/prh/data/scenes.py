@@ -12,6 +12,11 @@ density (5, 10, 20 or 30 words, within +-25%):
 - 20: + each item's size and position (3x3 grid of its centre: "top left", ..., "center", ...)
 - 30: + each item's rotation and the background, so the caption determines the scene graph
 
+``captions: C`` (default 1) also keeps C captions per scene in ``meta["captions"]`` (``texts`` unchanged), for the
+test-time-scaling stage (``prh.tts``): with ``caption_items: all`` (default) the first is the caption above and the
+others name every item in another order and wording at the same density; with ``caption_items: some`` each of the C
+names a random subset of the items (:func:`caption_variants`).
+
 Labels (all (n,) int64; "first item" = item 0, the first one named in every caption):
 ``count`` (items - 1), ``location`` (quadrant of the first item's centre: 0 top-left, 1 top-right,
 2 bottom-left, 3 bottom-right), ``rotation`` (first item's k), ``relative`` (1 if the first item's centre is left
@@ -63,7 +68,8 @@ ROTATION_VERBOSE = ["standing upright", "rotated to the left", "turned upside do
 COUNT_WORDS = ["one", "two", "three", "four"]
 LOCATION_NAMES = ["top left", "top right", "bottom left", "bottom right"]
 MAX_OVERLAP = 0.2  # at most this fraction of the smaller item's box may be covered by another item
-KEYS = frozenset({"n", "seed", "density", "canvas", "max_items", "path", "test_fraction"})
+KEYS = frozenset({"n", "seed", "density", "canvas", "max_items", "path", "test_fraction", "captions", "caption_items"})
+MAX_CAPTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -241,9 +247,9 @@ def render_caption(scene: Scene, attrs: set[str], style: tuple[int, int, bool, b
     return " ".join(p for p in parts if p) + "."
 
 
-def caption(scene: Scene, density: int) -> str:
-    """The caption naming the attributes of `density` whose word count is closest to density (first style wins ties)."""
-    attrs = attributes_at(density)
+def style_totals(scene: Scene, attrs: set[str]) -> np.ndarray:
+    """Word count of the caption for every style choice: an array with one axis per render_caption style field
+    (article and "and" axes: index 0 = with them)."""
     k = len(scene.items)
     base = k * (1 + int("size" in attrs) + int("colour" in attrs))
     pos = [sum(w + POSITION_WORDS[i.position(scene.canvas)] for i in scene.items) for w in POSITION_STYLE_WORDS]
@@ -258,11 +264,43 @@ def caption(scene: Scene, density: int) -> str:
         rot if "rotation" in attrs else [0],
         bg if "background" in attrs else [0],
     ]
-    totals = base + sum(np.reshape(a, [-1 if j == i else 1 for j in range(len(axes))]) for i, a in enumerate(axes))
-    index = np.unravel_index(int(np.argmin(np.abs(totals - density))), totals.shape)  # first minimum: C order
+    return base + sum(np.reshape(a, [-1 if j == i else 1 for j in range(len(axes))]) for i, a in enumerate(axes))
+
+
+def _style(index: tuple[int, ...]) -> tuple[int, int, bool, bool, int, int, int]:
+    """A style_totals index -> render_caption's style tuple."""
     prefix, count, article, use_and, pos_style, rot_style, bg_style = (int(i) for i in index)
-    style = (prefix, count, article == 0, use_and == 0, pos_style, rot_style, bg_style)
-    return render_caption(scene, attrs, style)
+    return (prefix, count, article == 0, use_and == 0, pos_style, rot_style, bg_style)
+
+
+def caption(scene: Scene, density: int) -> str:
+    """The caption naming the attributes of `density` whose word count is closest to density (first style wins ties)."""
+    attrs = attributes_at(density)
+    totals = style_totals(scene, attrs)
+    index = np.unravel_index(int(np.argmin(np.abs(totals - density))), totals.shape)  # first minimum: C order
+    return render_caption(scene, attrs, _style(index))
+
+
+def caption_variants(scene: Scene, density: int, count: int, rng: np.random.Generator, items: str = "all") -> list[str]:
+    """``count`` captions of one scene graph at one density. ``items="all"``: the first is :func:`caption`; each
+    other one names every item, in a random order, with a random style among those within +-25% of density words
+    (the closest if none). ``items="some"``: every caption names a random non-empty subset of the items (uniform
+    size, random order) in such a style, as different people describing a scene each mention part of it."""
+    if items not in ("all", "some"):
+        raise PrhError(f"scenes caption_items: {items!r} is not one of all, some")
+    attrs = attributes_at(density)
+    out = [caption(scene, density)] if items == "all" else []
+    while len(out) < count:
+        k = len(scene.items) if items == "all" else int(rng.integers(1, len(scene.items) + 1))
+        order = rng.permutation(len(scene.items))[:k]
+        part = Scene(scene.canvas, scene.background, tuple(scene.items[i] for i in order))
+        totals = style_totals(part, attrs)
+        gap = np.abs(totals - density)
+        ok = np.flatnonzero(gap <= 0.25 * density)
+        choices = ok if ok.size else np.flatnonzero(gap == gap.min())
+        index = np.unravel_index(int(choices[rng.integers(choices.size)]), totals.shape)
+        out.append(render_caption(part, attrs, _style(index)))
+    return out
 
 
 # ---------------------------------------------------------------- labels and the dataset
@@ -321,6 +359,8 @@ def load(name: str, spec: dict) -> Dataset:
     canvas = spec_int(name, spec, "canvas", 64, lo=32, hi=1024)
     max_items = spec_int(name, spec, "max_items", 4, lo=1, hi=len(COUNT_WORDS))
     test_fraction = spec_float(name, spec, "test_fraction", 0.3, 0.0, 1.0)
+    n_captions = spec_int(name, spec, "captions", 1, lo=1, hi=MAX_CAPTIONS)
+    caption_items = spec_choice(name, spec, "caption_items", "all", ("all", "some"))
     path = str(spec.get("path", DEFAULT_PATH))
     read_split(path, "test", field_name(name, "path"))  # a missing path is reported under this dataset's field
     ss = generate_scenes(n, seed, canvas, max_items, path)  # type: ignore[arg-type]
@@ -334,6 +374,12 @@ def load(name: str, spec: dict) -> Dataset:
         "path": path,
         "test_fraction": test_fraction,
     }
+    extra = {}
+    if n_captions > 1:  # texts stay the first caption of each scene; meta["captions"] holds all of them
+        resolved |= {"captions": n_captions, "caption_items": caption_items}
+        rng = rng_for(seed, f"scenes-captions-{density}" + ("" if caption_items == "all" else f"-{caption_items}"))
+        extra["captions"] = [caption_variants(s, density, n_captions, rng, caption_items)  # type: ignore[arg-type]
+                             for s in ss.scenes]
     return make_dataset(
         name,
         images=ss.images,
@@ -345,5 +391,6 @@ def load(name: str, spec: dict) -> Dataset:
             "spec": resolved,
             "label_names": LABEL_NAMES,
             "scenes": [scene_dict(s) for s in ss.scenes],
+            **extra,
         },
     )

@@ -279,3 +279,50 @@ def jaccard_knn_chance(n: int, params: dict[str, Any]) -> float:
     k = params["k"]
     c = np.arange(k + 1)
     return float(hypergeom.pmf(c, n - 1, k, k) @ (c / (2 * k - c)))
+
+
+# ---------------------------------------------------------------- many-to-many (several captions per image)
+
+
+def caption_item_neighbours(gram: np.ndarray, m: int, k: int) -> np.ndarray:
+    """(n m, n m) caption kernel, item-major (row i m + j = caption j of item i) -> (n m, k) int64 item indices: each
+    caption's k nearest OTHER items, an item's similarity being that of its most similar caption (ties: smaller
+    item)."""
+    rows = gram.shape[0]
+    n = rows // m
+    item_sim = gram.reshape(rows, n, m).max(axis=2)  # (n m, n): best caption of each item
+    item_sim[np.arange(rows), np.arange(rows) // m] = -np.inf  # never the caption's own item
+    return np.argsort(-item_sim, axis=1, kind="stable")[:, :k]
+
+
+def many_to_many_knn_all(image_ind: np.ndarray, caption_nbrs: np.ndarray, m: int) -> np.ndarray:
+    """Many-to-many mutual kNN of every layer pair.
+
+    ``image_ind``: (L_x, n, n) bool image-neighbour indicators; ``caption_nbrs``: (L_y, n m, k) item neighbours of
+    each caption (:func:`caption_item_neighbours`). A caption's score is the fraction of its k item neighbours
+    among its image's k neighbours; an item's score the mean over its m captions; the result (L_x, L_y) the mean
+    over items.
+    """
+    k = caption_nbrs.shape[2]
+    owner = np.arange(caption_nbrs.shape[1]) // m
+    out = np.empty((image_ind.shape[0], caption_nbrs.shape[0]), dtype=np.float64)
+    for a, ind in enumerate(image_ind):
+        rows = ind[owner]  # (n m, n): each caption's image-neighbour indicator
+        for b, nb in enumerate(caption_nbrs):
+            out[a, b] = np.take_along_axis(rows, nb, axis=1).sum() / (k * caption_nbrs.shape[1])
+    return out
+
+
+def many_to_many_mutual_knn(
+    image_layers: list[np.ndarray], caption_layers: list[np.ndarray], m: int, k: int = 10
+) -> np.ndarray:
+    """(L_x, L_y) many-to-many mutual kNN of prepared (unit-row) image layers (n, d) and caption layers (n m, d),
+    item-major, inner-product kernels; m = 1 is the one-to-one mutual kNN."""
+    n = image_layers[0].shape[0]
+    if any(c.shape[0] != n * m for c in caption_layers):
+        raise ValueError(f"caption layers need n * m = {n * m} rows (item-major), got {[c.shape[0] for c in caption_layers]}")
+    if not 1 <= k < n:
+        raise ValueError(f"k = {k} must be in [1, n - 1 = {n - 1}]")
+    ind = np.stack([indicator(neighbours(x @ x.T, k), n) for x in image_layers])
+    nbrs = np.stack([caption_item_neighbours(c @ c.T, m, k) for c in caption_layers])
+    return many_to_many_knn_all(ind, nbrs, m)

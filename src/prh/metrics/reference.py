@@ -84,8 +84,27 @@ def _section(record: Metric) -> str:
     return "\n".join(lines)
 
 
+MANY_TO_MANY = """## Many-to-many protocol (several captions per image)
+
+Every measure above is **one-to-one**: row i of A and row i of B describe the same input, one row each. With m
+captions per image (`prh.tts`, [test-time scaling](test-time-scaling.md)) prh offers two ways to use them:
+
+- **pooled one-to-one**: B's row i is the mean of item i's first c caption features (c = 1, ..., m), then any
+  measure above, unchanged;
+- **many-to-many mutual kNN** (`prh.metrics.knn.many_to_many_mutual_knn`): every caption is its own row of B
+  (n m rows, item-major). An image's k neighbours N_A(i) are the k most similar other images (inner product of
+  prepared rows, ties to the smaller index). A caption r of item i gets k neighbour *items* N_B(r): the k other
+  items whose most similar caption is most similar to r (an item's similarity to r is the maximum over its captions;
+  none of item i's own captions take part). The caption's score is |N_A(i) & N_B(r)| / k, an item's score the mean
+  over its m captions, and the measure the mean over items; all layer pairs, the maximum as the model-level score.
+  With m = 1 it equals `mutual_knn` exactly (`tests/test_tts.py` checks this and checks the vectorised form against
+  a loop over captions). Range [0, 1]; chance k / (n - 1) as for `mutual_knn`. Not calibrated: the permutation null
+  of `mutual_knn` applies to the pooled one-to-one scores."""
+
+
 def metrics_page() -> str:
-    """The markdown of docs/metrics.md: an overview table and one section per registry record."""
+    """The markdown of docs/metrics.md: an overview table, one section per registry record, the many-to-many
+    protocol."""
     table = "\n".join(_summary_row(r) for r in RECORDS)
     sections = "\n\n".join(_section(r) for r in RECORDS)
-    return f"{INTRO}{table}\n\n{sections}\n"
+    return f"{INTRO}{table}\n\n{sections}\n\n{MANY_TO_MANY}\n"
