@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/dag_cost.py [RESULTS_DIR] [--top N]
 
+With the fork server on (prh.worker, the default for local runs), a job's benchmark counts only the thin process
+that hands its script to a forked child; the child's own CPU is in the job log's profile line, which
+benchmarks/job_overhead.py reads. Run with PRH_WORKER=0 for benchmarks that hold whole jobs.
+
 CPU seconds barely depend on what else the machine runs, wall seconds do; their sum over the cores is a lower
 bound of the DAG's wall time on an idle machine with that many cores (the critical path can add to it).
 """

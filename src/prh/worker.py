@@ -35,7 +35,7 @@ IDLE_S = 60.0  # a server with no job for this long exits
 # replaces the sockets' folder /tmp/prh-worker-UID
 PRELOAD = ("torch", "timm", "transformers", "zarr", "numpy", "scipy.stats", "sklearn.linear_model", "pandas",
            "matplotlib.pyplot", "seaborn", "prh.extract", "prh.models.vision", "prh.models.language", "prh.store",
-           "prh.data", "prh.experiment", "prh.probe", "prh.lm", "prh.figures")  # fmt: skip
+           "prh.data", "prh.experiment", "prh.probe", "prh.lm", "prh.figures", "umap")  # fmt: skip
 # Environment read when those modules are imported (cache locations, offline mode, thread and device settings)
 IMPORT_ENV = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "CUDA", "OMP_", "MKL_", "OPENBLAS", "PYTHON", "PRH_",
               "TIMM", "XDG_", "HOME", "PATH", "LD_", "MPLBACKEND", "MPLCONFIGDIR", "NUMBA", "KMP_")  # fmt: skip
