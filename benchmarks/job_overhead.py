@@ -120,8 +120,8 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
         target_of = {}
         for line in summary.splitlines()[1:]:
             cells = line.split("\t")
-            if len(cells) > 4 and cells[4].startswith("logs/"):
-                target_of[cells[4].split(",")[0]] = cells[0]
+            if len(cells) > 3 and cells[3].startswith("logs/"):  # output_file, date, rule, log-file(s), ...
+                target_of[cells[3].split(",")[0]] = cells[0]
         for mode, env in (("own process", {"PRH_WORKER": "0"}), ("fork server", {"PRH_WORKER": "1"})):
             env = {**os.environ, **env, "PRH_WORKER_DIR": sockets}
             for rule, jobs in sorted(profiles.items()):
