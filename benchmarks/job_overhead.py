@@ -114,6 +114,7 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
         for name in ("Snakefile", "rules", "workflow", "schemas", "envs", "profiles", "configs", "config.yaml"):
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
         shutil.copytree(results, work / results.name, symlinks=True)
+        shutil.copytree(logs, work / "logs")  # --summary names a job's log only where the file exists
         (work / "features").symlink_to((ROOT / "features").resolve())
         snakemake = [str(Path(PY).with_name("snakemake")), "--cores", "1", "--rerun-triggers", "mtime"]
         summary = subprocess.run([*snakemake, "--summary"], cwd=work, capture_output=True, text=True, check=True).stdout
