@@ -114,7 +114,9 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
         for name in ("Snakefile", "rules", "workflow", "schemas", "envs", "profiles", "configs", "config.yaml"):
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, work / name)
         shutil.copytree(results, work / results.name, symlinks=True)
-        shutil.copytree(logs, work / "logs")  # --summary names a job's log only where the file exists
+        shutil.copytree(logs, work / "logs")  # --summary names a job's log from the run's metadata, for files that exist
+        if (logs.parent / ".snakemake" / "metadata").is_dir():
+            shutil.copytree(logs.parent / ".snakemake" / "metadata", work / ".snakemake" / "metadata")
         (work / "features").symlink_to((ROOT / "features").resolve())
         snakemake = [str(Path(PY).with_name("snakemake")), "--cores", "1", "--rerun-triggers", "mtime"]
         summary = subprocess.run([*snakemake, "--summary"], cwd=work, capture_output=True, text=True, check=True).stdout
@@ -133,7 +135,7 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
                     continue
                 for attempt in range(2 if mode == "fork server" else 1):  # the first run starts the server
                     since = time.time() - 1
-                    subprocess.run([*snakemake, target, "--forcerun", target], cwd=work, env=env, check=True,
+                    subprocess.run([*snakemake, "--forcerun", target, "--", target], cwd=work, env=env, check=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
                     if attempt == 0 and mode == "fork server":
                         _wait_for_socket(Path(sockets))
