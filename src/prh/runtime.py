@@ -108,5 +108,7 @@ def job_profile() -> dict:
     phases["other"] = {"cpu_s": round(total_cpu - covered[0], 3),
                        "wall_s": round((total_wall or covered[1]) - covered[1], 3)}  # fmt: skip
     loaded = [p for p in HEAVY_PACKAGES if p in sys.modules]
+    import os
+
     return {"phases": phases, "cpu_s": round(total_cpu, 3), "wall_s": total_wall and round(total_wall, 3),
-            "imported": loaded}  # fmt: skip
+            "imported": loaded, "in_worker": bool(os.environ.get("PRH_WORKER_CHILD"))}  # fmt: skip
