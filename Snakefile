@@ -31,6 +31,7 @@ include: "rules/probe.smk"
 include: "rules/align.smk"
 include: "rules/colour.smk"
 include: "rules/report.smk"
+include: "rules/tts.smk"
 
 
 rule all:

@@ -148,3 +148,16 @@ def figure_params(wildcards):
 def report_inputs(wildcards):
     """The declared files the report reads or needs built (prh.plan.Plan.report_inputs)."""
     return PLAN.report_inputs()
+
+
+def tts_receipts(wildcards):
+    """The test-time-scaling receipts one dataset's analysis reads (prh.plan.Plan.tts_receipts)."""
+    return PLAN.tts_receipts(wildcards.dataset)
+
+
+def tts_params(wildcards):
+    return PLAN.tts_params(wildcards.model, wildcards.axis)
+
+
+def tts_sizes(wildcards):
+    return PLAN.tts_sizes(wildcards.axis)

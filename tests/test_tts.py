@@ -4,6 +4,7 @@ the prompt's permutation test and many-to-many mutual kNN (against a loop implem
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,12 +24,20 @@ from prh.errors import PrhError
 from prh.metrics import pairwise
 from prh.metrics.knn import many_to_many_mutual_knn
 from prh.tts import (
+    caption_rows,
     check_config,
+    ensure_entries,
+    figure_job,
     fit_saturating,
     item_captions,
+    item_similarity,
+    many_to_many_calibrated,
+    one_view,
     paired_test,
     pooled,
+    resampled_item_neighbours,
     saturating,
+    score_job,
     view_images,
 )
 
@@ -130,6 +139,7 @@ def test_view_images_are_seeded_and_nested(scenes):
     assert not np.array_equal(v4[:, 1], images) and not np.array_equal(v4[:, 1], v4[:, 2])
     assert not np.array_equal(view_images(images, 2, seed=1), view_images(images, 2, seed=0))
     assert v4.dtype == np.uint8
+    assert np.array_equal(one_view(images, 3, seed=0), v4[:, 3])  # one view alone is the same view
 
 
 def test_pooled_is_the_mean_of_each_items_first_rows():
@@ -256,42 +266,6 @@ def test_check_config_names_the_bad_field(over, match):
         check_config(_config(**over))
 
 
-def test_stage_writes_curves_fits_figure_and_summary(tmp_path, monkeypatch):
-    """The stage on synthetic features (no model loads): language features sharpen with more captions."""
-    from prh import tts
-
-    rng = np.random.default_rng(0)
-    n, C, V = 48, 4, 2
-    latent = rng.normal(size=(n, 6))
-
-    def fake_extract(cfg):
-        vision = {f"vis{i}": [np.repeat(latent @ rng.normal(size=(6, 12)), V, axis=0) + rng.normal(size=(n * V, 12))]
-                  for i in range(2)}
-        language = {f"lang{i}": [np.repeat(latent @ rng.normal(size=(6, 9)), C, axis=0) + 3 * rng.normal(size=(n * C, 9))]
-                    for i in range(2)}
-        prompted = {m: [x[0][::C] + 0.0] for m, x in language.items()}
-        return vision, language, prompted, {"vis0": 1.0}
-
-    monkeypatch.setattr(tts, "extract_all", fake_extract)
-    cfg = _config(results=str(tmp_path), captions=[1, 2, 3, 4], views=[1, 2], permutations=19, bootstrap=19,
-                  metric={"name": "mutual_knn", "k": 5})
-    cfg["dataset"]["captions"] = 4
-    summary = tts.run(cfg)
-    out = tmp_path / "tts"
-    curves = pd.read_csv(out / "curves.csv")
-    assert len(curves) == 4 * 4 + 2 * 4  # 4 pairs at every c and every v
-    fits = pd.read_csv(out / "fits.csv")
-    pooled_fit = fits[(fits.axis == "captions") & (fits.model_x == "pooled") & (fits.measure == "score")].iloc[0]
-    mean_by_c = curves[curves.axis == "captions"].groupby("size")["score"].mean()
-    assert pooled_fit["gain"] == pytest.approx(mean_by_c[4] - mean_by_c[1]) and pooled_fit["gain"] > 0
-    assert (out / "tts.png").stat().st_size > 10_000
-    saved = json.loads((out / "summary.json").read_text())
-    assert saved["prompt_p_value"] == pytest.approx(summary["prompt_p_value"])
-    assert len(saved["many_to_many"]) == 4 and -1 <= saved["ranking_spearman_c1_cC"] <= 1
-    assert "1 -> 4 captions" in saved["reading"]
-    assert saved["captions_gain"] > 0 and saved["captions_gain_p_value"] <= 0.1  # 4 captions average out noise
-
-
 def test_cli_tts_refuses_a_missing_or_bad_config_in_one_line(tmp_path, capsys):
     from prh.cli import main
 
@@ -313,3 +287,255 @@ def test_shipped_tts_configs_are_valid(name):
     cfg = check_config(yaml.safe_load(path.read_text()))
     assert cfg["dataset"]["captions"] == cfg["captions"][-1] == 8
     assert cfg["dataset"].get("caption_items", "all") == name
+
+
+# ---------------------------------------------------------------- store entries: one per caption / view, one per size
+
+WD = "f" * 64  # the fake models' weights digest
+
+
+class FakeExtraction:
+    """Stands in for prh.extract.extract: row i of any dataset is item i's latent through one projection per layer
+    (two layers), plus noise seeded by the row's own text or image bytes, so features depend on the content only."""
+
+    def __init__(self, n: int, noise: float = 1.0, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.latent, self.noise, self.calls = rng.normal(size=(n, 6)), noise, []
+        self.proj = {m: [rng.normal(size=(6, d)) for d in (5, 7)] for m in ("vision", "language")}
+
+    def load(self, name, spec, **kwargs):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(name=name, digest=WD, modality="vision" if name.startswith("vis") else "language")
+
+    def __call__(self, model, dataset, params, device="cpu", batch_size=64, progress=True):
+        import hashlib
+
+        from prh.extract import Features
+
+        self.calls.append((model.name, dataset.digest("image" if model.modality == "vision" else "text")))
+        rows = dataset.images if model.modality == "vision" else dataset.texts
+        text = params.get("prompt_template") or "{text}"
+        layers = []
+        for w in self.proj[model.modality]:
+            out = np.empty((len(rows), w.shape[1]), dtype=np.float32)
+            for i, row in enumerate(rows):
+                raw = row.tobytes() if model.modality == "vision" else text.replace("{text}", row).encode()
+                seed = int.from_bytes(hashlib.sha256(raw).digest()[:8], "little")
+                out[i] = self.latent[i] @ w + self.noise * np.random.default_rng(seed).normal(size=w.shape[1])
+            layers.append(out)
+        return Features(layers=layers, layer_names=["a", "b"], attrs={"n_params": 7})
+
+
+@pytest.fixture()
+def fake(monkeypatch):
+    fx = FakeExtraction(24)
+    monkeypatch.setattr("prh.extract.extract", fx)
+    return fx
+
+
+def _scenes(n: int = 24, **extra):
+    try:
+        return load_dataset("tts-s", {"source": "scenes", "n": n, "seed": 5, "density": 20, "captions": 4, **extra})
+    except PrhError as err:  # the Debian Fashion-MNIST package is absent
+        pytest.skip(str(err))
+
+
+def _ensure(store, fx, dataset, axis, sizes, model="lang", prompt=None, view_seed=0):
+    modality = "vision" if model.startswith("vis") else "language"
+    spec = {"source": "packaged", "package": "x", "modality": modality}
+    params = {"pooling": "mean", "prompt_template": prompt} if modality == "language" else {"pooling": "auto"}
+    return ensure_entries(store, model, spec, dataset, params, axis, sizes, view_seed, weights_digest=WD,
+                          load_model_fn=fx.load)  # fmt: skip
+
+
+def test_one_entry_per_caption_count_and_a_known_count_is_not_recomputed(tmp_path, fake):
+    from prh.store import FeatureStore
+
+    store, ds = FeatureStore(tmp_path / "store"), _scenes()
+    first = _ensure(store, fake, ds, "captions", [1, 2])
+    assert len(fake.calls) == 2 and len(set(first["pooled"].values())) == 2  # captions 1 and 2; one key per c
+    before = set(store.keys())
+    more = _ensure(store, fake, ds, "captions", [1, 2, 4])
+    assert len(fake.calls) == 4  # only captions 3 and 4 are extracted
+    assert {k: more["pooled"][k] for k in ("1", "2")} == first["pooled"]  # c = 1, 2: the same entries, untouched
+    assert set(store.keys()) - before == {*more["members"][2:], more["pooled"]["4"]}
+    _ensure(store, fake, ds, "captions", [1, 2, 4])
+    assert len(fake.calls) == 4 and set(store.keys()) - before == {*more["members"][2:], more["pooled"]["4"]}
+    # the entry of c is the mean of the first c captions' features (an independent extraction of those texts)
+    sets = ds.meta["captions"]
+    for c in (1, 2, 4):
+        entry = store.open(more["pooled"][str(c)])
+        assert entry.request["extraction"]["pool"] == {"mean_of": "captions", "first": c, "caption_items": "all"}
+        for i, layer in enumerate(entry.layers()):
+            direct = [fake(fake.load("lang", {}), make_text(sets, j), {})
+                      .layers[i] for j in range(c)]  # fmt: skip
+            np.testing.assert_allclose(layer, np.mean(direct, axis=0), rtol=1e-5, atol=1e-6)
+    # caption 1 of an all-items dataset is its texts: the entry the workflow's extract rule writes for it
+    assert store.open(more["members"][0]).request["dataset"]["content_digest"] == ds.text_digest
+
+
+def make_text(sets, j):
+    from prh.data import make_dataset
+
+    return make_dataset("t", texts=[s[j] for s in sets])
+
+
+def test_pooled_keys_name_the_prompt_the_caption_mode_and_the_view_seed(tmp_path, fake):
+    from prh.store import FeatureStore
+
+    store = FeatureStore(tmp_path / "store")
+    plain = _ensure(store, fake, _scenes(), "captions", [1, 2])
+    prompted = _ensure(store, fake, _scenes(), "prompt", [1, 2], prompt="see: {text}")
+    some = _ensure(store, fake, _scenes(caption_items="some"), "captions", [1, 2])
+    keys = [set(e["pooled"].values()) for e in (plain, prompted, some)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert store.open(prompted["pooled"]["2"]).request["extraction"]["prompt_template"] == "see: {text}"
+    assert store.open(some["pooled"]["2"]).request["extraction"]["pool"]["caption_items"] == "some"
+    views = _ensure(store, fake, _scenes(), "views", [1, 2], model="vis")
+    other_seed = _ensure(store, fake, _scenes(), "views", [1, 2], model="vis", view_seed=1)
+    assert views["members"][0] == other_seed["members"][0]  # view 0 is the image whatever the seed
+    assert views["pooled"]["1"] != other_seed["pooled"]["1"] and views["pooled"]["2"] != other_seed["pooled"]["2"]
+    assert store.open(views["pooled"]["2"]).request["extraction"]["pool"]["view_seed"] == 0
+    with pytest.raises(PrhError, match="does not apply"):
+        _ensure(store, fake, _scenes(), "views", [1], model="lang")
+
+
+# ---------------------------------------------------------------- many-to-many, calibrated
+
+
+def test_resampled_item_neighbours_match_a_masked_sort():
+    rng = np.random.default_rng(0)
+    n, m, k = 15, 3, 4
+    sim = rng.normal(size=(n * m, n)).astype(np.float32)
+    from prh.metrics.knn import caption_item_neighbours
+
+    rows = prep(rng.normal(size=(n * m, 6)))[0]
+    assert np.array_equal(resampled_item_neighbours(item_similarity(rows, m), m, np.arange(n), k),
+                          caption_item_neighbours(rows @ rows.T, m, k))  # fmt: skip
+    for draw in range(5):
+        idx = np.sort(rng.integers(0, n, size=n))
+        got = resampled_item_neighbours(sim, m, idx, k)
+        for p in range(n):
+            for j in range(m):
+                vals = np.array([-np.inf if idx[q] == idx[p] else sim[idx[p] * m + j, idx[q]] for q in range(n)])
+                want = np.argsort(-vals, kind="stable")[:k]
+                assert np.array_equal(got[p * m + j], want), (draw, p, j)
+
+
+def _m2m_inputs(rng, n, m, related):
+    latent = rng.normal(size=(n, 4))
+    img = latent @ rng.normal(size=(4, 6)) if related else rng.normal(size=(n, 6))
+    cap = np.repeat(latent, m, axis=0) @ rng.normal(size=(4, 5)) if related else rng.normal(size=(n * m, 5))
+    images = prep(img + 0.5 * rng.normal(size=img.shape) if related else img)
+    captions = prep(cap + 0.5 * rng.normal(size=cap.shape) if related else cap)
+    return {"img": images}, {"cap": captions}
+
+
+def test_many_to_many_calibration_null_is_the_reported_statistic_on_permuted_items():
+    from prh.metrics.layer_calibration import permutation_array
+
+    rng = np.random.default_rng(1)
+    n, m, k = 20, 3, 4
+    images, captions = _m2m_inputs(rng, n, m, related=True)
+    cal = many_to_many_calibrated(images, captions, m, k, permutations=19, bootstrap=5, alpha=0.05, seed=3)[("img", "cap")]
+    assert cal.score == pytest.approx(np.max(many_to_many_mutual_knn(images["img"], captions["cap"], m, k)))
+    for t, perm in enumerate(permutation_array(n, 19, 3)):  # item i gets item perm[i]'s caption set, kept together
+        rows = (perm[:, None] * m + np.arange(m)).ravel()
+        moved = [c[rows] for c in captions["cap"]]
+        assert cal.null[t] == pytest.approx(np.max(many_to_many_mutual_knn(images["img"], moved, m, k)))
+    assert cal.p_value == pytest.approx(0.05) and cal.calibrated > 0  # related: above every permuted score
+    assert cal.ci_low <= cal.score <= cal.ci_high and cal.bootstrap == 5
+
+
+def test_many_to_many_calibration_keeps_its_level_without_shared_structure():
+    """Independent Gaussian images and captions: over 100 null data sets the p-values are uniform on the
+    permutation grid and p <= 0.05 is rejected within the binomial spread of 5%."""
+    from scipy.stats import binom, kstest
+
+    rng = np.random.default_rng(2026)
+    ps = []
+    for draw in range(100):
+        images, captions = _m2m_inputs(rng, 24, 3, related=False)
+        cal = many_to_many_calibrated(images, captions, 3, 4, permutations=39, bootstrap=0, alpha=0.05, seed=draw)
+        ps.append(cal[("img", "cap")].p_value)
+    ps = np.array(ps)
+    rejected = int(np.sum(ps <= 0.05))
+    assert rejected <= binom.ppf(0.999, 100, 0.05), rejected
+    assert kstest(ps, "uniform").pvalue > 0.01
+    assert 0.35 < ps.mean() < 0.65
+
+
+# ---------------------------------------------------------------- the analysis and the figure
+
+
+def test_analysis_writes_curves_fits_many_to_many_prompt_and_figure(tmp_path, monkeypatch):
+    """Fake features on real scenes (2 vision, 2 language models): noisy captions, so averaging more gains."""
+    from prh.store import FeatureStore
+
+    ds = _scenes(n=48)
+    fx = FakeExtraction(48, noise=3.0)
+    monkeypatch.setattr("prh.extract.extract", fx)
+    store = FeatureStore(tmp_path / "store")
+    receipts = []
+    for model, axis, sizes in [("vis0", "views", [1, 2]), ("vis1", "views", [1, 2]), ("lang0", "captions", [1, 2, 3, 4]),
+                               ("lang1", "captions", [1, 2, 3, 4]), ("lang0", "prompt", [1, 4]), ("lang1", "prompt", [1, 4])]:  # fmt: skip
+        fx.proj["vision" if model.startswith("vis") else "language"] = [np.random.default_rng(len(receipts)).normal(size=(6, d))
+                                                                         for d in (5, 7)]  # fmt: skip
+        receipts.append(tmp_path / f"{model}.{axis}.json")
+        receipts[-1].write_text(json.dumps(_ensure(store, fx, ds, axis, sizes, model=model, prompt="see: {text}")))
+    settings = {"captions": [1, 2, 3, 4], "views": [1, 2], "prompt": "see: {text}", "metric": {"name": "mutual_knn", "k": 5},
+                "q": 0.95, "permutations": 19, "bootstrap": 19, "alpha": 0.05, "seed": 0}  # fmt: skip
+    out = {t: str(tmp_path / f"{t}.{'json' if t == 'summary' else 'csv'}") for t in ("curves", "fits", "summary")}
+    score_job(settings, [str(r) for r in receipts], str(tmp_path / "store"), out)
+    curves, fits = pd.read_csv(out["curves"]), pd.read_csv(out["fits"])
+    assert len(curves) == 4 * 4 + 4 * 2  # 4 pairs at every c and every v
+    pooled_fit = fits[(fits.axis == "captions") & (fits.model_x == "pooled") & (fits.measure == "score")].iloc[0]
+    mean_by_c = curves[curves.axis == "captions"].groupby("size")["score"].mean()
+    assert pooled_fit["gain"] == pytest.approx(mean_by_c[4] - mean_by_c[1]) and pooled_fit["gain"] > 0
+    s = json.loads(Path(out["summary"]).read_text())
+    assert s["captions_gain"] > 0 and s["captions_gain_p_value"] <= 0.1  # 4 captions average noise out
+    assert set(s["prompt_effect"]) == {"1", "4"} and all(0 < e["p_value"] <= 1 for e in s["prompt_effect"].values())
+    m2m = pd.DataFrame(s["many_to_many"])
+    assert len(m2m) == 4 and (m2m["many_to_many_score"] > 5 / 47).all()  # related features: above chance k / (n - 1)
+    assert (m2m["many_to_many_p_value"] <= 0.2).all() and (m2m["many_to_many_ci_low"] <= m2m["many_to_many_score"]).all()
+    one = curves[(curves.axis == "captions") & (curves["size"] == 4)].set_index(["model_x", "model_y"])["calibrated"]
+    assert all(m2m["one_to_one_mean_calibrated"] == [one[(x, y)] for x, y in zip(m2m.model_x, m2m.model_y)])
+    reading = figure_job(out["curves"], out["fits"], out["summary"], str(tmp_path / "tts.png"))
+    assert (tmp_path / "tts.png").stat().st_size > 10_000 and "1 -> 4 captions" in reading and "at c = 4" in reading
+
+
+def test_workflow_plans_the_stage_in_the_hypotheses_config_only():
+    from prh.config import ConfigError, load_config
+    from prh.plan import Plan
+
+    root = Path(__file__).resolve().parents[1]
+    default = Plan(load_config(root / "config.yaml"))
+    assert default.tts_targets() == [] and default.targets() == [default.paths.report()]
+    plan = Plan(load_config(root / "configs" / "hypotheses.yaml"))
+    assert plan.tts_targets() == [plan.paths.tts_figure(d) for d in ("tts-all", "tts-some")]
+    some = plan.tts_receipts("tts-some")
+    assert plan.paths.tts_features("tts-all", "effnet-lite0", "views") in some  # the same images: views shared
+    assert plan.paths.tts_features("tts-some", "mpnet", "prompt") in some and len(some) == 3 + 2 * 2
+    assert plan.tts_params("minilm", "prompt")["prompt_template"] == plan.config["tts"]["prompt"]
+    assert plan.tts_params("minilm", "captions") == plan.extraction_params("minilm")
+    assert plan.tts_sizes("prompt") == [1, 8] and plan.tts_settings()["permutations"] == 200
+    cfg = read_hypotheses(root)
+    cfg["tts"]["captions"] = [1, 16]
+    with pytest.raises(ConfigError, match="tts.datasets.0: dataset 'tts-all' needs .* captions >= 16"):
+        load_config_dict(cfg)
+    cfg["tts"]["captions"], cfg["tts"]["language"] = [1, 8], ["effnet-lite0"]
+    with pytest.raises(ConfigError, match="tts.language: model 'effnet-lite0' is not a language model"):
+        load_config_dict(cfg)
+
+
+def read_hypotheses(root):
+    import yaml
+
+    return yaml.safe_load((root / "configs" / "hypotheses.yaml").read_text())
+
+
+def load_config_dict(cfg):
+    from prh.config import validate_config
+
+    return validate_config(cfg)

@@ -368,6 +368,26 @@ def _check_colour(cfg: dict) -> None:
             raise ConfigError("colour.models", f"model {name!r} is not a language model")
 
 
+def _check_tts(cfg: dict) -> None:
+    """Test-time scaling (prh.tts): increasing sizes, datasets with enough captions, models of the right modality."""
+    tts = cfg["tts"]
+    if not tts["datasets"]:
+        return
+    for key in ("captions", "views"):
+        if sorted(set(tts[key])) != tts[key]:
+            raise ConfigError(f"tts.{key}", f"must be increasing without repeats, got {tts[key]}")
+    for i, name in enumerate(tts["datasets"]):
+        _check_dataset_ref(cfg, name, f"tts.datasets.{i}")
+        spec = cfg["datasets"][name]
+        if spec["source"] not in ("scenes", "emoji") or int(spec.get("captions", 1)) < tts["captions"][-1]:
+            raise ConfigError(f"tts.datasets.{i}", f"dataset {name!r} needs source scenes or emoji with captions >= "
+                                                   f"{tts['captions'][-1]} (the largest of tts.captions)")  # fmt: skip
+    for modality in ("vision", "language"):
+        for name in select_models(cfg, tts[modality], f"tts.{modality}"):
+            if model_modality(name, cfg["models"][name]) != modality:
+                raise ConfigError(f"tts.{modality}", f"model {name!r} is not a {modality} model")
+
+
 def _check_sections(cfg: dict) -> None:
     for tname, task in cfg["probes"]["tasks"].items():
         _check_dataset_ref(cfg, task["dataset"], f"probes.tasks.{tname}.dataset")
@@ -377,6 +397,7 @@ def _check_sections(cfg: dict) -> None:
     if corpus is not None:
         _check_dataset_ref(cfg, corpus, "language.bpb_corpus")
     _check_colour(cfg)
+    _check_tts(cfg)
     report_keys = [f.report_key for f in FIGURES.values() if f.report_key is not None]
     for key in dict.fromkeys([*report_keys, *REPORT_TABLES.values()]):
         value = cfg["report"][key]

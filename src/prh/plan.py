@@ -19,7 +19,8 @@ from prh.hub import HubRef, dataset_ref, model_ref
 from prh.hub import cache_dir as hub_cache_dir
 
 PROBE_TABLES = ("accuracy", "solved", "tasks_solved")
-COLOUR_TABLES = ("alignment", "layout")  # the colour stage's rho / p-value per source, and 2-D layouts per source
+COLOUR_TABLES = ("alignment", "layout")
+TTS_TABLES = ("curves", "fits", "summary")  # the test-time-scaling stage's tables per dataset (prh.tts.score_job)  # the colour stage's rho / p-value per source, and 2-D layouts per source
 FIGURE_FILES = ("png", "svg", "csv", "json")  # what one figure job writes (the JSON holds caption and reading)
 
 
@@ -78,6 +79,17 @@ class Paths:
 
     def report(self) -> str:
         return f"{self.root}/report.html"
+
+    def tts_features(self, dataset: str, model: str, axis: str) -> str:
+        """Receipt of one model's test-time-scaling entries on one axis (prh.tts.AXES)."""
+        return f"{self.root}/tts/{dataset}/features/{axis}/{model}.json"
+
+    def tts_table(self, dataset: str, table: str) -> str:
+        """One of TTS_TABLES of the test-time-scaling stage on one dataset."""
+        return f"{self.root}/tts/{dataset}/{table}.{'json' if table == 'summary' else 'csv'}"
+
+    def tts_figure(self, dataset: str, ext: str = "png") -> str:
+        return f"{self.root}/tts/{dataset}/tts.{ext}"
 
     def existing_feature_receipts(self, model: str) -> list[Path]:
         """One model's extraction receipts on disk now, on whichever datasets."""
@@ -238,11 +250,11 @@ class Plan:
         return select_models(self.config, exp["x"], f"{field}.x"), select_models(self.config, exp["y"], f"{field}.y")
 
     def image_source(self, dataset: str) -> str:
-        """The dataset whose receipt holds images identical to this one's (scenes differing only in caption density):
+        """The dataset whose receipt holds images identical to this one's (scenes differing only in their captions):
         the smallest such name, so the choice does not depend on the order of the config file."""
 
         def ident(spec: dict) -> dict:
-            return {k: v for k, v in spec.items() if k != "density"}
+            return {k: v for k, v in spec.items() if k not in ("density", "captions", "caption_items")}
 
         same = [n for n, s in self.config["datasets"].items() if ident(s) == ident(self.config["datasets"][dataset])]
         return min(same)
@@ -348,6 +360,38 @@ class Plan:
             first.setdefault(m, self.paths.receipt(d, m))
         return list(first.values())
 
+    # -- test-time scaling (prh.tts) --------------------------------------------------------------
+    def tts_models(self, modality: str) -> list[str]:
+        """The stage's vision or language models (none when it is off)."""
+        tts = self.config["tts"]
+        return select_models(self.config, tts[modality], f"tts.{modality}") if tts["datasets"] else []
+
+    def tts_receipts(self, dataset: str) -> list[str]:
+        """What the stage's analysis of one dataset reads: views of every vision model (on the dataset holding its
+        images), captions and prompted captions of every language model."""
+        views = [self.paths.tts_features(self.image_source(dataset), m, "views") for m in self.tts_models("vision")]
+        return views + [self.paths.tts_features(dataset, m, axis) for m in self.tts_models("language")
+                        for axis in ("captions", "prompt")]  # fmt: skip
+
+    def tts_params(self, model: str, axis: str) -> dict:
+        """A model's extraction parameters on one axis: the workflow's, the prompt template on the prompt axis."""
+        params = self.extraction_params(model)
+        return {**params, "prompt_template": self.config["tts"]["prompt"]} if axis == "prompt" else params
+
+    def tts_sizes(self, axis: str) -> list[int]:
+        from prh.tts import axis_sizes
+
+        return axis_sizes(axis, self.config["tts"]["captions"], self.config["tts"]["views"])
+
+    def tts_settings(self) -> dict:
+        """The analysis settings (prh.tts.SETTINGS): the stage's sizes, prompt and metric, alignment's calibration."""
+        tts, al = self.config["tts"], self.config["alignment"]
+        return {**{k: tts[k] for k in ("captions", "views", "prompt", "metric")},
+                **{k: al[k] for k in ("q", "permutations", "bootstrap", "alpha", "seed")}}  # fmt: skip
+
+    def tts_targets(self) -> list[str]:
+        return [self.paths.tts_figure(d) for d in self.config["tts"]["datasets"]]
+
     # -- tables, figures and the report ---------------------------------------------------------
     def probe_tables(self) -> list[str]:
         return [self.paths.probe_table(t) for t in PROBE_TABLES] if self.probe_models() else []
@@ -445,5 +489,5 @@ class Plan:
         }
 
     def targets(self) -> list[str]:
-        """What `rule all` builds."""
-        return [self.paths.report()]
+        """What `rule all` builds: the report, and the test-time-scaling figures when that stage is on."""
+        return [self.paths.report(), *self.tts_targets()]

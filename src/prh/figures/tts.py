@@ -52,13 +52,16 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="upper center", bbox_to_anchor=(0.36, 0.0), ncol=3, fontsize=9, frameon=False)
     m2m = pd.DataFrame(summary["many_to_many"])
-    one_mean = next(c for c in m2m.columns if c.startswith("one_to_one_mean"))
+    C, V, first = summary["captions"][-1], summary["views"][-1], summary["captions"][0]
     labels = [f"{x}\n{y}" for x, y in zip(m2m["model_x"], m2m["model_y"])]
     pos = np.arange(len(m2m))
-    for j, (col, name) in enumerate([("one_to_one_c1", "one-to-one, 1st caption"),
-                                     (one_mean, f"one-to-one, mean of {one_mean.rsplit('c', 1)[1]}"),
-                                     ("many_to_many", "many-to-many")]):  # fmt: skip
-        axes[2].bar(pos + (j - 1) * 0.27, m2m[col], width=0.27, label=name)
+    bars = [("one_to_one_first", f"one-to-one, c = {first}"), ("one_to_one_mean", f"one-to-one, mean of {C}"),
+            ("many_to_many", f"many-to-many, {C} captions (bars: bootstrap interval)")]  # fmt: skip
+    for j, (col, name) in enumerate(bars):
+        yerr = None
+        if col == "many_to_many":
+            yerr = np.vstack([m2m[f"{col}_score"] - m2m[f"{col}_ci_low"], m2m[f"{col}_ci_high"] - m2m[f"{col}_score"]]).clip(0)
+        axes[2].bar(pos + (j - 1) * 0.27, m2m[f"{col}_score"], width=0.27, label=name, yerr=yerr, capsize=2)
     axes[2].set_xticks(pos, labels, fontsize=7)
     axes[2].set_ylabel("mutual kNN (raw, max over layer pairs)")
     axes[2].legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
@@ -67,20 +70,22 @@ def draw_tts(curves: pd.DataFrame, fit_table: pd.DataFrame, summary: dict, out: 
     axes[0].set_title(f"captions: pooled fit R2 = {c_fit['r2']:.3f}")
     axes[1].set_title(f"views: pooled fit R2 = {v_fit['r2']:.3f}")
     axes[2].set_title("many-to-many vs one-to-one")
-    C, V = summary["captions"][-1], summary["views"][-1]
     title = "Test-time scaling of alignment: more captions, more views, prompts"
     caption = (f"{summary['metric']['name']} (k={summary['metric'].get('k', 10)}) on n={summary['n']} scenes, max over "
                f"layer pairs; points: calibrated score, bars: its bootstrap interval; dashed: a - b x^-k fitted per "
                f"pair. Prompt: {summary['prompt']!r}.")  # fmt: skip
+    prompt = "; ".join(f"at c = {c} by {e['delta']:+.4f} (p = {fmt_p(e['p_value'])})"
+                       for c, e in summary["prompt_effect"].items())  # fmt: skip
     reading = (
-        f"Averaging 1 -> {C} captions moves mutual kNN by {c_fit['gain']:+.3f} ({100 * c_fit['relative_gain']:+.0f}%, "
-        f"pooled over pairs; calibrated {cal['gain']:+.3f}; paired permutation p = "
-        f"{fmt_p(summary['captions_gain_p_value'])}) and 1 -> {V} views by {v_fit['gain']:+.3f} "
-        f"({100 * v_fit['relative_gain']:+.0f}%, p = {fmt_p(summary['views_gain_p_value'])}); pair rankings at c=1 and c={C}: Spearman "
-        f"{summary['ranking_spearman_c1_cC']:.2f}.\n"
-        f"The prompt changes mutual kNN by {summary['prompt_delta']:+.4f} (paired permutation p = "
-        f"{fmt_p(summary['prompt_p_value'])}); many-to-many averages {m2m['many_to_many'].mean():.3f} vs one-to-one "
-        f"{m2m['one_to_one_c1'].mean():.3f} (1st caption) and {m2m[one_mean].mean():.3f} (mean of {C})."
+        f"Averaging {first} -> {C} captions moves mutual kNN by {c_fit['gain']:+.3f} "
+        f"({100 * c_fit['relative_gain']:+.0f}%, pooled over pairs; calibrated {cal['gain']:+.3f}; paired permutation "
+        f"p = {fmt_p(summary['captions_gain_p_value'])}) and {summary['views'][0]} -> {V} views by {v_fit['gain']:+.3f} "
+        f"({100 * v_fit['relative_gain']:+.0f}%, p = {fmt_p(summary['views_gain_p_value'])}); pair rankings at "
+        f"c={first} and c={C}: Spearman {summary['ranking_spearman_c1_cC']:.2f}.\n"
+        f"The prompt changes mutual kNN {prompt}; many-to-many averages {m2m['many_to_many_score'].mean():.3f} "
+        f"(calibrated {m2m['many_to_many_calibrated'].mean():.3f}, {int((m2m['many_to_many_p_value'] <= 0.05).sum())} of "
+        f"{len(m2m)} pairs p <= 0.05) vs one-to-one {m2m['one_to_one_first_score'].mean():.3f} (c = {first}) and "
+        f"{m2m['one_to_one_mean_score'].mean():.3f} (mean of {C})."
     )  # fmt: skip
     fig.suptitle(title, fontweight="bold")
     return save(fig, curves, out, title, caption, reading, extra={"fits": fit_table, "many_to_many": m2m})
