@@ -539,3 +539,18 @@ def load_config_dict(cfg):
     from prh.config import validate_config
 
     return validate_config(cfg)
+
+
+def test_store_gc_and_rm_see_the_keys_of_tts_receipts(tmp_path, fake):
+    """`prh store gc --unreferenced` keeps, and `prh store rm` names, every entry a tts receipt lists."""
+    from prh.cli import receipts_naming, referenced_keys
+    from prh.plan import Paths
+    from prh.store import FeatureStore
+
+    entries = _ensure(FeatureStore(tmp_path / "store"), fake, _scenes(), "captions", [1, 2])
+    receipt = Path(Paths(str(tmp_path / "res")).tts_features("tts-s", "lang", "captions"))
+    receipt.parent.mkdir(parents=True)
+    receipt.write_text(json.dumps(entries))
+    keys, n = referenced_keys(str(tmp_path / "res"))
+    assert n == 1 and keys == {*entries["members"], *entries["pooled"].values()}
+    assert receipts_naming(str(tmp_path / "res"), entries["pooled"]["2"]) == [receipt]

@@ -132,7 +132,8 @@ def referenced_keys(results: str) -> tuple[set[str], int]:
     keys, n = set(), 0
     for path in Paths(results).existing_receipts():
         try:
-            keys.add(json.loads(path.read_text())["key"])
+            receipt = json.loads(path.read_text())  # a tts receipt names its members' and pooled entries' keys
+            keys |= {receipt["key"]} if "key" in receipt else {*receipt["members"], *receipt["pooled"].values()}
             n += 1
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -185,7 +186,7 @@ def cmd_store_rm(args: argparse.Namespace) -> None:
 
 
 def receipts_naming(results: str, name: str) -> list[Path]:
-    """Extraction, zoo and weights-cache receipts under ``results`` that name a store key or checkpoint directory."""
+    """Extraction, zoo, weights-cache and tts receipts under ``results`` that name a store key or checkpoint directory."""
     from prh.plan import Paths
 
     out = []
@@ -196,7 +197,8 @@ def receipts_naming(results: str, name: str) -> list[Path]:
             continue
         if not isinstance(receipt, dict):
             continue
-        if receipt.get("key") == name or Path(str(receipt.get("checkpoint", ""))).name == name:
+        keys = {receipt.get("key"), *receipt.get("members", []), *dict(receipt.get("pooled", {})).values()}  # tts: several
+        if name in keys or Path(str(receipt.get("checkpoint", ""))).name == name:
             out.append(path)
     return sorted(out)
 

@@ -72,7 +72,8 @@ def _check_keywords(node: Any, path: str) -> None:
             if key not in KEYWORDS:
                 raise ValueError(f"schemas/config.schema.yaml{path}: {key!r} is no schema keyword (quote the text "
                                  "before it if it holds a comma)")
-            _check_keywords(value, f"{path}/{key}")
+            if key != "default":  # a default is data (e.g. a metric mapping), not schema
+                _check_keywords(value, f"{path}/{key}")
 
 
 def _rows(node: dict, path: str, definitions: dict, required: bool = False) -> list[str]:

@@ -97,9 +97,10 @@ class Paths:
         return [Path(p) for p in sorted(glob.glob(on_disk.receipt("*", glob.escape(model))))]
 
     def existing_receipts(self) -> list[Path]:
-        """Extraction, zoo and weights-cache receipts on disk now, whichever config wrote them (`prh store gc / rm`)."""
+        """Extraction, zoo, weights-cache and test-time-scaling receipts on disk now, whichever config wrote them
+        (`prh store gc / rm`)."""
         on_disk = Paths(glob.escape(self.root))
-        patterns = (on_disk.receipt("*", "*"), on_disk.zoo("*"), on_disk.prepared("*"))
+        patterns = (on_disk.receipt("*", "*"), on_disk.zoo("*"), on_disk.prepared("*"), on_disk.tts_features("*", "*", "*"))
         return [Path(p) for pattern in patterns for p in sorted(glob.glob(pattern))]
 
 
