@@ -554,3 +554,28 @@ def test_store_gc_and_rm_see_the_keys_of_tts_receipts(tmp_path, fake):
     keys, n = referenced_keys(str(tmp_path / "res"))
     assert n == 1 and keys == {*entries["members"], *entries["pooled"].values()}
     assert receipts_naming(str(tmp_path / "res"), entries["pooled"]["2"]) == [receipt]
+
+
+def test_stand_alone_run_goes_through_the_workflow_jobs(tmp_path, monkeypatch):
+    """`prh tts <config>` (prh.tts.run) with fake models: the same entries, tables and figure as the rules write."""
+    from prh import tts
+
+    _scenes(n=32)  # skips without the Fashion-MNIST package
+    fx = FakeExtraction(32, noise=2.0)
+    monkeypatch.setattr("prh.extract.extract", fx)
+    monkeypatch.setattr("prh.models.load_model", fx.load)
+    monkeypatch.setattr("prh.models.weights_digest", lambda name, spec: WD)
+    models = {"vis0": {"source": "packaged", "package": "x", "modality": "vision"},
+              "lang0": {"source": "packaged", "package": "y", "modality": "language"}}  # fmt: skip
+    cfg = {"store": str(tmp_path / "store"), "results": str(tmp_path / "res"), "models": models,
+           "dataset": {"source": "scenes", "n": 32, "seed": 5, "density": 20, "captions": 3}, "captions": [1, 3],
+           "views": [1, 2], "prompt": "see: {text}", "permutations": 9, "bootstrap": 9, "metric": {"name": "mutual_knn", "k": 4}}  # fmt: skip
+    summary = tts.run(cfg)
+    out = tmp_path / "res" / "tts"
+    assert {p.name for p in (out / "features").iterdir()} == {"vis0.views.json", "lang0.captions.json", "lang0.prompt.json"}
+    assert len(pd.read_csv(out / "curves.csv")) == 2 + 2 and (out / "tts.png").is_file()
+    assert summary["reading"] and set(summary["prompt_effect"]) == {"1", "3"} and len(summary["many_to_many"]) == 1
+    calls = len(fx.calls)
+    assert calls == 2 + 3 + 3  # 2 views, 3 captions, 3 prompted captions
+    tts.run(cfg)
+    assert len(fx.calls) == calls  # a second run finds every entry in the store
