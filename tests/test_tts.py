@@ -150,6 +150,8 @@ def test_pooled_is_the_mean_of_each_items_first_rows():
     np.testing.assert_allclose(got, want, rtol=1e-6)
     with pytest.raises(PrhError, match="only 4"):
         pooled([x], 4, 5)
+    members = [[x[j::4]] for j in range(4)]  # caption j of every item, one entry each
+    np.testing.assert_array_equal(caption_rows(members)[0], x)  # back to item-major rows
 
 
 # ---------------------------------------------------------------- many-to-many mutual kNN
