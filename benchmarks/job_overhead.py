@@ -5,8 +5,10 @@ Usage: python benchmarks/job_overhead.py [--logs logs] [--results results] [--re
 Every workflow job ends its log with a ``prh job profile:`` line (``prh.pipeline.logged``): CPU and wall seconds of
 its phases (startup = interpreter + the script's imports; imports = the job's own lazy imports; dataset, weights
 digest, dataset digest, store verify, model build, work, store commit, receipt; other = the rest) and the heavy
-packages it imported.  This script reads those lines from a finished run's logs and prints, per rule, the mean
-CPU seconds per phase, the jobs' CPU as a multiple of the floor, and what the imported packages cost alone.
+packages it imported.  A job run in a child of the fork server (prh.worker) also gets a ``prh job client:`` line:
+the CPU of the thin job process that handed its script over.  This script reads those lines from a finished run's
+logs and prints, per rule, the mean CPU seconds per phase, the jobs' CPU (child + client) as a multiple of the
+floor, and what the imported packages cost alone.
 
 ``--rerun`` also runs the cheapest job of each rule again, now, in a scratch copy of the workflow and its results
 (the feature store is shared read-only: a cached extraction only verifies its entry), so its numbers and the floor
@@ -32,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 PROFILE_LINE = "prh job profile:"
+CLIENT_LINE = "prh job client:"  # prh.worker.CLIENT_LINE
 PHASES = ("startup", "imports", "dataset", "weights digest", "dataset digest", "store verify", "model build", "work",
           "store commit", "receipt", "other")  # fmt: skip
 
@@ -62,27 +65,39 @@ def read_profiles(logs: Path) -> dict[str, list[dict]]:
     """{rule: [profile, ...]} from every job log under ``logs`` (the rule is the log's first folder)."""
     out: dict[str, list[dict]] = defaultdict(list)
     for log in sorted(logs.rglob("*.log")):
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if PROFILE_LINE in ln]
+        text = log.read_text(errors="replace").splitlines()
+        lines = [ln for ln in text if PROFILE_LINE in ln]
         if lines:
             profile = json.loads(lines[-1].rsplit(PROFILE_LINE, 1)[1])
-            out[log.relative_to(logs).parts[0]].append({**profile, "log": str(log)})
+            clients = [ln for ln in text if CLIENT_LINE in ln]  # a delegated job's own (thin) process
+            client = json.loads(clients[-1].rsplit(CLIENT_LINE, 1)[1])["cpu_s"] if clients else 0.0
+            out[log.relative_to(logs).parts[0]].append({**profile, "client_cpu_s": client, "log": str(log)})
     return dict(out)
+
+
+def job_cpu(job: dict) -> float:
+    """A job's whole CPU seconds: its script's process (or forked child) plus, when delegated, the job process."""
+    return job["cpu_s"] + job.get("client_cpu_s", 0.0)
 
 
 def phase_table(profiles: dict[str, list[dict]], floor: float) -> list[str]:
     """Mean CPU seconds per phase and rule, the mean job CPU and its ratio to the floor."""
     shown = [p for p in PHASES if any(p in j["phases"] for js in profiles.values() for j in js)]
-    head = f"{'rule':<22}{'jobs':>5}" + "".join(f"{p[:10]:>11}" for p in shown) + f"{'job cpu':>9}{'/floor':>8}{'sum':>8}"
+    head = (f"{'rule':<22}{'jobs':>5}{'forked':>7}" + "".join(f"{p[:10]:>11}" for p in shown)
+            + f"{'client':>8}{'job cpu':>9}{'/floor':>8}{'sum':>8}")  # fmt: skip
     rows = [head]
     for rule, jobs in sorted(profiles.items()):
         mean = {p: sum(j["phases"].get(p, {}).get("cpu_s", 0.0) for j in jobs) / len(jobs) for p in shown}
-        cpu = sum(j["cpu_s"] for j in jobs)
-        rows.append(f"{rule:<22}{len(jobs):>5}" + "".join(f"{mean[p]:>11.2f}" for p in shown)
-                    + f"{cpu / len(jobs):>9.2f}{cpu / len(jobs) / floor:>8.2f}{cpu:>8.1f}")  # fmt: skip
-    total = sum(j["cpu_s"] for js in profiles.values() for j in js)
-    fixed = sum(j["phases"].get(p, {}).get("cpu_s", 0.0) for js in profiles.values() for j in js
-                for p in ("startup", "imports"))  # fmt: skip
-    rows.append(f"all jobs: {total:.1f} CPU-s; startup + imports {fixed:.1f} CPU-s ({fixed / total:.0%})")
+        cpu, client = sum(map(job_cpu, jobs)), sum(j.get("client_cpu_s", 0.0) for j in jobs)
+        forked = sum(bool(j.get("in_worker")) for j in jobs)
+        rows.append(f"{rule:<22}{len(jobs):>5}{forked:>7}" + "".join(f"{mean[p]:>11.2f}" for p in shown)
+                    + f"{client / len(jobs):>8.2f}{cpu / len(jobs):>9.2f}{cpu / len(jobs) / floor:>8.2f}{cpu:>8.1f}")  # fmt: skip
+    total = sum(job_cpu(j) for js in profiles.values() for j in js)
+    fixed = sum(j["phases"].get(p, {}).get("cpu_s", 0.0) + j.get("client_cpu_s", 0.0) for js in profiles.values()
+                for j in js for p in ("startup", "imports"))  # fmt: skip
+    rows.append(f"all jobs: {total:.1f} CPU-s (forked children + job processes; a fork server's own start, about"
+                f" one `import` of its packages, is not in a job's log); startup + imports + clients {fixed:.1f}"
+                f" CPU-s ({fixed / total:.0%})")  # fmt: skip
     return rows
 
 
@@ -90,19 +105,14 @@ def package_costs(profiles: dict[str, list[dict]]) -> list[str]:
     """What each rule's heavy imports cost alone (fresh interpreter, min of 2), against `import torch`."""
     rows = []
     for rule, jobs in sorted(profiles.items()):
-        pkgs = sorted({p for j in jobs for p in j["imported"]})
+        own = [j for j in jobs if not j.get("in_worker")]  # a forked child inherits the server's imports
+        if not own:
+            rows.append(f"{rule:<22} all {len(jobs)} jobs ran in fork-server children: the server imported once")
+            continue
+        pkgs = sorted({p for j in own for p in j["imported"]})
         cpu = import_cpu("; ".join(f"import {p}" for p in pkgs), repeats=2) if pkgs else 0.0
         rows.append(f"{rule:<22} imports {' '.join(pkgs) or '-'}: {cpu:.2f} CPU-s alone")
     return rows
-
-
-def _job_cpu_after(work: Path, results: str, since: float) -> float:
-    """CPU seconds Snakemake's benchmark recorded for the job process that ran after ``since`` (the job itself, or,
-    with the worker, only the thin process that hands the script to a forked child)."""
-    import pandas as pd
-
-    tsvs = [p for p in (work / results / "benchmarks").rglob("*.tsv") if p.stat().st_mtime >= since]
-    return float(pd.read_csv(max(tsvs, key=lambda p: p.stat().st_mtime), sep="\t")["cpu_time"].iloc[-1]) if tsvs else 0.0
 
 
 def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -> dict[str, dict[str, dict]]:
@@ -135,7 +145,6 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
                     continue
                 # with the worker, run until a forked child ran it (the first runs start a server and run in-process)
                 for _attempt in range(6 if mode == "fork server" else 1):
-                    since = time.time() - 1
                     subprocess.run([*snakemake, "--forcerun", target, "--", target], cwd=work, env=env, check=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
                     got = [j for j in read_profiles(work / "logs").get(rule, [])
@@ -145,8 +154,9 @@ def rerun_cheapest(profiles: dict[str, list[dict]], results: Path, logs: Path) -
                     _wait_for_socket(Path(sockets))
                     time.sleep(5)
                 if got and (mode == "own process" or got[-1].get("in_worker")):
-                    client = _job_cpu_after(work, results.name, since) if mode == "fork server" else 0.0
-                    out.setdefault(rule, {})[mode] = {**got[-1], "client_cpu_s": client, "target": target}
+                    out.setdefault(rule, {})[mode] = {**got[-1], "target": target}
+        for log in Path(sockets).glob("*.log"):  # each server's own start: its imports, paid once per run
+            print("".join(f"  {line}" for line in log.read_text().splitlines(keepends=True) if "imported" in line), end="")
         for pid in Path(sockets).glob("*.pid"):
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid.read_text()), 9)
@@ -164,9 +174,9 @@ def rerun_table(runs: dict[str, dict[str, dict]], floor: float) -> list[str]:
     rows = [f"{'rule':<22}{'own process':>13}{'/floor':>8}{'fork server':>13}{'/floor':>8}{'ratio':>7}  target"]
     totals = [0.0, 0.0]
     for rule, modes in sorted(runs.items()):
-        own = modes.get("own process", {}).get("cpu_s")
+        own = job_cpu(modes["own process"]) if "own process" in modes else None
         fork = modes.get("fork server")
-        fork_cpu = fork["cpu_s"] + fork["client_cpu_s"] if fork else None
+        fork_cpu = job_cpu(fork) if fork else None
         if own is None or fork_cpu is None:
             continue
         totals[0] += own

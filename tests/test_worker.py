@@ -3,6 +3,7 @@ and exit status; a killed job kills its child; a server serves only jobs that wo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -79,10 +80,34 @@ def wait_for_server(env: dict) -> Path:
 
 
 def started_server(tmp_path: Path, env: dict) -> Path:
-    """Run one job in-process (it starts the server), then wait for the server."""
+    """Run one job: it starts the server, waits for it and runs in its child."""
     first = run_job(tmp_path, env, "0", tag="first")
-    assert first.returncode == 0 and "child=None" in (tmp_path / "first.log").read_text()  # ran in-process
+    assert first.returncode == 0 and "child=1" in (tmp_path / "first.log").read_text(), first.stderr
     return wait_for_server(env)
+
+
+def test_jobs_arriving_together_start_one_server_and_all_run_in_its_children(tmp_path, env):
+    script = tmp_path / "job.py"
+    script.write_text(JOB)
+    (tmp_path / "work").mkdir()
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / f"j{i}.log"), "0"], cwd=tmp_path / "work",
+                              env={**env, "JOB_TAG": f"j{i}"}, stderr=subprocess.PIPE, text=True) for i in range(4)]  # fmt: skip
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    for i in range(4):
+        assert "child=1" in (tmp_path / f"j{i}.log").read_text(), errs[i]  # none imported it all itself
+    assert len(list(Path(env["PRH_WORKER_DIR"]).glob("*.pid"))) == 1  # one server
+
+
+def test_a_server_that_dies_while_starting_leaves_the_job_to_run_in_its_own_process_at_once(tmp_path, env):
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "dies_on_import.py").write_text("raise SystemExit(3)\n")
+    bad = {**env, "PRH_WORKER_PRELOAD": "dies_on_import", "PYTHONPATH": f"{tmp_path / 'mods'}:{env.get('PYTHONPATH', '')}"}
+    t = time.monotonic()
+    job = run_job(tmp_path, bad, "0", tag="alone")
+    assert job.returncode == 0 and "child=None" in (tmp_path / "alone.log").read_text(), job.stderr
+    assert time.monotonic() - t < worker.START_WAIT_S / 2  # it saw the start die; it did not wait it out
+    assert worker.CLIENT_LINE not in (tmp_path / "alone.log").read_text()  # an in-process job has no client line
 
 
 def test_a_delegated_job_runs_in_a_child_with_the_jobs_stdio_directory_environment_and_status(tmp_path, env):
@@ -94,6 +119,10 @@ def test_a_delegated_job_runs_in_a_child_with_the_jobs_stdio_directory_environme
     assert ok.returncode == 0 and f"job pid={child} child=1 cwd={tmp_path / 'work'} tag=ok" in log
     assert ok.stdout.strip() == "to the console ok"  # the job's own stdout, passed to the child
     assert "prh job profile:" in log
+    profile, client = (json.loads(log.split(tag, 1)[1].splitlines()[0])
+                       for tag in ("prh job profile:", worker.CLIENT_LINE))  # fmt: skip
+    assert profile["in_worker"] and log.index("prh job profile:") < log.index(worker.CLIENT_LINE)
+    assert 0 < client["cpu_s"] <= client["wall_s"] + 0.5  # the thin job process's own cost, added after the child's
     assert child != server_pid
     assert run_job(tmp_path, env, "3", tag="three").returncode == 3
     err = run_job(tmp_path, env, "error", tag="err")

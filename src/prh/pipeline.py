@@ -41,7 +41,7 @@ def logged(log_path: str | os.PathLike | None, offline: bool = True) -> Iterator
     start_profile()
     if offline:
         go_offline()
-        delegate(_job_config())  # run in the fork server (prh.worker) and exit, when it is on and ready
+        delegate(_job_config(), log_path)  # run in the fork server (prh.worker) and exit, when it is on and ready
     console = sys.__stderr__
     if log_path is None:
         handle = None

@@ -6,8 +6,9 @@ The job process Snakemake starts stays the job: it sends its script, argv, worki
 stdin/stdout/stderr to the server, which forks a child that adopts them and runs the script; the job process waits,
 forwards SIGTERM/SIGINT/SIGHUP to the child, and exits with the child's status. A child whose job process dies (a
 SIGKILL) kills itself within a quarter second, so a killed job leaves what a killed process would: nothing a rerun
-trusts (the store writes atomically). The first job finding no server starts one in the background and runs
-in-process itself; so does every job while the server is starting, or where none can run.
+trusts (the store writes atomically). The first job finding no server starts one in the background and waits for
+it to listen (at most ``START_WAIT_S``), as do the jobs arriving meanwhile; a job runs in its own process only where
+no server starts (it died, or took too long).
 
 A server only serves jobs that would import exactly what it imported: its socket is named by a hash of the Python
 executable, ``sys.path``, the size and mtime of every prh source file and the environment variables read at import
@@ -19,6 +20,7 @@ Off with ``worker: false`` in the config, under SLURM (one job per allocation: n
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 IDLE_S = 60.0  # a server with no job for this long exits
@@ -35,10 +38,18 @@ IDLE_S = 60.0  # a server with no job for this long exits
 # replaces the sockets' folder /tmp/prh-worker-UID
 PRELOAD = ("torch", "timm", "transformers", "zarr", "numpy", "scipy.stats", "sklearn.linear_model", "pandas",
            "matplotlib.pyplot", "seaborn", "prh.extract", "prh.models.vision", "prh.models.language", "prh.store",
-           "prh.data", "prh.experiment", "prh.probe", "prh.lm", "prh.figures", "umap")  # fmt: skip
+           "prh.data", "prh.experiment", "prh.probe", "prh.lm", "prh.figures", "umap",
+           # transformers imports lazily: without these a language job's first load pays ~1 CPU-s for its auto
+           # classes, accelerate and the model index; the families are those of the packaged and zoo models
+           "transformers.modeling_utils", "transformers.models.auto.modeling_auto",
+           "transformers.models.auto.tokenization_auto", "transformers.models.llama.modeling_llama",
+           "transformers.models.bert.modeling_bert", "transformers.models.mpnet.modeling_mpnet",
+           "transformers.models.qwen2.modeling_qwen2", "transformers.models.gemma3.modeling_gemma3")  # fmt: skip
 # Environment read when those modules are imported (cache locations, offline mode, thread and device settings)
 IMPORT_ENV = ("HF_", "HUGGINGFACE", "TRANSFORMERS", "TORCH", "CUDA", "OMP_", "MKL_", "OPENBLAS", "PYTHON", "PRH_",
               "TIMM", "XDG_", "HOME", "PATH", "LD_", "MPLBACKEND", "MPLCONFIGDIR", "NUMBA", "KMP_")  # fmt: skip
+START_WAIT_S = 120.0  # how long a job waits for a starting server before it runs in its own process
+CLIENT_LINE = "prh job client:"  # a delegated job's own process cost, appended to its log after the child's profile
 CHILD_VAR = "PRH_WORKER_CHILD"  # set in a forked child: its script runs there, never delegated again
 
 
@@ -67,19 +78,20 @@ def enabled(config: dict | None) -> bool:
     return sys.platform == "linux" and hasattr(socket, "send_fds")
 
 
-def delegate(config: dict | None = None) -> None:
+def delegate(config: dict | None = None, log_path: str | os.PathLike | None = None) -> None:
     """Run this job's script (``sys.argv``) in the fork server and exit with its status; return (run it here) when
-    the worker is off or no server is ready, starting one in the background for the jobs after this one."""
+    the worker is off or no server is ready, starting one in the background for the jobs after this one.
+
+    After the child exits, this process appends its own cost (CLIENT_LINE) to the job's log, where the child wrote
+    its profile: the two lines together are the job's whole CPU (benchmarks/job_overhead.py adds them)."""
     if not enabled(config) or not Path(sys.argv[0]).is_file():  # `python -c`, an interactive session: nothing to rerun
         return
     path = socket_path()
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        conn.connect(str(path))
-    except OSError:
-        conn.close()
-        _start_server(path)
-        return
+    conn = _connect(path)
+    if conn is None:  # no server: start one (or find one starting) and wait for it rather than import it all here
+        alive = _start_server(path)
+        if alive is None or not _await_socket(path, alive) or (conn := _connect(path)) is None:
+            return
     with conn:
         header = {"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "pid": os.getpid()}
         try:
@@ -88,11 +100,24 @@ def delegate(config: dict | None = None) -> None:
             print(f"prh worker: could not hand the job to {path.name} ({e}); running it in this process", file=sys.stderr)
             return
         code = _wait_for_child(conn)
+    if code is not None and log_path is not None:
+        _append_client_cost(Path(log_path))
     if code is None:
         print(f"prh worker: {path.name} closed the connection without starting the job; running it in this process",
               file=sys.stderr)  # fmt: skip
         return
     sys.exit(code)
+
+
+def _append_client_cost(log: Path) -> None:
+    """Append this (thin) job process's CPU and wall seconds to the job's log, when the child left one."""
+    from prh.runtime import process_age_s
+
+    with contextlib.suppress(OSError):
+        if log.is_file():
+            with open(log, "a") as out:
+                cost = {"cpu_s": round(time.process_time(), 3), "wall_s": round(process_age_s() or 0.0, 3)}
+                out.write(f"{CLIENT_LINE} {json.dumps(cost)}\n")
 
 
 def _wait_for_child(conn: socket.socket) -> int | None:
@@ -117,21 +142,59 @@ def _wait_for_child(conn: socket.socket) -> int | None:
     return 1
 
 
-def _start_server(path: Path) -> None:
-    """Start a server for ``path`` in the background (at most one: a lock file guards the start)."""
+def _connect(path: Path) -> socket.socket | None:
+    """A connection to the server listening on ``path``, or None when none is."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(str(path))
+    except OSError:
+        conn.close()
+        return None
+    return conn
+
+
+def _start_server(path: Path) -> Callable[[], bool] | None:
+    """Start a server for ``path`` in the background unless one is starting (a lock file, holding the starting
+    server's pid, guards the start) -> whether that server is still alive, or None when no start is under way."""
     lock = path.with_suffix(".starting")
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
-        if time.time() - lock.stat().st_mtime < 120:  # another job is starting it
-            return
-        lock.unlink(missing_ok=True)  # a start that died: try again
-        return
-    os.close(fd)
+        with contextlib.suppress(OSError, ValueError):
+            if time.time() - lock.stat().st_mtime < START_WAIT_S:  # another job is starting it
+                pid = int(lock.read_text() or 0)
+                return (lambda: _pid_alive(pid)) if pid else (lambda: lock.exists())
+            lock.unlink(missing_ok=True)  # a start that died: the next job tries again
+        return None
     log = path.with_suffix(".log")
     with open(log, "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "prh.worker", str(path)], stdin=subprocess.DEVNULL, stdout=out,
-                         stderr=out, start_new_session=True, close_fds=True, env={**os.environ})  # fmt: skip
+        server = subprocess.Popen([sys.executable, "-m", "prh.worker", str(path)], stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=out, start_new_session=True, close_fds=True, env={**os.environ})  # fmt: skip
+    os.write(fd, str(server.pid).encode())
+    os.close(fd)
+    return lambda: server.poll() is None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _await_socket(path: Path, alive: Callable[[], bool], timeout_s: float = START_WAIT_S) -> bool:
+    """Wait until a server listens on ``path`` (True), or its start died or took ``timeout_s`` (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        if not alive():
+            return path.exists()
+        time.sleep(0.05)
+    return False
 
 
 # -- the server ---------------------------------------------------------------------------------------------------------
@@ -149,6 +212,8 @@ def serve(path: Path, idle_s: float = IDLE_S) -> None:
             importlib.import_module(name)
     if threading.active_count() != 1:  # forking a process with threads can copy a held lock into the child
         raise SystemExit(f"prh worker: importing {preload} started threads; not serving")
+    gc.collect()
+    gc.freeze()  # the children's collections skip the preloaded objects, so they neither scan nor copy their pages
     print(f"prh worker {os.getpid()}: imported {', '.join(preload)} in {time.process_time():.2f} CPU-s", flush=True)
     path.with_suffix(".pid").write_text(str(os.getpid()))
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
