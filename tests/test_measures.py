@@ -324,6 +324,17 @@ def test_linear_predictivity_is_oriented_a_predicts_b() -> None:
     assert pairwise("linear_predictivity", a, a[:, :4]) == pytest.approx(1.0, abs=1e-5)  # a subset of its own columns
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_linear_predictivity_at_one_alpha_equals_its_definition(kind: str) -> None:
+    """One alpha takes the Cholesky smoother (no eigendecomposition, no GCV): the primal ridge per fold, both
+    orders, all layer pairs at once."""
+    a, b = degenerate(kind)
+    for alpha in (1e-3, 10.0):
+        got = layerwise("linear_predictivity", [a, b], [b, a], ridge_alphas=[alpha])
+        want = [[ref_predictivity(x, y, alphas=(alpha,)) for y in (b, a)] for x in (a, b)]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
 def test_linear_predictivity_folds_are_seeded_and_change_with_the_seed() -> None:
     a, b = related(60, 6, 5, 14)
     first = pairwise("linear_predictivity", a, b, fold_seed=3, folds=4)

@@ -55,7 +55,7 @@ def test_permute_state_equals_scoring_permuted_features(name: str, extra: dict) 
     kx, ky = KernelCache([x]), KernelCache([y])
     rp = resolve_params(record, p, N, (9, 14))
     sx, sy = record.state(kx, 0, rp), record.state(ky, 0, rp)
-    fresh = record.state(KernelCache([y[perm]]), 0, rp)
+    fresh = materialised(record.state(KernelCache([y[perm]]), 0, rp))
     moved = materialised(record.permute_state(sy, perm))
     assert set(moved) == set(fresh)
     want, got = comparable(fresh), comparable(moved)
@@ -77,7 +77,7 @@ def comparable(state: dict) -> dict:
 
 
 def materialised(state: dict) -> dict:
-    """A permuted state with any deferred work carried out (CKNNA's reordering, ridge's predictor parts)."""
+    """A (permuted) state with any deferred work carried out (CKNNA's reordering, ridge's predictor parts)."""
     if "fold" in state:
         from prh.metrics.predictivity import with_predictor
 

@@ -123,8 +123,10 @@ DOCS: dict[str, MetricDoc] = {
     "linear_predictivity": MetricDoc(
         "1 - sum_j SSE_j / sum_j SST_j of model_y's columns predicted out of fold by ridge from model_x (folds "
         "seeded; alpha per fold by GCV from ridge_alphas)", "(-inf, 1]",
-        "per layer (predictor): one eigendecomposition of the centred training Gram per fold, folds n^3; per pair "
-        "folds x (Q'F: n^2 min(n, d_y)). Memory: 8 (6 n min(n, d) + n^2) bytes per layer",
+        "per layer: the centred Gram n^2 d; as predictor, per fold one Cholesky (one alpha) or eigendecomposition of "
+        "the centred training Gram, n^3, and per alpha its smoother's n^3 products; per pair folds x alphas x n^2 "
+        "(one product of flattened Gram blocks for all pairs; B enters through its Gram only). Memory: "
+        "8 (3 n^2 + 5 n min(n, d)) bytes per layer",
         (Peer("scikit-learn", "RidgeCV in cross_val_predict + r2_score(multioutput='variance_weighted')",
               "RidgeCV chooses alpha by exact leave-one-out, prh by GCV; with one alpha (Ridge) they agree"),
          Peer("Brain-Score", "linear / ridge regression metrics", "Pearson r per neuroid, median; not compared"))),
