@@ -66,13 +66,15 @@ def test_permute_state_equals_scoring_permuted_features(name: str, extra: dict) 
 
 
 def comparable(state: dict) -> dict:
-    """A state with its SVD bases (subspace measures) replaced by the rotation-free products U diag(s)^2 U^T and
-    V diag(s)^2 V^T: eigenvectors of (near-)equal singular values may rotate with float summation order."""
+    """A state with its SVD bases (subspace measures) replaced by the rotation-free products U diag(s)^2 U^T,
+    V diag(s)^2 V^T and W W^T: eigenvectors of (near-)equal singular values may rotate with float summation order."""
     if "u" in state and "s" in state:
         us = state["u"] * state["s"]
         state = {**state, "u": us @ us.T}
         if "vs" in state:
             state["vs"] = state["vs"] @ state["vs"].T
+        if "w" in state:  # the complement's basis is any orthonormal one: compare its projector
+            state["w"] = state["w"] @ state["w"].T
     return state
 
 
