@@ -18,6 +18,12 @@ cross-product of the two orthonormal bases re-weighted per direction:
 
 A pair's singular values come from LAPACK's gesdd on M cut to the two ranks (exact to ~eps s_max; Aristotelian takes
 square roots of the eigenvalues of M M^T, whose near-zero values then carry ~1e-8 s_max of rounding).
+
+With unit weights (CCA's pairs without the ridge, the shape metric at alpha = 0) M = U_x^T U_y, whose nuclear norm also
+follows from the complements W (orthonormal bases of the rest of the (n - 1)-dimensional centred space): by the CS
+decomposition, U_x^T U_y and W_x^T W_y share their singular values in (0, 1) and their counts of ones differ by
+r_x + r_y - (n - 1), so ||U_x^T U_y||_* = ||W_x^T W_y||_* + r_x + r_y - (n - 1). Where both ranks exceed (n - 1) / 2
+the pair decomposes the smaller (n - 1 - r_x) x (n - 1 - r_y) matrix (255 x 255 instead of 768 x 768 at n = 1024).
 """
 
 from __future__ import annotations
