@@ -2,12 +2,16 @@
 
 Usage: .venv/bin/python benchmarks/peers.py [--n 1024 --d 768 --layers-a 13 --layers-b 25] [--peer-pairs 6]
        [--measures procrustes,cca] [--store DIR [--keys KEY_A KEY_B]] [--aristotelian GITDIR] [--netrep GITDIR]
-       [--resi GITDIR]
-       [--threads 1] [--quick]
+       [--resi GITDIR] [--before SRC] [--threads 1] [--quick]
 
 Prints ONE table: measure, peer, pairs compared, max |prh - peer| over those pairs, prh seconds for ALL layer pairs
 (``prh.metrics.layerwise``, per-layer work included), the peer's seconds for all layer pairs, and their ratio
-(peer / prh). Inputs: two synthetic models with known shared structure (13 and 25 layers of a shared 32-d latent
+(peer / prh). Where a measure's per-pair cost is one operation no exact method avoids (a singular-value decomposition
+of the pair's cross-product, an inversion count), ``floor s`` times that operation alone over all pairs (on prh's own
+per-layer states, per-layer work excluded) and ``prh/floor`` says how close prh comes to it. ``--before SRC`` also
+times another prh source tree (e.g. the main checkout's ``src``) on the same data, in a subprocess run just before
+each measure's own timing (interleaved, so both see the same load): ``before s`` and ``before/prh``, with the largest
+difference of the two score matrices. Inputs: two synthetic models with known shared structure (13 and 25 layers of a shared 32-d latent
 drifting through d-wide layers, as benchmarks/align_speed.py), each preprocessed as the workflow does
 (``prh.align.prepare``: 95% clipping, unit-norm rows, the concatenated layer appended), so 14 x 26 = 364 layer pairs;
 with ``--store`` also two models' real features from a feature store.
@@ -295,7 +299,88 @@ def measures(n: int, extra: dict[str, list[Peer]]) -> list[Measure]:
     return rows
 
 
+# ----------------------------------------------------------------------------- floors
+
+
+def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], params: dict[str, Any]) -> float:
+    """Seconds of the per-pair operation of a subspace measure alone, over all pairs, on prh's states: the cross
+    product of the two bases and its singular values (with vectors and the weight product for PWCCA); the
+    complements' where prh takes them (CCA's exact pairs, the shape metric at alpha 0)."""
+    from prh.metrics import prepare_layers
+    from prh.metrics.subspace import singular_values, svd
+
+    sa, sb = (prepare_layers(metric, x, **params).arrays for x in (a, b))
+    n = sa["u"].shape[1]
+    ra, rb = (np.count_nonzero(st["s"] > 0, axis=1) for st in (sa, sb))
+    unit = metric == "cca" or (metric == "shape_metric" and params.get("shape_alpha") == 0.0)
+    t0 = time.perf_counter()
+    for i in range(len(a)):
+        for j in range(len(b)):
+            exact = metric == "shape_metric" or not (sa["wide"][i] or sb["wide"][j])
+            if unit and exact and sa["cs"][i] and sb["cs"][j]:
+                wa, wb = sa["w"][i][:, : n - 1 - ra[i]], sb["w"][j][:, : n - 1 - rb[j]]
+                singular_values(wa.T @ wb)
+                continue
+            m = sa["u"][i][:, : ra[i]].T @ sb["u"][j][:, : rb[j]]
+            if metric != "pwcca":
+                singular_values(m)
+                continue
+            w = svd(m, vectors=True)[0]
+            np.abs(sa["vs"][i][:, : ra[i]] @ w).sum(axis=0)
+    return time.perf_counter() - t0
+
+
+def _tau_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], params: dict[str, Any]) -> float:
+    """Seconds of scipy's discordance counter alone (B's ranks in A's order), over all pairs, on prh's states."""
+    from scipy.stats._stats import _kendall_dis
+
+    from prh.metrics import prepare_layers
+
+    sa, sb = (prepare_layers(metric, x, **params).arrays for x in (a, b))
+    xs = [sa["rank"][i][sa["order"][i]].astype(np.intp) for i in range(len(a))]
+    t0 = time.perf_counter()
+    for i in range(len(a)):
+        for j in range(len(b)):
+            _kendall_dis(xs[i], sb["rank"][j][sa["order"][i]].astype(np.intp))
+    return time.perf_counter() - t0
+
+
+def floor_seconds(m: Measure, a: list[np.ndarray], b: list[np.ndarray]) -> float | None:
+    """The measure's floor (see the module doc), None where it has none."""
+    if m.metric in ("procrustes", "shape_metric", "cca", "pwcca"):
+        return _subspace_floor(m.metric, a, b, m.params)
+    if m.metric == "rsa" and m.params.get("compare") == "kendall_tau_a":
+        return _tau_floor(m.metric, a, b, m.params)
+    return None
+
+
 # ----------------------------------------------------------------------------- running
+
+
+def before_result(src: str, label: str, args: argparse.Namespace) -> tuple[float, np.ndarray]:
+    """(seconds, scores) of ``label`` from the prh source tree ``src`` on the same synthetic data (a subprocess)."""
+    import os
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "scores.npy"
+        cmd = [sys.executable, __file__, "--prh-only", str(out), "--measures", label, "--n", str(args.n), "--d",
+               str(args.d), "--layers-a", str(args.layers_a), "--layers-b", str(args.layers_b), "--seed",
+               str(args.seed), "--threads", str(args.threads)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, str(Path(__file__).parent)])}
+        done = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+        return float(done.stdout.split()[-1]), np.load(out)
+
+
+def prh_only(args: argparse.Namespace) -> None:
+    """Score one measure on the synthetic data, save the matrix to ``--prh-only`` and print the seconds."""
+    (m,) = [m for m in measures(args.n, {}) if m.label == args.measures]
+    a, b = synthetic(args)
+    t0 = time.perf_counter()
+    mat = layerwise(m.metric, a, b, **m.params)
+    seconds = time.perf_counter() - t0
+    np.save(args.prh_only, mat)
+    print(seconds)
+
 
 
 def synthetic(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -347,15 +432,27 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
     plain = [([plain_pairs[t] for t in np.sort(pick)], (len(a) - 1) * (len(b) - 1))]
     print(f"\n{title}: {len(a)} x {len(b)} = {total} layer pairs (prepared, incl. concat), threads={args.threads}")
     print(f"start: {load()}")
-    header = f"{'measure':<28} {'peer':<34} {'pairs':>6} {'max |diff|':>11} {'prh s':>8} {'peer s':>10} {'ratio':>8}  notes"
+    header = (f"{'measure':<28} {'peer':<34} {'pairs':>6} {'max |diff|':>11} {'prh s':>8} {'peer s':>10} {'ratio':>8} "
+              f"{'floor s':>8} {'prh/floor':>9}")  # fmt: skip
+    if args.before:
+        header += f" {'before s':>9} {'before/prh':>10} {'|prh-before|':>12}"
+    header += "  notes"
     print(header + "\n" + "-" * len(header))
     used: list[str] = []
     for m in rows:
+        timed_before = args.before and not args.store_run and m.label not in args.not_before.split(",")
+        before = before_result(args.before, m.label, args) if timed_before else None
         t0 = time.perf_counter()
         mat = layerwise(m.metric, a, b, **m.params)
         t_prh = time.perf_counter() - t0
+        floor = floor_seconds(m, a, b)
+        extra = f" {floor:8.2f} {t_prh / floor:8.2f}x" if floor else f" {'':>8} {'':>9}"
+        if args.before:
+            extra += (f" {before[0]:9.2f} {before[0] / t_prh:9.1f}x {np.nanmax(np.abs(before[1] - mat)):12.2e}"
+                      if before else f" {'':>9} {'':>10} {'':>12}")  # fmt: skip
         if not m.peers:
-            print(f"{m.label:<28} {'(no installed peer)':<34} {'':>6} {'':>11} {t_prh:8.2f} {'':>10} {'':>8}", flush=True)
+            print(f"{m.label:<28} {'(no installed peer)':<34} {'':>6} {'':>11} {t_prh:8.2f} {'':>10} {'':>8}{extra}",
+                  flush=True)  # fmt: skip
         for peer in m.peers:
             t_peer, vals, how = peer_result(peer, a, b, strata, plain)
             diff = float(np.nanmax([abs(mat[i, j] - v) for (i, j), v in vals.items()]))
@@ -366,7 +463,7 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
                 marks.append(str(used.index(note) + 1))
             peer_s = f"{'~' if how != 'all' else ''}{t_peer:.1f}"
             print(f"{m.label:<28} {peer.name:<34} {len(vals):>6} {diff:11.2e} {t_prh:8.2f} {peer_s:>10} "
-                  f"{t_peer / t_prh:7.1f}x  {','.join(marks)}", flush=True)  # fmt: skip
+                  f"{t_peer / t_prh:7.1f}x{extra}  {','.join(marks)}", flush=True)  # fmt: skip
     print(f"end: {load()}")
     for t, note in enumerate(used, 1):
         print(f"  [{t}] {NOTES[note]}")
@@ -385,6 +482,9 @@ def main() -> None:
     ap.add_argument("--aristotelian", default="", help="git dir of mlbio-epfl/Aristotelian (run from an export)")
     ap.add_argument("--netrep", default="", help="git dir of ahwillia/netrep (run from an export)")
     ap.add_argument("--resi", default="", help="git dir of mklabunde/resi (run from an export)")
+    ap.add_argument("--before", default="", help="also time the prh source tree SRC (e.g. /work/main/src), interleaved")
+    ap.add_argument("--not-before", default="", help="comma-separated measure labels --before skips (too slow there)")
+    ap.add_argument("--prh-only", default="", help=argparse.SUPPRESS)  # the --before subprocess: save scores here
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="n=256, d=96, 3 x 5 layers")
     ap.add_argument("--seed", type=int, default=0)
@@ -392,6 +492,10 @@ def main() -> None:
     if args.quick:
         args.n, args.d, args.layers_a, args.layers_b = 256, 96, 3, 5
     torch.set_num_threads(args.threads)
+    args.store_run = False
+    if args.prh_only:
+        with threadpool_limits(args.threads):
+            return prh_only(args)
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(args.threads):
         extra: dict[str, list[Peer]] = {}
         if args.aristotelian:
@@ -410,6 +514,7 @@ def main() -> None:
         a, b = synthetic(args)
         run(a, b, rows, args, f"synthetic: n={args.n}, d={args.d}, {args.layers_a} + {args.layers_b} layers")
         if args.store:
+            args.store_run = True
             a, b, title = from_store(args.store, args.keys)
             run(a, b, measures(len(a[0]), extra) if not args.measures else
                 [m for m in measures(len(a[0]), extra) if m.label in args.measures.split(",")], args, title)  # fmt: skip

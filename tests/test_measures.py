@@ -235,6 +235,40 @@ def test_shape_metric_interpolates_from_cca_to_procrustes(alpha: float) -> None:
         assert got == pytest.approx(rho.sum() / np.sqrt(6 * 8), abs=1e-9)
 
 
+def wide_ranks(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Layers of rank above (n - 1) / 2 but widths below n (n = 40): CCA and the shape metric at alpha 0 take the
+    complements. Constant columns and duplicated rows lower the ranks (to 28 / 25 and 27)."""
+    rng = np.random.default_rng(23)
+    if kind == "duplicated_rows":
+        rows = np.arange(40) % 28
+        a, b = related(28, 33, 30, 24)
+        return a[rows], b[rows]
+    a, b = related(40, 30, 26, 25)
+    a = a + rng.standard_normal(a.shape).astype(np.float32)
+    if kind == "constant_columns":
+        a[:, [1, 4]] = 2.0
+        b[:, 0] = -1.0
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["plain", "constant_columns", "duplicated_rows"])
+def test_cca_and_whitened_shape_from_complements_equal_their_definitions(kind: str) -> None:
+    from prh.metrics.subspace import subspace_state, unit_nuclear
+
+    a, b = wide_ranks(kind)
+    assert pairwise("cca", a, b) == pytest.approx(ref_cca(a, b), abs=1e-9)
+    assert pairwise("shape_metric", a, b, shape_alpha=0.0) == pytest.approx(ref_shape(a, b, 0.0), abs=1e-9)
+    sa, sb = (subspace_state(x, complement=True) for x in (a, b))
+    assert bool(sa["cs"]) and bool(sb["cs"])
+    direct = np.linalg.svd(sa["u"].T @ sb["u"], compute_uv=False).sum()
+    stacked = unit_nuclear({k: v[None] for k, v in sa.items()}, {k: v[None] for k, v in sb.items()})
+    assert stacked[0, 0] == pytest.approx(direct, abs=1e-10)
+    small = related(40, 5, 6, 26)  # rank 5 < (n - 1) / 2: no complement, the direct SVD; mixed in one call
+    got = layerwise("cca", [a, small[0]], [b, small[1]])
+    want = [[ref_cca(x, y) for y in (b, small[1])] for x in (a, small[0])]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
 def test_procrustes_is_the_normalised_nuclear_norm() -> None:
     a, b = related(40, 7, 5, 6)
     nuclear = np.linalg.svd(centred(a).T @ centred(b), compute_uv=False).sum()
@@ -322,6 +356,17 @@ def test_linear_predictivity_is_oriented_a_predicts_b() -> None:
     assert pairwise("linear_predictivity", a, b) == pytest.approx(ref_predictivity(a, b), abs=1e-9)
     assert pairwise("linear_predictivity", b, a) == pytest.approx(ref_predictivity(b, a), abs=1e-9)
     assert pairwise("linear_predictivity", a, a[:, :4]) == pytest.approx(1.0, abs=1e-5)  # a subset of its own columns
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_linear_predictivity_at_one_alpha_equals_its_definition(kind: str) -> None:
+    """One alpha takes the Cholesky smoother (no eigendecomposition, no GCV): the primal ridge per fold, both
+    orders, all layer pairs at once."""
+    a, b = degenerate(kind)
+    for alpha in (1e-3, 10.0):
+        got = layerwise("linear_predictivity", [a, b], [b, a], ridge_alphas=[alpha])
+        want = [[ref_predictivity(x, y, alphas=(alpha,)) for y in (b, a)] for x in (a, b)]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
 def test_linear_predictivity_folds_are_seeded_and_change_with_the_seed() -> None:

@@ -55,7 +55,7 @@ def test_permute_state_equals_scoring_permuted_features(name: str, extra: dict) 
     kx, ky = KernelCache([x]), KernelCache([y])
     rp = resolve_params(record, p, N, (9, 14))
     sx, sy = record.state(kx, 0, rp), record.state(ky, 0, rp)
-    fresh = record.state(KernelCache([y[perm]]), 0, rp)
+    fresh = materialised(record.state(KernelCache([y[perm]]), 0, rp))
     moved = materialised(record.permute_state(sy, perm))
     assert set(moved) == set(fresh)
     want, got = comparable(fresh), comparable(moved)
@@ -66,18 +66,20 @@ def test_permute_state_equals_scoring_permuted_features(name: str, extra: dict) 
 
 
 def comparable(state: dict) -> dict:
-    """A state with its SVD bases (subspace measures) replaced by the rotation-free products U diag(s)^2 U^T and
-    V diag(s)^2 V^T: eigenvectors of (near-)equal singular values may rotate with float summation order."""
+    """A state with its SVD bases (subspace measures) replaced by the rotation-free products U diag(s)^2 U^T,
+    V diag(s)^2 V^T and W W^T: eigenvectors of (near-)equal singular values may rotate with float summation order."""
     if "u" in state and "s" in state:
         us = state["u"] * state["s"]
         state = {**state, "u": us @ us.T}
         if "vs" in state:
             state["vs"] = state["vs"] @ state["vs"].T
+        if "w" in state:  # the complement's basis is any orthonormal one: compare its projector
+            state["w"] = state["w"] @ state["w"].T
     return state
 
 
 def materialised(state: dict) -> dict:
-    """A permuted state with any deferred work carried out (CKNNA's reordering, ridge's predictor parts)."""
+    """A (permuted) state with any deferred work carried out (CKNNA's reordering, ridge's predictor parts)."""
     if "fold" in state:
         from prh.metrics.predictivity import with_predictor
 

@@ -69,9 +69,11 @@ def test_rsa_on_discrete_features_ties_equal_values() -> None:
 def test_layerwise_equals_pairwise_ranks_each_layer_once(monkeypatch: pytest.MonkeyPatch) -> None:
     a = [rand(36, d, s) for d, s in ((8, 20), (15, 21), (5, 22))]
     b = [(a[0] @ rand(8, d, s) + rand(36, d, s + 1)).astype(np.float32) for d, s in ((6, 30), (9, 32), (11, 34), (4, 36))]
+    from prh.metrics import rsa
+
     calls = []
-    real = scipy.stats.rankdata
-    monkeypatch.setattr(scipy.stats, "rankdata", lambda x, *args, **kw: calls.append(x.size) or real(x, *args, **kw))
+    real = rsa.average_ranks
+    monkeypatch.setattr(rsa, "average_ranks", lambda x: calls.append(x.size) or real(x))
     got = layerwise("rsa", a, b)
     assert len(calls) == 7  # one ranking per layer, none per pair
     monkeypatch.undo()
@@ -79,6 +81,17 @@ def test_layerwise_equals_pairwise_ranks_each_layer_once(monkeypatch: pytest.Mon
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got, [[scipy_rsa(x, y) for y in b] for x in a], rtol=0, atol=1e-9)
     np.testing.assert_allclose(layerwise("rsa", b, a), got.T, rtol=0, atol=1e-12)  # symmetric
+
+
+@pytest.mark.parametrize("levels", [3, 40, 10**9])
+def test_average_ranks_equal_scipy_rankdata(levels: int) -> None:
+    """Heavy ties (3 distinct values), some ties, none; constant and single values."""
+    from prh.metrics.rsa import average_ranks
+
+    values = np.random.default_rng(levels % 97).integers(0, levels, size=1001).astype(np.float64)
+    np.testing.assert_array_equal(average_ranks(values), scipy.stats.rankdata(values))
+    for edge in (np.full(7, 2.5), np.array([4.0])):
+        np.testing.assert_array_equal(average_ranks(edge), scipy.stats.rankdata(edge))
 
 
 def test_constant_rows_are_uncorrelated_and_constant_rdm_is_nan() -> None:

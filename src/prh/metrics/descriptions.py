@@ -34,8 +34,12 @@ KERNEL_COST = ("per layer: Gram n^2 d and its float64 row sums; per layer pair o
 SVD_COST = ("per layer: centred SVD via the smaller Gram, min(n, d)^2 max(n, d); per layer pair U_x'U_y (n r_x r_y) "
             "and the singular values of an r_x x r_y matrix (r^3), r = rank <= min(n - 1, d). Memory: 8 r (n + d) "
             "bytes per layer")  # fmt: skip
+UNIT_COST = (" Unit weights (CCA without the ridge, the shape metric at alpha = 0): where both ranks exceed (n - 1) / 2 "
+             "the pair takes the complements instead (CS decomposition: ||U_x'U_y||_* = ||W_x'W_y||_* + r_x + r_y - "
+             "(n - 1)), an (n - 1 - r_x) x (n - 1 - r_y) SVD; per layer one complete QR of [1, U], n^2 r")  # fmt: skip
 RSA_COST = ("per layer: RDM n^2 d and a sort of its m = n (n - 1) / 2 entries (m log m); per layer pair one float64 "
-            "inner product of length m (Kendall tau-a: one merge sort, m log m). Memory: 16 n^2 bytes per layer")  # fmt: skip
+            "inner product of length m (Kendall tau-a: one Fenwick-tree discordance count, m log m). Memory: 16 n^2 "
+            "bytes per layer")  # fmt: skip
 
 DOCS: dict[str, MetricDoc] = {
     "mutual_knn": MetricDoc(
@@ -96,12 +100,12 @@ DOCS: dict[str, MetricDoc] = {
     "shape_metric": MetricDoc(
         "cos of netrep's angle: ||M||_* / (||t_x|| ||t_y||), M = diag(t_x) U_x' U_y diag(t_y), t = alpha s + "
         "(1 - alpha): the partial whitening Xc (alpha I + (1 - alpha) (Xc'Xc)^(-1/2)); alpha = 1 Procrustes, alpha = "
-        "0 sum of canonical correlations / sqrt(r_x r_y)", "[0, 1]", SVD_COST,
+        "0 sum of canonical correlations / sqrt(r_x r_y)", "[0, 1]", SVD_COST + "." + UNIT_COST,
         (Peer("netrep (ahwillia/netrep; not on PyPI)", "LinearMetric(alpha, score_method='angular')", "angle, not its cosine; whitening clamps "
               "eigenvalues at 1e-7 where prh drops float32-rank-zero directions"),)),
     "cca": MetricDoc(
         "mean of the min(r_x, r_y) canonical correlations of Xc and Yc (singular values of U_x' U_y); where either "
-        "width is >= n both covariances Xc'Xc / (n - 1) get + reg I", "[0, 1]", SVD_COST,
+        "width is >= n both covariances Xc'Xc / (n - 1) get + reg I", "[0, 1]", SVD_COST + "." + UNIT_COST,
         (Peer(ARISTOTELIAN, "cca_mean", "always adds reg = 1e-6 and averages over min(d_x, d_y) correlations"),
          Peer("scikit-learn", "cross_decomposition.CCA", "iterative (NIPALS), a few components; not compared"))),
     "pwcca": MetricDoc(
@@ -123,8 +127,10 @@ DOCS: dict[str, MetricDoc] = {
     "linear_predictivity": MetricDoc(
         "1 - sum_j SSE_j / sum_j SST_j of model_y's columns predicted out of fold by ridge from model_x (folds "
         "seeded; alpha per fold by GCV from ridge_alphas)", "(-inf, 1]",
-        "per layer (predictor): one eigendecomposition of the centred training Gram per fold, folds n^3; per pair "
-        "folds x (Q'F: n^2 min(n, d_y)). Memory: 8 (6 n min(n, d) + n^2) bytes per layer",
+        "per layer: the centred Gram n^2 d; as predictor, per fold one Cholesky (one alpha) or eigendecomposition of "
+        "the centred training Gram, n^3, and per alpha its smoother's n^3 products; per pair folds x alphas x n^2 "
+        "(one product of flattened Gram blocks for all pairs; B enters through its Gram only). Memory: "
+        "8 (3 n^2 + 5 n min(n, d)) bytes per layer",
         (Peer("scikit-learn", "RidgeCV in cross_val_predict + r2_score(multioutput='variance_weighted')",
               "RidgeCV chooses alpha by exact leave-one-out, prh by GCV; with one alpha (Ridge) they agree"),
          Peer("Brain-Score", "linear / ridge regression metrics", "Pearson r per neuroid, median; not compared"))),

@@ -7,8 +7,8 @@ average ranks; the default, as rsatoolbox's ``compare(method="spearman")`` on co
 ``cosine`` (uncentred), or ``kendall_tau_a`` ((concordant - discordant) / (m (m - 1) / 2), ties counting neither, as
 rsatoolbox's ``compare_kendall_tau_a``). Each layer's triangle is transformed once (ranked, centred); its state is that
 vector, so a Spearman, Pearson or cosine pair score is one inner product and all layer pairs are one matrix product
-(float64). Kendall's tau-a keeps each layer's dense ranks and sort order; a pair counts its discordant pairs by one
-merge sort (scipy's), O(m log m).
+(float64). Kendall's tau-a keeps each layer's dense ranks and sort order; a pair counts its discordant pairs in one
+pass of scipy's Fenwick-tree counter over B's ranks in A's order, O(m log m).
 """
 
 from __future__ import annotations
@@ -51,13 +51,29 @@ def upper_triangle(m: np.ndarray) -> np.ndarray:
     return m[np.triu_indices(m.shape[0], 1)]
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """(m,) values -> (m,) float64 ranks from 1, tied values sharing their average rank (scipy's ``rankdata``).
+
+    One unstable argsort (ties get their average, so their order within the sort is irrelevant), then the tie groups
+    of the sorted values: ~6x faster than ``rankdata``'s stable sort.
+    """
+    order = np.argsort(values)
+    ordered = values[order]
+    new = np.empty(values.size, dtype=bool)
+    new[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    mean_rank = (starts + np.append(starts[1:], values.size) + 1) / 2.0  # positions start..end-1 hold ranks start+1..end
+    ranks = np.empty(values.size)
+    ranks[order] = mean_rank[np.cumsum(new) - 1]
+    return ranks
+
+
 def centred_ranks(values: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     """(m,) values -> (m,) float64 average ranks minus their mean; entries outside ``keep`` (bool mask) are 0."""
     out = np.zeros(values.shape, dtype=np.float64)
     sel = slice(None) if keep is None else keep
-    from scipy.stats import rankdata  # imported here: scipy.stats costs ~0.5 s at import, and only RSA needs it
-
-    ranks = rankdata(values[sel])
+    ranks = average_ranks(values[sel])
     out[sel] = ranks - ranks.mean()
     return out
 
@@ -66,7 +82,7 @@ def rsa_state(rdm: np.ndarray, keep: np.ndarray | None = None, compare: str = "s
     """(n, n) RDM -> the comparison's state of its upper triangle (entries outside ``keep`` left out).
 
     spearman / pearson / cosine: {"z": (m,) float64 centred ranks / centred values / values (0 outside keep),
-    "ss": () sum of z^2}; kendall_tau_a: {"rank": (m',) int64 dense ranks of the kept entries, "order": their stable
+    "ss": () sum of z^2}; kendall_tau_a: {"rank": (m',) int64 dense ranks of the kept entries, "order": their
     sort order, "ties": () number of tied pairs}.
     """
     values = upper_triangle(rdm)
@@ -82,8 +98,8 @@ def rsa_state(rdm: np.ndarray, keep: np.ndarray | None = None, compare: str = "s
 
 
 def tau_state(values: np.ndarray) -> dict[str, np.ndarray]:
-    """(m,) values -> {"rank": (m,) int64 dense ranks from 1, "order": (m,) stable argsort, "ties": () tied pairs}."""
-    order = np.argsort(values, kind="stable")
+    """(m,) values -> {"rank": (m,) int64 dense ranks from 1, "order": (m,) argsort, "ties": () tied pairs}."""
+    order = np.argsort(values)
     sorted_values = values[order]
     dense = np.empty(values.size, dtype=np.int64)
     dense[order] = np.r_[True, sorted_values[1:] != sorted_values[:-1]].cumsum()
@@ -91,25 +107,34 @@ def tau_state(values: np.ndarray) -> dict[str, np.ndarray]:
     return {"rank": dense, "order": order, "ties": np.array(int((counts * (counts - 1) // 2).sum()))}
 
 
+def _joint_ties(x: np.ndarray, y: np.ndarray) -> int:
+    """Pairs tied in both x (sorted) and y: only within x's tie groups (runs of equal x)."""
+    same = x[1:] == x[:-1]
+    if not same.any():
+        return 0
+    grouped = np.r_[same, False] | np.r_[False, same]
+    xs, ys = x[grouped], y[grouped]
+    o = np.lexsort((ys, xs))
+    xs, ys = xs[o], ys[o]
+    step = np.flatnonzero(np.r_[True, (xs[1:] != xs[:-1]) | (ys[1:] != ys[:-1]), True])
+    run = np.diff(step).astype(np.int64)
+    return int((run * (run - 1) // 2).sum())
+
+
 def tau_a(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
     """Kendall's tau-a of two layers' upper triangles: (m(m-1)/2 - ties_a - ties_b + joint ties - 2 D) / (m(m-1)/2).
 
-    Pairs sorted by (A's rank, B's rank): A's stored order, then a stable sort of the combined key, which is sorted
-    already but inside A's tie groups (timsort: O(m) on such runs); D (discordant pairs) by scipy's merge-sort
-    counter, as rsatoolbox's ``compare_kendall_tau_a``.
+    Pairs in A's stored order (A's ranks ascending, any order within A's ties); D (discordant pairs) by scipy's
+    Fenwick-tree counter, which inserts each group of equal A ranks only after querying it (so A's ties count as
+    neither), as rsatoolbox's ``compare_kendall_tau_a``; joint ties from within A's tie groups alone.
     """
-    from scipy.stats._stats import _kendall_dis  # the merge-sort discordance counter scipy and rsatoolbox use
+    from scipy.stats._stats import _kendall_dis  # the discordance counter scipy and rsatoolbox use
 
-    ra, rb = sa["rank"], sb["rank"]
-    m = ra.size
     order = sa["order"]
-    if int(sa["ties"]):
-        order = order[np.argsort(ra[order] * (m + 1) + rb[order], kind="stable")]
-    x, y = ra[order].astype(np.intp), rb[order].astype(np.intp)
+    m = order.size
+    x, y = sa["rank"][order].astype(np.intp), sb["rank"][order].astype(np.intp)
     dis = int(_kendall_dis(x, y))
-    step = np.flatnonzero(np.r_[True, (x[1:] != x[:-1]) | (y[1:] != y[:-1]), True])
-    run = np.diff(step).astype(np.int64)
-    joint = int((run * (run - 1) // 2).sum())
+    joint = _joint_ties(x, y) if int(sa["ties"]) and int(sb["ties"]) else 0
     total = m * (m - 1) // 2
     return (total - int(sa["ties"]) - int(sb["ties"]) + joint - 2 * dis) / total
 
@@ -162,7 +187,7 @@ def rsa_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np
     if "rank" not in state:
         return {"z": state["z"][..., pos], "ss": state["ss"]}
     rank = state["rank"][..., pos]
-    return {"rank": rank, "order": np.argsort(rank, axis=-1, kind="stable"), "ties": state["ties"]}
+    return {"rank": rank, "order": np.argsort(rank, axis=-1), "ties": state["ties"]}
 
 
 def rsa_chance(n: int, params: dict[str, Any]) -> float | None:

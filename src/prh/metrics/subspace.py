@@ -18,6 +18,12 @@ cross-product of the two orthonormal bases re-weighted per direction:
 
 A pair's singular values come from LAPACK's gesdd on M cut to the two ranks (exact to ~eps s_max; Aristotelian takes
 square roots of the eigenvalues of M M^T, whose near-zero values then carry ~1e-8 s_max of rounding).
+
+With unit weights (CCA's pairs without the ridge, the shape metric at alpha = 0) M = U_x^T U_y, whose nuclear norm also
+follows from the complements W (orthonormal bases of the rest of the (n - 1)-dimensional centred space): by the CS
+decomposition, U_x^T U_y and W_x^T W_y share their singular values in (0, 1) and their counts of ones differ by
+r_x + r_y - (n - 1), so ||U_x^T U_y||_* = ||W_x^T W_y||_* + r_x + r_y - (n - 1). Where both ranks exceed (n - 1) / 2
+the pair decomposes the smaller (n - 1 - r_x) x (n - 1 - r_y) matrix (255 x 255 instead of 768 x 768 at n = 1024).
 """
 
 from __future__ import annotations
@@ -57,22 +63,65 @@ def centred_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vec, s, z.T @ vec
 
 
-def subspace_state(x: np.ndarray, weights: bool = False) -> State:
-    """(n, d) features -> {"u": (n, r) basis, "s": (r,) singular values, "wide": () d >= n[, "vs": (d, r) V diag(s)]}."""
+def complement_basis(u: np.ndarray) -> np.ndarray:
+    """(n, r) orthonormal basis, orthogonal to 1 -> (n, n - 1 - r) orthonormal basis of the rest of the centred space
+    (the complement of span(1, u); complete Householder QR). Only where r > (n - 1) / 2, the complement being the
+    smaller side; else (n, 0) and the flag says so (see :func:`unit_nuclear`)."""
+    n, r = u.shape
+    if 2 * r <= n - 1:
+        return np.zeros((n, 0))
+    q, _ = np.linalg.qr(np.hstack([np.full((n, 1), 1.0 / np.sqrt(n)), u]), mode="complete")
+    return q[:, r + 1 :]
+
+
+def subspace_state(x: np.ndarray, weights: bool = False, complement: bool = False) -> State:
+    """(n, d) features -> {"u": (n, r) basis, "s": (r,) singular values, "wide": () d >= n[, "vs": (d, r) V diag(s)]
+    [, "w": (n, n - 1 - r) complement basis, "cs": () whether "w" was formed]}."""
     u, s, vs = centred_svd(x)
     state = {"u": u, "s": s, "wide": np.array(x.shape[1] >= x.shape[0])}
     if weights:
         state["vs"] = vs
+    if complement:
+        state["w"] = complement_basis(u)
+        state["cs"] = np.array(2 * u.shape[1] > x.shape[0] - 1)
     return state
 
 
-def _bases_cross(sa: State, sb: State) -> Any:
-    """Per A layer a: (a, (Lb, Ra, Rb) float64 U_a^T U_b for every B layer), one GEMM per A layer."""
-    ub = sb["u"]
+def _bases_cross(sa: State, sb: State, need: np.ndarray | None = None, key: str = "u") -> Any:
+    """Per A layer a: (a, bs, (len(bs), Ra, Rb) float64 U_a^T U_b for the B layers bs with ``need[a]`` (default all)),
+    one GEMM per A layer. ``key``: the bases compared ("u", or "w" for the complements)."""
+    ub = sb[key]
     lb, n, rb = ub.shape
     flat = np.ascontiguousarray(ub.transpose(1, 0, 2)).reshape(n, lb * rb)
-    for a in range(sa["u"].shape[0]):
-        yield a, (sa["u"][a].T @ flat).reshape(sa["u"].shape[2], lb, rb).transpose(1, 0, 2)
+    for a in range(sa[key].shape[0]):
+        bs = np.arange(lb) if need is None else np.flatnonzero(need[a])
+        if bs.size == 0:
+            continue
+        cols = flat if bs.size == lb else flat.reshape(n, lb, rb)[:, bs].reshape(n, -1)
+        yield a, bs, (sa[key][a].T @ cols).reshape(sa[key].shape[2], bs.size, rb).transpose(1, 0, 2)
+
+
+def unit_nuclear(sa: State, sb: State) -> np.ndarray:
+    """(La, Lb) ||U_a' U_b||_* (the sum of the canonical correlations of the two column spaces) from the complements
+    where both layers have one ("cs"), NaN elsewhere.
+
+    CS decomposition of the orthogonal [U_a W_a]' [U_b W_b] in the (N = n - 1)-dimensional centred space: U_a' U_b
+    and W_a' W_b share their singular values in (0, 1), and their counts of ones differ by r_a + r_b - N (Frobenius
+    norms of the blocks), so ||U_a' U_b||_* = ||W_a' W_b||_* + r_a + r_b - N exactly: an (N - r_a) x (N - r_b) SVD
+    instead of r_a x r_b (255 for 768 at n = 1024, 27x fewer flops).
+    """
+    la, lb = sa["u"].shape[0], sb["u"].shape[0]
+    out = np.full((la, lb), np.nan)
+    if "cs" not in sa or "cs" not in sb:
+        return out
+    ra, rb = _ranks(sa), _ranks(sb)
+    n = sa["u"].shape[-2]
+    ca, cb = n - 1 - ra, n - 1 - rb
+    need = sa["cs"][:, None] & sb["cs"][None, :]
+    for a, bs, cross in _bases_cross(sa, sb, need, key="w"):
+        for t, b in enumerate(bs):
+            out[a, b] = singular_values(cross[t, : ca[a], : cb[b]]).sum() + ra[a] + rb[b] - (n - 1)
+    return out
 
 
 def svd(m: np.ndarray, vectors: bool = False) -> Any:
@@ -97,14 +146,16 @@ def _ranks(state: State) -> np.ndarray:
     return np.count_nonzero(state["s"] > 0, axis=-1)
 
 
-def _weighted_all(sa: State, sb: State, weight: Callable[[State], np.ndarray], name: str) -> np.ndarray:
-    """(La, Lb) ||diag(t_a) U_a^T U_b diag(t_b)||_* / (||t_a|| ||t_b||), t = weight(state) (0 on padded directions)."""
+def _weighted_all(sa: State, sb: State, weight: Callable[[State], np.ndarray], name: str,
+                  unit: bool = False) -> np.ndarray:  # fmt: skip
+    """(La, Lb) ||diag(t_a) U_a^T U_b diag(t_b)||_* / (||t_a|| ||t_b||), t = weight(state) (0 on padded directions).
+    ``unit``: t is 1 on every rank direction, so pairs with complements take :func:`unit_nuclear`."""
     ta, tb = weight(sa), weight(sb)
     ra, rb = _ranks(sa), _ranks(sb)
-    num = np.empty((ta.shape[0], tb.shape[0]))
-    for a, cross in _bases_cross(sa, sb):
-        m = ta[a][None, :, None] * cross * tb[:, None, :]
-        num[a] = [singular_values(m[b, : ra[a], : rb[b]]).sum() for b in range(m.shape[0])]
+    num = unit_nuclear(sa, sb) if unit else np.full((ta.shape[0], tb.shape[0]), np.nan)
+    for a, bs, cross in _bases_cross(sa, sb, np.isnan(num)):
+        m = ta[a][None, :, None] * cross * tb[bs][:, None, :]
+        num[a, bs] = [singular_values(m[t, : ra[a], : rb[b]]).sum() for t, b in enumerate(bs)]
     prod = np.outer(np.einsum("ij,ij->i", ta, ta), np.einsum("ij,ij->i", tb, tb))
     return ratio_or_nan(num, prod, name)
 
@@ -121,7 +172,8 @@ def shape_weights(alpha: float) -> Callable[[State], np.ndarray]:
 
 def shape_all(sa: State, sb: State) -> np.ndarray:
     """(La, Lb) cosine of the generalised shape metric's angle (netrep LinearMetric, alpha in the states)."""
-    return _weighted_all(sa, sb, shape_weights(float(sa["alpha"].flat[0])), "shape_metric")
+    alpha = float(sa["alpha"].flat[0])
+    return _weighted_all(sa, sb, shape_weights(alpha), "shape_metric", unit=alpha == 0.0)
 
 
 def _cca_weights(state: State, wide: np.ndarray, reg: float) -> np.ndarray:
@@ -132,21 +184,22 @@ def _cca_weights(state: State, wide: np.ndarray, reg: float) -> np.ndarray:
     return np.where(wide[..., None], ridge, (s > 0).astype(np.float64))
 
 
-def _canonical(sa: State, sb: State, reg: float, vectors: bool = False) -> Any:
-    """Per (a, b): (a, b, canonical correlations (descending, min(r_a, r_b) kept), left vectors, t_a) of A vs B."""
+def _canonical(sa: State, sb: State, reg: float, vectors: bool = False, need: np.ndarray | None = None) -> Any:
+    """Per (a, b) with ``need[a, b]`` (default all): (a, b, canonical correlations (descending, min(r_a, r_b) kept),
+    left vectors, t_a) of A vs B."""
     ra, rb = _ranks(sa), _ranks(sb)
-    for a, cross in _bases_cross(sa, sb):
-        wide = sa["wide"][a] | sb["wide"]  # (Lb,) ridge on both sides when either width >= n
+    for a, bs, cross in _bases_cross(sa, sb, need):
+        wide = sa["wide"][a] | sb["wide"][bs]  # ridge on both sides when either width >= n
         ta = _cca_weights({"s": np.broadcast_to(sa["s"][a], (wide.size, sa["s"].shape[1])), "u": sa["u"]}, wide, reg)
-        tb = _cca_weights(sb, wide, reg)
+        tb = _cca_weights({"s": sb["s"][bs], "u": sb["u"]}, wide, reg)
         m = ta[:, :, None] * cross * tb[:, None, :]
-        for b in range(m.shape[0]):
-            block = m[b, : ra[a], : rb[b]]
+        for t, b in enumerate(bs):
+            block = m[t, : ra[a], : rb[b]]
             if not vectors:
-                yield a, b, singular_values(block), None, ta[b, : ra[a]]
+                yield a, b, singular_values(block), None, ta[t, : ra[a]]
                 continue
             w, rho, _ = svd(block, vectors=True)
-            yield a, b, rho, w, ta[b, : ra[a]]
+            yield a, b, rho, w, ta[t, : ra[a]]
 
 
 def _warn_empty(out: np.ndarray, name: str) -> np.ndarray:
@@ -158,9 +211,15 @@ def _warn_empty(out: np.ndarray, name: str) -> np.ndarray:
 
 
 def cca_all(sa: State, sb: State) -> np.ndarray:
-    """(La, Lb) mean canonical correlation (ridge-regularised where a width is >= n)."""
-    out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
-    for a, b, rho, _, _ in _canonical(sa, sb, float(sa["reg"].flat[0])):
+    """(La, Lb) mean canonical correlation (ridge-regularised where a width is >= n; exact pairs with complements
+    from :func:`unit_nuclear`)."""
+    ra, rb = _ranks(sa), _ranks(sb)
+    exact = ~(sa["wide"][:, None] | sb["wide"][None, :])
+    low = np.minimum(ra[:, None], rb[None, :])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(exact & (low > 0), unit_nuclear(sa, sb) / low, np.nan)
+    todo = np.isnan(out) & (low > 0)
+    for a, b, rho, _, _ in _canonical(sa, sb, float(sa["reg"].flat[0]), need=todo):
         if rho.size:
             out[a, b] = rho.mean()
     return _warn_empty(out, "cca")
@@ -218,12 +277,21 @@ def _svd(cache: KernelCache, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return parts[:n], parts[n + d], parts[n : n + d]
 
 
+def _wants_complement(params: dict[str, Any]) -> bool:
+    """Whether a measure scores pairs with unit weights, from complements: CCA, and the shape metric at alpha 0."""
+    return "reg" in params or params.get("shape_alpha") == 0.0
+
+
 def layer_state(cache: KernelCache, i: int, params: dict[str, Any], weights: bool = False) -> State:
-    """Layer i's centred SVD state (shared through the cache by Procrustes, shape metric, CCA and PWCCA)."""
+    """Layer i's centred SVD state (shared through the cache by Procrustes, shape metric, CCA and PWCCA), with the
+    complement basis for CCA and the shape metric at alpha 0."""
     u, s, vs = _svd(cache, i)
     state = {"u": u, "s": s, "wide": np.array(cache.dims[i] >= cache.n), **_params_state(params)}
     if weights:
         state["vs"] = vs
+    elif _wants_complement(params):
+        state["w"] = cache.memo(("svd-complement", i), lambda: complement_basis(u))
+        state["cs"] = np.array(2 * u.shape[1] > cache.n - 1)
     return state
 
 
@@ -234,7 +302,8 @@ def pwcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> Sta
 
 def resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any], weights: bool = False) -> State:
     """Layer i's state on bootstrap resample ``idx`` (rows resampled, SVD recomputed; copies carry double weight)."""
-    return {**subspace_state(cache.layers[i][idx], weights), **_params_state(params)}
+    complement = not weights and _wants_complement(params)
+    return {**subspace_state(cache.layers[i][idx], weights, complement), **_params_state(params)}
 
 
 def pwcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
@@ -243,5 +312,9 @@ def pwcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: d
 
 
 def permuted(state: State, perm: np.ndarray) -> State:
-    """The state of inputs x[perm]: the basis rows reordered; s, V diag(s) and the parameters unchanged."""
-    return {**state, "u": state["u"][..., perm, :]}
+    """The state of inputs x[perm]: the basis rows (and the complement's) reordered; s, V diag(s) and the parameters
+    unchanged."""
+    moved = {**state, "u": state["u"][..., perm, :]}
+    if "w" in state:
+        moved["w"] = state["w"][..., perm, :]
+    return moved
