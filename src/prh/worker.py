@@ -156,6 +156,8 @@ def _connect(path: Path) -> socket.socket | None:
 def _start_server(path: Path) -> Callable[[], bool] | None:
     """Start a server for ``path`` in the background unless one is starting (a lock file, holding the starting
     server's pid, guards the start) -> whether that server is still alive, or None when no start is under way."""
+    from prh.io import pid_alive
+
     lock = path.with_suffix(".starting")
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -163,7 +165,7 @@ def _start_server(path: Path) -> Callable[[], bool] | None:
         with contextlib.suppress(OSError, ValueError):
             if time.time() - lock.stat().st_mtime < START_WAIT_S:  # another job is starting it
                 pid = int(lock.read_text() or 0)
-                return (lambda: _pid_alive(pid)) if pid else (lambda: lock.exists())
+                return (lambda: pid_alive(pid)) if pid else (lambda: lock.exists())
             lock.unlink(missing_ok=True)  # a start that died: the next job tries again
         return None
     log = path.with_suffix(".log")
@@ -173,16 +175,6 @@ def _start_server(path: Path) -> Callable[[], bool] | None:
     os.write(fd, str(server.pid).encode())
     os.close(fd)
     return lambda: server.poll() is None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _await_socket(path: Path, alive: Callable[[], bool], timeout_s: float = START_WAIT_S) -> bool:
