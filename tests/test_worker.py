@@ -127,6 +127,7 @@ def test_a_delegated_job_runs_in_a_child_with_the_jobs_stdio_directory_environme
     assert run_job(tmp_path, env, "3", tag="three").returncode == 3
     err = run_job(tmp_path, env, "error", tag="err")
     assert err.returncode == 1 and err.stderr.strip() == "error: models.m: a bad field"  # one line, on the console
+    assert (tmp_path / "err.log").read_text().strip().endswith("\nerror: models.m: a bad field")  # its log's last line
     crash = run_job(tmp_path, env, "crash", tag="crash")
     assert crash.returncode == 1 and crash.stderr.rstrip().endswith("ZeroDivisionError: boom")  # as in-process
     assert int((tmp_path / "three.log.pid").read_text()) != child  # a fresh child per job

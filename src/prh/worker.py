@@ -82,7 +82,7 @@ def delegate(config: dict | None = None, log_path: str | os.PathLike | None = No
     """Run this job's script (``sys.argv``) in the fork server and exit with its status; return (run it here) when
     the worker is off or no server is ready, starting one in the background for the jobs after this one.
 
-    After the child exits, this process appends its own cost (CLIENT_LINE) to the job's log, where the child wrote
+    After the child succeeds, this process appends its own cost (CLIENT_LINE) to the job's log, where the child wrote
     its profile: the two lines together are the job's whole CPU (benchmarks/job_overhead.py adds them)."""
     if not enabled(config) or not Path(sys.argv[0]).is_file():  # `python -c`, an interactive session: nothing to rerun
         return
@@ -100,7 +100,7 @@ def delegate(config: dict | None = None, log_path: str | os.PathLike | None = No
             print(f"prh worker: could not hand the job to {path.name} ({e}); running it in this process", file=sys.stderr)
             return
         code = _wait_for_child(conn)
-    if code is not None and log_path is not None:
+    if code == 0 and log_path is not None:  # a failed job's log stays its one error line
         _append_client_cost(Path(log_path))
     if code is None:
         print(f"prh worker: {path.name} closed the connection without starting the job; running it in this process",
