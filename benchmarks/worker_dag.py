@@ -1,0 +1,83 @@
+"""The default DAG with and without the fork server (prh.worker), back to back, each from a fresh clone of HEAD and an
+empty store: wall time, the CPU of the whole run, the jobs' CPU from their log lines, and whether every table,
+figure reading and store key is the same.
+
+Usage: python benchmarks/worker_dag.py [--configfile CONFIG] [--cores 2]
+
+CPU of the whole run = Snakemake and every process it started and waited for (``getrusage(RUSAGE_CHILDREN)``), plus,
+with the worker, the forked children (their ``prh job profile:`` lines) and each server's own start (its log), which
+Snakemake does not wait for. The jobs' CPU from their log lines omits what an own-process job spends after its script
+ends (interpreter teardown), so the whole-run figure is the one to compare. Floors from the same minute:
+``python -c "import torch"`` (CPU seconds, min of 3) and 50 float32 1024 x 1024 matmuls on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from job_overhead import import_cpu, job_cpu, matmul_s, read_profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_CPU = re.compile(r"^prh worker \d+: imported .* in ([0-9.]+) CPU-s$", re.M)
+
+
+def run_dag(work: Path, worker: bool, args: argparse.Namespace) -> dict:
+    """Clone HEAD into ``work``, run the DAG there and measure it."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    sockets = Path(tempfile.mkdtemp(prefix="w", dir="/tmp"))  # this run's servers only
+    env = {**os.environ, "PRH_WORKER": "1" if worker else "0", "PRH_WORKER_DIR": str(sockets),
+           "PYTHONPATH": str(work / "src")}  # fmt: skip
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "--workflow-profile", "profiles/local", "--cores",
+           str(args.cores), *(["--configfile", args.configfile] if args.configfile else [])]  # fmt: skip
+    before, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    subprocess.run(cmd, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+    waited = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    jobs = [j for js in read_profiles(work / "logs").values() for j in js]
+    children = sum(j["cpu_s"] for j in jobs if j.get("in_worker"))
+    servers = [float(x) for log in sockets.glob("*.log") for x in SERVER_CPU.findall(log.read_text())]
+    return {"wall": wall, "run_cpu": waited + children + sum(servers), "job_cpu": sum(map(job_cpu, jobs)) + sum(servers),
+            "jobs": len(jobs), "servers": len(servers), "work": work}  # fmt: skip
+
+
+def same_outputs(a: Path, b: Path) -> tuple[int, list[str]]:
+    """(files compared, those that differ): every results table and figure reading, and the store's keys."""
+    files = sorted(p.relative_to(a) for p in (a / "results").rglob("*") if p.suffix in (".csv", ".json"))
+    # benchmarks are timings; the receipts of zoo, prepare and extraction jobs name paths and times
+    files = [f for f in files if f.parts[1] not in ("benchmarks", "zoo", "prepared", "features")]
+    differ = [str(f) for f in files if not filecmp.cmp(a / f, b / f, shallow=False)]
+    keys = [sorted(p.name for p in (d / "features" / "entries").glob("*/*")) for d in (a, b)]
+    return len(files), differ + ([] if keys[0] == keys[1] else ["store keys"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", help="a config other than the default")
+    ap.add_argument("--cores", type=int, default=2)
+    args = ap.parse_args()
+    print(f"floor: python -c 'import torch' {import_cpu('import torch'):.2f} CPU-s (min of 3); 50 x 1024^2 float32 "
+          f"matmul {matmul_s():.2f} s on one thread; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="prh-worker-dag-") as tmp:
+        runs = {mode: run_dag(Path(tmp) / mode, mode == "worker", args) for mode in ("worker", "own process")}
+        w, o = runs["worker"], runs["own process"]
+        print(f"{'':<34}{'worker':>12}{'own process':>13}{'ratio':>8}")
+        for key, label in (("wall", "wall s"), ("run_cpu", "CPU-s, whole run"), ("job_cpu", "CPU-s, jobs' log lines")):
+            print(f"{label:<34}{w[key]:>12.1f}{o[key]:>13.1f}{w[key] / o[key]:>8.2f}")
+        print(f"jobs {w['jobs']} / {o['jobs']}; fork servers started: {w['servers']}")
+        n, differ = same_outputs(w["work"], o["work"])
+        print(f"outputs: {n} tables and readings compared, "
+              + ("all byte-equal, store keys equal" if not differ else f"DIFFER: {', '.join(differ)}"))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
