@@ -31,10 +31,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from prh.pipeline import PROFILE_LINE  # the lines jobs write: one definition, where they are written
+from prh.worker import CLIENT_LINE
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-PROFILE_LINE = "prh job profile:"
-CLIENT_LINE = "prh job client:"  # prh.worker.CLIENT_LINE
 PHASES = ("startup", "imports", "dataset", "weights digest", "dataset digest", "store verify", "model build", "work",
           "store commit", "receipt", "other")  # fmt: skip
 
