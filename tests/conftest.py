@@ -25,6 +25,15 @@ def _copy_workflow(work: Path, extra: tuple[str, ...] = ()) -> Path:
     return work
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stamp_memos(tmp_path_factory):
+    """Stamp memos (``prh.io.stamp_memo``) of the suite and the workflows it runs go to a temp folder, not ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PRH_DIGEST_CACHE", str(tmp_path_factory.mktemp("stamps")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def copy_workflow():
     """``copy_workflow(work, extra=())``: the workflow and the e2e config copied into ``work``."""

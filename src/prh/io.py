@@ -141,6 +141,47 @@ def file_sha256(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+STAMP_SETTLE_S = 2.0  # a file changed this recently may change again within its timestamp's resolution: not memoised
+
+
+def memo_dir() -> Path:
+    """Where stamp memos live: ``PRH_DIGEST_CACHE``, else ``$XDG_CACHE_HOME/prh/stamps`` (``~/.cache/prh/stamps``)."""
+    if os.environ.get("PRH_DIGEST_CACHE"):
+        return Path(os.environ["PRH_DIGEST_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "prh" / "stamps"
+
+
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """(device, inode, size, mtime_ns, ctime_ns) of a file: any write, rename over it or ``touch`` changes it (ctime
+    cannot be set back from user space)."""
+    st = os.stat(path)
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def stamp_memo(path: str | os.PathLike, tag: str, compute: Callable[[], str]) -> str:
+    """``compute()`` for the file at ``path``, remembered across processes for as long as the file's stamp holds.
+
+    A receipt for work done once on a file's bytes (its sha256, a dataset's verified digests): the first process
+    computes it and writes ``<memo_dir>/<sha256(path, tag)>.json`` atomically with the stamp it saw before reading;
+    later processes trust it while :func:`file_stamp` is unchanged.  A file changed within ``STAMP_SETTLE_S`` of the
+    read is not memoised, and a memo that cannot be written (read-only home) only costs the recomputation.
+    """
+    real = os.path.realpath(path)
+    entry = memo_dir() / f"{hashlib.sha256(f'{real}|{tag}'.encode()).hexdigest()[:32]}.json"
+    stamp = file_stamp(real)
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        memo = json.loads(entry.read_text())
+        if memo["stamp"] == stamp and memo["path"] == real and isinstance(memo["value"], str):
+            return memo["value"]
+    value = compute()
+    settled = time.time_ns() - max(stamp[3], stamp[4]) > STAMP_SETTLE_S * 1e9
+    if settled and file_stamp(real) == stamp:
+        with contextlib.suppress(OSError, PrhError):
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(entry, {"path": real, "tag": tag, "stamp": stamp, "value": value})
+    return value
+
+
 def tree_files(directory: str | os.PathLike) -> list[str]:
     """Relative posix paths of every regular file under ``directory`` except the manifest, sorted."""
     root = Path(directory)

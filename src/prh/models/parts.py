@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from prh.errors import PrhError
+from prh.io import file_stamp, stamp_memo
 
 CHUNK = 1 << 22  # bytes read at a time
 
@@ -122,16 +124,23 @@ def _stamp(files: Iterable[Path]) -> tuple:
 
 
 def concatenated_sha256(files: list[Path]) -> tuple[str, int]:
-    """(sha256 hex, bytes) of the files read in order, i.e. of their concatenation; memoised in-process."""
+    """(sha256 hex, bytes) of the files read in order, i.e. of their concatenation; memoised in-process and across
+    processes by the files' stamps (``prh.io.stamp_memo``)."""
     key = _stamp(files)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        for p in files:
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(CHUNK), b""):
-                    h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = stamp_memo(files[0], "concatenated-sha256:" + json.dumps(
+            [[os.path.realpath(p), file_stamp(p)] for p in files[1:]]), lambda: _sha256_of_concatenation(files))  # fmt: skip
     return _SHA_CACHE[key], sum(s for _, s, _ in key)
+
+
+def _sha256_of_concatenation(files: list[Path]) -> str:
+    """sha256 hex of the files' bytes read in order."""
+    h = hashlib.sha256()
+    for p in files:
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def check_content(what: str, sp: SplitPackage, sha: str, size: int) -> None:
