@@ -12,15 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from prh.errors import PrhError
 from prh.hub import go_offline
 from prh.io import write_csv_atomic, write_json_atomic
 from prh.runtime import job_profile, phase, start_profile
 from prh.worker import delegate
 
-if TYPE_CHECKING:  # pandas is imported by the table jobs only, not by every extraction
+if TYPE_CHECKING:  # numpy and pandas are imported where used: a job handed to the fork server never needs them
+    import numpy as np
     import pandas as pd
 
 
@@ -331,6 +330,8 @@ def colour_job(names_npz: str, image_npzs: list[str], receipts: list[str], store
                outputs: dict[str, str]) -> None:
     """The colour experiment: pixel-PMI and language-model distances of colours against CIELAB (prh.colour); writes
     its alignment and layout tables (prh.plan.COLOUR_TABLES)."""
+    import numpy as np
+
     from prh import colour
     from prh.data import load_saved
     from prh.store import FeatureStore, read_receipt
