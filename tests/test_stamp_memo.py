@@ -93,11 +93,12 @@ def test_weights_digest_is_read_from_the_memo_by_another_process(tmp_path, memos
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(os.urandom(1 << 20))
     code = ("import sys, prh.io as io, prh.models as m\n"
+            "io.STAMP_SETTLE_S = 0.0\n"  # the file was written a moment ago
             "if sys.argv[2] == 'memo-only':\n"
             "    io.file_sha256 = lambda p: (_ for _ in ()).throw(AssertionError('re-hashed'))\n"
             "print(m.file_sha256(sys.argv[1]))\n")  # fmt: skip
     env = {**os.environ, "PRH_DIGEST_CACHE": str(memos)}
-    run = lambda mode: subprocess.run([sys.executable, "-c", code, str(weights), mode], env=env, check=True,  # noqa: E731
+    run = lambda mode: subprocess.run([sys.executable, "-c", code, str(weights), mode], env=env, check=True,
                                       capture_output=True, text=True).stdout.strip()  # fmt: skip
     os.utime(weights, ns=(1, 1))  # mtime long past: settled
     first = run("hash")
@@ -121,7 +122,7 @@ def _dataset(tmp_path: Path) -> Path:
 
 
 def test_a_saved_dataset_is_verified_once(tmp_path, memos, monkeypatch):
-    import prh.data as data
+    from prh import data
 
     path = _dataset(tmp_path)
     first = load_saved(path)
