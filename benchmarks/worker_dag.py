@@ -2,7 +2,11 @@
 empty store: wall time, the CPU of the whole run, the jobs' CPU from their log lines, and whether every table,
 figure reading and store key is the same.
 
-Usage: python benchmarks/worker_dag.py [--configfile CONFIG] [--cores 2]
+Usage: python benchmarks/worker_dag.py [--configfile CONFIG] [--cores 2] [--worker-only] [--pin 0]
+
+``--pin 0`` runs Snakemake and everything it starts on CPU 0 alone while it still schedules ``--cores`` jobs: a
+machine of the same kind at half the speed (two cores, each half as fast, have the throughput of one), which is how
+the issue-32 target "10 minutes on the slower machine" is checked here.
 
 CPU of the whole run = Snakemake and every process it started and waited for (``getrusage(RUSAGE_CHILDREN)``), plus,
 with the worker, the forked children (their ``prh job profile:`` lines) and each server's own start (its log), which
@@ -40,7 +44,9 @@ def run_dag(work: Path, worker: bool, args: argparse.Namespace) -> dict:
     cmd = [str(Path(sys.executable).with_name("snakemake")), "--workflow-profile", "profiles/local", "--cores",
            str(args.cores), *(["--configfile", args.configfile] if args.configfile else [])]  # fmt: skip
     before, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    subprocess.run(cmd, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = (lambda: os.sched_setaffinity(0, {int(c) for c in args.pin.split(",")})) if args.pin else None
+    subprocess.run(cmd, cwd=work, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   preexec_fn=pin)  # fmt: skip
     wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
     waited = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     jobs = [j for js in read_profiles(work / "logs").values() for j in js]
@@ -64,10 +70,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", help="a config other than the default")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--worker-only", action="store_true", help="one run, with the fork server")
+    ap.add_argument("--pin", default="", help="comma-separated CPUs the whole run is confined to (e.g. 0)")
     args = ap.parse_args()
     print(f"floor: python -c 'import torch' {import_cpu('import torch'):.2f} CPU-s (min of 3); 50 x 1024^2 float32 "
-          f"matmul {matmul_s():.2f} s on one thread; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+          f"matmul {matmul_s():.2f} s on one thread; load average {os.getloadavg()[0]:.1f}"
+          + (f"; run pinned to CPU(s) {args.pin} with --cores {args.cores}" if args.pin else ""))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="prh-worker-dag-") as tmp:
+        if args.worker_only:
+            w = run_dag(Path(tmp) / "worker", True, args)
+            print(f"wall {w['wall']:.1f} s ({w['wall'] / 60:.2f} min); CPU-s, whole run {w['run_cpu']:.1f}; CPU-s, jobs' "
+                  f"log lines {w['job_cpu']:.1f}; jobs {w['jobs']}; fork servers started: {w['servers']}")  # fmt: skip
+            return
         runs = {mode: run_dag(Path(tmp) / mode, mode == "worker", args) for mode in ("worker", "own process")}
         w, o = runs["worker"], runs["own process"]
         print(f"{'':<34}{'worker':>12}{'own process':>13}{'ratio':>8}")
