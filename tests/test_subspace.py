@@ -81,6 +81,8 @@ def test_eigen_singular_values_lie_within_their_bound(kind: str) -> None:
                 np.testing.assert_allclose(w.T @ w, np.eye(45), atol=1e-12)
                 assert np.all(np.abs(np.linalg.norm(x.T @ w, axis=0) - exact) <= bound + 1e-12 * exact[0]), kind
     assert sub.eigen_singular(np.zeros((0, 5)))[0].size == 0
+    assert np.isnan(sub.eigen_singular(np.zeros((4, 3)))[1]).all()  # no scale to bound against: the guard fails
+    assert sub.guarded_sum(np.zeros((4, 3)), 1.0) == 0.0
 
 
 @pytest.mark.parametrize("data", ["random", "low_rank"])
