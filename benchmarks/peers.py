@@ -309,13 +309,13 @@ def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], param
     gesdd fallback excluded; PWCCA: the eigenvectors of M M^T and the weight product); the complements' SVD where prh
     takes them (CCA's exact pairs, the shape metric at alpha 0)."""
     from prh.metrics import prepare_layers
-    from prh.metrics.subspace import _width, eigen_singular, singular_values
+    from prh.metrics.subspace import eigen_singular, singular_values, stack_width
 
     sa, sb = (prepare_layers(metric, x, **params).arrays for x in (a, b))
     n = sa["u"].shape[1]
     ra, rb = (np.count_nonzero(st["s"] > 0, axis=1) for st in (sa, sb))
     unit = metric == "cca" or (metric == "shape_metric" and params.get("shape_alpha") == 0.0)
-    rows = [_width(vs) for vs in sa["vs"]] if metric == "pwcca" else []  # each layer's width within the padded stack
+    rows = [stack_width(vs) for vs in sa["vs"]] if metric == "pwcca" else []  # each layer's width within the padded stack
     t0 = time.perf_counter()
     for i in range(len(a)):
         for j in range(len(b)):

@@ -267,7 +267,7 @@ def cca_all(sa: State, sb: State) -> np.ndarray:
     return _warn_empty(out, "cca")
 
 
-def _width(vs: np.ndarray) -> int:
+def stack_width(vs: np.ndarray) -> int:
     """Rows of a (D, R) V diag(s) up to its last nonzero one: the layer's width, past which the stack pads with zeros
     (a zero row inside adds nothing to PWCCA's L1 weights either)."""
     nonzero = np.flatnonzero(vs.any(axis=1))
@@ -278,7 +278,7 @@ def pwcca_all(sa: State, sb: State) -> np.ndarray:
     """(La, Lb) projection-weighted CCA: sum_i alpha_i rho_i / sum_i alpha_i, alpha_i = ||Xc^T h_i||_1 (A's columns)."""
     out = np.full((sa["u"].shape[0], sb["u"].shape[0]), np.nan)
     low = np.minimum(_ranks(sa)[:, None], _ranks(sb)[None, :])
-    rows = [_width(vs) for vs in sa["vs"]]
+    rows = [stack_width(vs) for vs in sa["vs"]]
     for a, b, m, ta in _canonical(sa, sb, low > 0):
         # h_i = U_a diag(t_a) w_i, so Xc^T h_i = V_a diag(s_a t_a) w_i
         proj = sa["vs"][a][: rows[a], : ta.size] * ta
