@@ -6,9 +6,10 @@ Usage: .venv/bin/python benchmarks/peers.py [--n 1024 --d 768 --layers-a 13 --la
 
 Prints ONE table: measure, peer, pairs compared, max |prh - peer| over those pairs, prh seconds for ALL layer pairs
 (``prh.metrics.layerwise``, per-layer work included), the peer's seconds for all layer pairs, and their ratio
-(peer / prh). Where a measure's per-pair cost is one operation no exact method avoids (a singular-value decomposition
-of the pair's cross-product, an inversion count), ``floor s`` times that operation alone over all pairs (on prh's own
-per-layer states, per-layer work excluded) and ``prh/floor`` says how close prh comes to it. ``--before SRC`` also
+(peer / prh). Where a measure's per-pair cost is one operation prh cannot avoid (the pair's cross-product and the
+eigenvalues of its Gram, i.e. its singular values by prh's guarded eigen route; an inversion count), ``floor s`` times
+that operation alone over all pairs (on prh's own per-layer states, per-layer work excluded) and ``prh/floor`` says
+how close prh comes to it. ``--before SRC`` also
 times another prh source tree (e.g. the main checkout's ``src``) on the same data, in a subprocess run just before
 each measure's own timing (interleaved, so both see the same load): ``before s`` and ``before/prh``, with the largest
 difference of the two score matrices. Inputs: two synthetic models with known shared structure (13 and 25 layers of a shared 32-d latent
@@ -304,15 +305,17 @@ def measures(n: int, extra: dict[str, list[Peer]]) -> list[Measure]:
 
 def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], params: dict[str, Any]) -> float:
     """Seconds of the per-pair operation of a subspace measure alone, over all pairs, on prh's states: the cross
-    product of the two bases and its singular values (with vectors and the weight product for PWCCA); the
-    complements' where prh takes them (CCA's exact pairs, the shape metric at alpha 0)."""
+    product M of the two bases and the eigenvalues of its smaller Gram (prh's eigen route, its precision guard and
+    gesdd fallback excluded; PWCCA: the eigenvectors of M M^T and the weight product); the complements' SVD where prh
+    takes them (CCA's exact pairs, the shape metric at alpha 0)."""
     from prh.metrics import prepare_layers
-    from prh.metrics.subspace import singular_values, svd
+    from prh.metrics.subspace import eigen_singular, singular_values, stack_width
 
     sa, sb = (prepare_layers(metric, x, **params).arrays for x in (a, b))
     n = sa["u"].shape[1]
     ra, rb = (np.count_nonzero(st["s"] > 0, axis=1) for st in (sa, sb))
     unit = metric == "cca" or (metric == "shape_metric" and params.get("shape_alpha") == 0.0)
+    rows = [stack_width(vs) for vs in sa["vs"]] if metric == "pwcca" else []  # each layer's width within the padded stack
     t0 = time.perf_counter()
     for i in range(len(a)):
         for j in range(len(b)):
@@ -323,10 +326,10 @@ def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], param
                 continue
             m = sa["u"][i][:, : ra[i]].T @ sb["u"][j][:, : rb[j]]
             if metric != "pwcca":
-                singular_values(m)
+                eigen_singular(m)
                 continue
-            w = svd(m, vectors=True)[0]
-            np.abs(sa["vs"][i][:, : ra[i]] @ w).sum(axis=0)
+            w = eigen_singular(m, left=True)[2]
+            np.abs(sa["vs"][i][: rows[i], : ra[i]] @ w).sum(axis=0)
     return time.perf_counter() - t0
 
 
@@ -467,6 +470,9 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
     print(f"end: {load()}")
     for t, note in enumerate(used, 1):
         print(f"  [{t}] {NOTES[note]}")
+    print("  floor (subspace measures): per pair, the bases' cross product M and the eigenvalues of its smaller Gram "
+          "(syevd; PWCCA: M M^T's eigenvectors and the weight product), prh's route without its guard's gesdd "
+          "fallback; the complements' SVD where prh takes them")
 
 
 def main() -> None:
