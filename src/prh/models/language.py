@@ -8,8 +8,9 @@ the same kind of cache directory. The weights digest is always the digest of the
 assembled zip), so store keys do not depend on whether the cache existed; that is why a cache's files are held
 against its sha256 manifest before it is loaded: hashed once per file state on a machine (``prh.models.file_sha256``
 with ``prh.io.stamp_memo``; about 0.4 s for SmolLM2's 517 MB), so a corrupt or rewritten file is caught and the cache
-rebuilt before any feature is computed (a byte flipped in place without a write is left to ``prh store verify``). Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked
-against sha256s prh pins itself, and the assembled GGUF files against their headers, before they are loaded.
+rebuilt before any feature is computed (a byte flipped in place without a write is left to ``prh store verify``).
+Split packages (`prh.models.parts`: mpnet, Gemma-3, Qwen2.5-Coder) are checked against sha256s prh pins itself, and
+the assembled GGUF files against their headers, before they are loaded.
 """
 
 from __future__ import annotations
