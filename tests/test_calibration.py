@@ -126,7 +126,31 @@ def test_resampled_neighbours_equal_direct_masked_sort(k: int) -> None:
         np.fill_diagonal(dup, False)
         want = neighbours(kern[np.ix_(idx, idx)], k, dup)
         np.testing.assert_array_equal(resampled_neighbours(kern, idx, k), want)
+        for m in (k, k + 3, 2 * k + 10, 59):  # short lists send rows to the direct ranking; 59 = every other input
+            ranked = neighbours(kern, m)
+            np.testing.assert_array_equal(resampled_neighbours(kern, idx, k, ranked), want)
     assert resampled_neighbours(kern, np.sort(rng.integers(0, 3, size=60)), 5) is None  # too few distinct inputs
+
+
+def test_ranked_bootstrap_neighbours_on_real_features() -> None:
+    """The ranked route (full-kernel top-m lists, read per resample) equals the direct masked sort on real digits."""
+    from sklearn.datasets import load_digits
+
+    from prh.metrics.kernels import linear_kernel, neighbours, ranking_depth, resampled_neighbours
+
+    x = load_digits().data[:600].astype(np.float32)  # integer pixels: many exact kernel ties
+    kern = linear_kernel(x - x.mean(axis=0))
+    k = 10
+    m = ranking_depth(k, 600)
+    assert m is not None and m < 600 // 4
+    ranked = neighbours(kern, m)
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        idx = np.sort(rng.integers(0, 600, size=600))
+        dup = idx[:, None] == idx[None, :]
+        np.fill_diagonal(dup, False)
+        np.testing.assert_array_equal(resampled_neighbours(kern, idx, k, ranked), neighbours(kern[np.ix_(idx, idx)], k, dup))
+    assert ranking_depth(200, 1000) is None  # lists as long as n / 4: the direct route
 
 
 def test_bootstrap_duplicates_do_not_inflate_kernel_metrics() -> None:

@@ -315,6 +315,7 @@ def many_to_many_calibrated(
         indicator,
         inverse_permutation,
         neighbours,
+        ranking_depth,
         resampled_neighbours,
     )
     from prh.metrics.knn import caption_item_neighbours, many_to_many_knn_all
@@ -341,10 +342,12 @@ def many_to_many_calibrated(
         for x, y in pairs:
             null[(x, y)][t] = score(ind[x], moved[y])
     boot = {p: np.empty(bootstrap) for p in pairs}
+    depth = ranking_depth(k, n)
+    ranked = {x: [None if depth is None else neighbours(g, depth) for g in gs] for x, gs in grams.items()}
     for b, idx in enumerate(bootstrap_indices(n, bootstrap, seed)):
         img = {}
         for x, gs in grams.items():
-            nb = [resampled_neighbours(g, idx, k) for g in gs]
+            nb = [resampled_neighbours(g, idx, k, r) for g, r in zip(gs, ranked[x])]
             if any(v is None for v in nb):
                 raise PrhError(f"bootstrap resample holds too few distinct items for k = {k}")
             img[x] = np.stack([indicator(v, n) for v in nb])

@@ -67,18 +67,38 @@ def neighbours(kernel: np.ndarray, k: int, exclude: np.ndarray | None = None) ->
     return _topk_exact(neg, k)
 
 
-def resampled_neighbours(kernel: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray | None:
+def ranking_depth(k: int, n: int) -> int | None:
+    """Length m of the full-kernel neighbour lists from which a bootstrap resample's k-NN are read, or None where a
+    direct top-k is as cheap (m >= n / 4).
+
+    A resample holds each input with probability about 0.63, so m = 2k + 8 sqrt(k) + 16 leaves a row short of k
+    drawn neighbours with negligible probability; such rows are computed directly (the result is exact either way).
+    """
+    m = 2 * k + 8 * int(np.ceil(np.sqrt(k))) + 16
+    return m if 4 * m < n else None
+
+
+def resampled_neighbours(
+    kernel: np.ndarray, idx: np.ndarray, k: int, ranked: np.ndarray | None = None
+) -> np.ndarray | None:
     """``neighbours(K[idx][:, idx], k, exclude=copies)`` for a sorted resample ``idx`` without an n x n tie sort.
 
     Copies of one input are tied in every row, which sends the exact top-k to a full sort; instead rank the distinct
     inputs once (they carry no ties of their own) and expand each ranked input into its positions, in position order.
     Equal to the direct computation, ties included (idx is sorted, so input order is position order).  None when
     fewer than k + 1 distinct inputs were drawn.
+
+    ``ranked``: optional (n, m) ``neighbours(kernel, m)`` of the full kernel. The distinct inputs' ranking is then
+    read off it: restricting (value desc, index asc) order to a subset keeps it, so the first k drawn entries of a
+    row are its resampled top-k (rows with fewer than k drawn among their m are ranked directly).
     """
     uniq, first, inverse, counts = np.unique(idx, return_index=True, return_inverse=True, return_counts=True)
     if uniq.size <= k:
         return None
-    top = neighbours(kernel[np.ix_(uniq, uniq)], k)  # (U, k) distinct-input ranks; each yields >= 1 position
+    if ranked is None:
+        top = neighbours(kernel[np.ix_(uniq, uniq)], k)  # (U, k) distinct-input ranks; each yields >= 1 position
+    else:
+        top = _drawn_prefix(kernel, uniq, ranked, k)
     cnt = counts[top]  # (U, k)
     before = np.cumsum(cnt, axis=1) - cnt  # positions contributed by better-ranked inputs
     slot = np.arange(k)
@@ -86,6 +106,25 @@ def resampled_neighbours(kernel: np.ndarray, idx: np.ndarray, k: int) -> np.ndar
     rows = np.arange(uniq.size)[:, None]
     pos = first[top[rows, which]] + slot[None, :] - before[rows, which]
     return pos[inverse]
+
+
+def _drawn_prefix(kernel: np.ndarray, uniq: np.ndarray, ranked: np.ndarray, k: int) -> np.ndarray:
+    """(U, k) top-k of K[uniq][:, uniq] (indices into ``uniq``): each row's first k drawn entries of ``ranked``."""
+    n = kernel.shape[0]
+    where = np.full(n, -1, dtype=np.int64)
+    where[uniq] = np.arange(uniq.size)
+    cand = where[ranked[uniq]]  # (U, m) position in uniq of each ranked neighbour, -1 if not drawn
+    drawn = cand >= 0
+    take = drawn & (np.cumsum(drawn, axis=1) <= k)
+    full = take.sum(axis=1) == k
+    top = np.empty((uniq.size, k), dtype=np.int64)
+    top[full] = cand[full][take[full]].reshape(-1, k)
+    short = np.flatnonzero(~full)
+    if short.size:  # rare: rank these rows over every drawn input
+        neg = np.negative(kernel[np.ix_(uniq[short], uniq)], dtype=np.float32)
+        neg[np.arange(short.size), short] = np.inf
+        top[short] = np.argsort(neg, axis=1, kind="stable")[:, :k]
+    return top
 
 
 def _topk_exact(neg: np.ndarray, k: int) -> np.ndarray:

@@ -11,6 +11,7 @@ from prh.metrics.kernels import (
     duplicate_pairs,
     indicator,
     neighbours,
+    ranking_depth,
     relabelled_neighbours,
     resampled_neighbours,
 )
@@ -42,7 +43,8 @@ def knn_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> dict[
 def knn_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> dict[str, np.ndarray]:
     """kNN state of layer i on the sorted bootstrap resample ``idx`` (copies of one input never neighbours)."""
     k = params["k"]
-    nbrs = resampled_neighbours(cache.gram(i), idx, k)
+    m = ranking_depth(k, cache.n)
+    nbrs = resampled_neighbours(cache.gram(i), idx, k, None if m is None else cache.neighbours(i, m))
     if nbrs is None:  # fewer than k + 1 distinct inputs: the masked full sort
         return knn_state(cache.gram(i)[np.ix_(idx, idx)], k, duplicate_pairs(idx))
     return knn_state_from(nbrs, indicator(nbrs, idx.size))
