@@ -175,6 +175,66 @@ def test_choice_loglik_matches_reference(toy: LoadedModel) -> None:
             assert value == pytest.approx(-want, rel=1e-9)
 
 
+def _unpacked(model: LoadedModel, items: list[MCItem], monkeypatch: pytest.MonkeyPatch, **kw) -> list[np.ndarray]:
+    """choice_loglik with packing switched off: one sequence per choice."""
+    import prh.lm
+
+    with monkeypatch.context() as m:
+        m.setattr(prh.lm, "packs_choices", lambda model: False)
+        return choice_loglik(model, items, **kw)
+
+
+MANY = [MCItem("Q: 2+2 =", ["4", " five", "22"], 0), MCItem("ab", ["c", "cd"], 1), MCItem("x", ["yz", "y", "zzzz"], 2),
+        MCItem("The word 'cat' means", ["a small feline", "a large dog", "to run"], 0), MCItem(" ", ["a", "b"], 1)]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_packed_choices_equal_one_sequence_per_choice(attn: str, batch_size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packed route (context once, each continuation masked to context + itself) equals the unpacked route and
+    the prefix-by-prefix reference, in float64, for both attention implementations and any batching."""
+    from prh.lm import packs_choices
+
+    module = tiny_llama(seed=3)
+    module.config._attn_implementation = attn
+    model = loaded(module, CharTokenizer())
+    assert packs_choices(model)
+    got = choice_loglik(model, MANY, batch_size=batch_size)
+    want = _unpacked(model, MANY, monkeypatch, batch_size=batch_size)
+    for g, w, item in zip(got, want, MANY):
+        # eager attention takes its softmax in float32 (over rows of other lengths in either route): 1e-5 bits
+        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10 if attn == "sdpa" else 1e-5)
+        if attn == "eager":
+            continue
+        ctx = [1] + [b + 3 for b in item.context.encode()]
+        cont = " " + item.choices[-1] if not item.choices[-1].startswith(" ") else item.choices[-1]
+        ref = reference_bits(module, ctx + [b + 3 for b in cont.encode()]) - reference_bits(module, ctx)
+        assert g[-1] == pytest.approx(-ref, rel=1e-9)
+
+
+def test_packing_respects_a_sliding_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sliding-window model packs only items shorter than its window (the custom mask replaces the windowed one);
+    longer items are scored one sequence per choice, with the same values."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    import prh.lm
+
+    torch.manual_seed(0)
+    cfg = MistralConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=256, sliding_window=12)
+    model = loaded(MistralForCausalLM(cfg).double().eval(), CharTokenizer())
+    calls = []
+    real = prh.lm.packed_choice_loglik
+    monkeypatch.setattr(prh.lm, "packed_choice_loglik", lambda *a, **k: calls.append(1) or real(*a, **k))
+    short = [MCItem("ab", ["c", "cd"], 1)]  # packed: 1 + 2 + 2 + 3 = 8 tokens
+    long = [MCItem("a longer context than the window", ["one", "two"], 0)]
+    for items, packed in ((short, True), (long, False)):
+        calls.clear()
+        got = choice_loglik(model, items)
+        assert bool(calls) is packed
+        np.testing.assert_allclose(np.concatenate(got), np.concatenate(_unpacked(model, items, monkeypatch)), rtol=1e-10)
+
+
 class PreferTokenModel(torch.nn.Module):
     """Stub causal LM whose next-token distribution puts almost all mass on one token id, whatever the input."""
 

@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,6 +233,25 @@ def test_smollm2_gloss_task_beats_chance(smol_cache: dict) -> None:
 
     scores = mc_scores(smol_cache["first"], "gloss", gloss_task(24, seed=0), batch_size=16)
     assert scores["acc_gloss"] == scores["gloss_acc_norm"] >= 10 / 24
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_packed_choices_equal_unpacked(smol_cache: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SmolLM2 in float32: packed multiple choice (each item's context once) gives the per-choice log-likelihoods of
+    one sequence per choice to float32 rounding, and the same answers, on both default tasks."""
+    import prh.lm
+    from prh.lm import arithmetic_task, choice_loglik, gloss_task, packs_choices
+
+    model = smol_cache["first"]
+    assert packs_choices(model)
+    items = arithmetic_task(12, seed=0) + gloss_task(12, seed=0)
+    packed = choice_loglik(model, items, batch_size=5)
+    monkeypatch.setattr(prh.lm, "packs_choices", lambda model: False)
+    single = choice_loglik(model, items, batch_size=5)
+    for p, s in zip(packed, single):
+        np.testing.assert_allclose(p, s, atol=2e-3, rtol=1e-4)  # bits; float32 sums in another order
+        assert int(np.argmax(p)) == int(np.argmax(s))
 
 
 def test_hf_on_cuda_spreads_over_exactly_the_jobs_gpus(tiny_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:

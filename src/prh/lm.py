@@ -177,7 +177,12 @@ def _choice_sequence(tokenizer: Any, prefix: int | None, context: str, cont: str
 
 
 def choice_loglik(model: LoadedModel, items: list[MCItem], *, batch_size: int = 8) -> list[np.ndarray]:
-    """Per item, (n_choices,) summed log2-likelihood of each continuation given the context."""
+    """Per item, (n_choices,) summed log2-likelihood of each continuation given the context.
+
+    Models that take a custom attention mask (:func:`packs_choices`) score each item in one packed sequence (the
+    context once, then every continuation attending to the context and to itself: :func:`packed_choice_loglik`);
+    others score one sequence per choice. Both compute the same conditional probabilities.
+    """
     _require_causal(model)
     prefix = _prefix_id(model.tokenizer)
     seqs, n_cont = [], []
@@ -186,10 +191,88 @@ def choice_loglik(model: LoadedModel, items: list[MCItem], *, batch_size: int = 
             ids, k = _choice_sequence(model.tokenizer, prefix, item.context, _continuation(choice))
             seqs.append(ids)
             n_cont.append(k)
+    bounds = np.cumsum([0] + [len(item.choices) for item in items])
+    if packs_choices(model) and all(len(x) > k > 0 for x, k in zip(seqs, n_cont)):
+        packs = [_packed_item(seqs[a:b], n_cont[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        if packs and max(len(p[0]) for p in packs) <= _mask_span(model):
+            return packed_choice_loglik(model, packs, batch_size=batch_size)
     lps = token_logprobs(model, seqs, first=[len(x) - k for x, k in zip(seqs, n_cont)], batch_size=batch_size)
     flat = np.array([lp[len(lp) - k :].sum() if k else -np.inf for lp, k in zip(lps, n_cont)])
-    bounds = np.cumsum([0] + [len(item.choices) for item in items])
     return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def packs_choices(model: LoadedModel) -> bool:
+    """Whether the model's base takes position ids and a custom 4D additive attention mask (transformers' sdpa and
+    eager attention do; flash attention and hand-written modules may not)."""
+    import inspect
+
+    base, _, _ = _base_and_head(model)
+    impl = getattr(getattr(base, "config", None), "_attn_implementation", None)
+    return impl in ("sdpa", "eager") and "position_ids" in inspect.signature(base.forward).parameters
+
+
+def _mask_span(model: LoadedModel) -> float:
+    """Longest packed sequence whose custom mask means what it says: a sliding-window model applies the given
+    mask in its windowed layers too, so a pack may not outgrow the window."""
+    base, _, _ = _base_and_head(model)
+    window = getattr(getattr(base, "config", None), "sliding_window", None)
+    return float(window) if window else math.inf
+
+
+Pack = tuple[list[int], list[int], list[int]]  # (token ids, position ids, group: -1 context, j continuation j)
+
+
+def _packed_item(seqs: list[list[int]], n_cont: list[int]) -> Pack:
+    """One item's choice sequences (shared prefix + context, then continuation j) -> one packed sequence."""
+    c = len(seqs[0]) - n_cont[0]
+    ids, pos, group = list(seqs[0][:c]), list(range(c)), [-1] * c
+    for j, (x, k) in enumerate(zip(seqs, n_cont)):
+        if x[: len(x) - k] != ids[:c]:
+            raise PrhError("multiple choice: the choices of one item tokenise their shared context differently")
+        ids += x[len(x) - k :]
+        pos += range(c, c + k)
+        group += [j] * k
+    return ids, pos, group
+
+
+@torch.no_grad()
+def packed_choice_loglik(model: LoadedModel, packs: list[Pack], *, batch_size: int = 8) -> list[np.ndarray]:
+    """Per packed item, (n_choices,) summed log2 p(continuation j | context): token q attends to key t <= q when t
+    is context or in q's own continuation, with q's unpacked position id, so each continuation sees exactly the
+    tokens it would see alone; continuation j's first token is predicted from the last context token."""
+    base, head, softcap = _base_and_head(model)
+    device = _device_of(model.module)
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    dtype = next(base.parameters()).dtype
+    out = [np.zeros(max(g) + 1) for _, _, g in packs]
+    order = length_order([p[0] for p in packs])
+    for b in tqdm(range(0, len(order), batch_size), desc=f"score {model.name}", unit="batch", mininterval=2):
+        idx = order[b : b + batch_size]
+        width = len(packs[idx[0]][0])
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(idx), width), dtype=torch.long)
+        group = torch.full((len(idx), width), -2, dtype=torch.long)  # -2: padding
+        for row, i in enumerate(idx):
+            t, p, g = packs[i]
+            ids[row, : len(t)], pos[row, : len(t)], group[row, : len(t)] = torch.tensor(t), torch.tensor(p), torch.tensor(g)
+        q, k = group[:, :, None], group[:, None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = causal & ((k == -1) & (q != -2) | (k == q)) & ((q != -2) | torch.eye(width, dtype=torch.bool))
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+        hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).last_hidden_state
+        rows, cols, targets, owner = [], [], [], []
+        for row, i in enumerate(idx):
+            t, _, g = packs[i]
+            c = g.count(-1)
+            for s in range(c, len(t)):
+                rows.append(row)
+                cols.append(c - 1 if g[s - 1] != g[s] else s - 1)  # a continuation's first token: the last context token
+                targets.append(t[s])
+                owner.append((i, g[s]))
+        lp = target_logprobs(head, hidden[rows, cols], torch.tensor(targets, device=device), softcap, 4 * LOGIT_BUDGET)
+        for (i, j), v in zip(owner, (lp.double() / math.log(2.0)).cpu().numpy()):
+            out[i][j] += v
+    return out
 
 
 def _correct(items: list[MCItem], lls: list[np.ndarray], normalize: bool) -> np.ndarray:
