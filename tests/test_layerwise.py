@@ -63,6 +63,29 @@ def test_mutual_knn_counts_are_exact_integers() -> None:
     np.testing.assert_array_equal(counts, np.round(counts))
 
 
+def test_mutual_knn_layer_codes_span_several_bytes() -> None:
+    """19 A layers need three code bytes; every (a, b) count equals a per-pair set intersection loop, with the
+    stacked codes, without them (a permuted state) and with A and B swapped."""
+    from prh.metrics.kernels import linear_kernel, neighbours
+    from prh.metrics.knn import knn_permuted, knn_stack, knn_state, mutual_knn_all
+
+    n, k = 50, 6
+    a, b = model_layers(n, (5,) * 19, 8), model_layers(n, (9, 4, 12), 9)
+    lists = lambda layers: [neighbours(linear_kernel(x), k) for x in layers]
+    na, nb = lists(a), lists(b)
+    want = np.array([[sum(len(set(x[i]) & set(y[i])) for i in range(n)) / (n * k) for y in nb] for x in na])
+    sa = knn_stack([knn_state(linear_kernel(x), k) for x in a])
+    sb = knn_stack([knn_state(linear_kernel(x), k) for x in b])
+    assert sa["codes"].shape == (3, n * n)
+    np.testing.assert_array_equal(mutual_knn_all(sa, sb), want)
+    np.testing.assert_array_equal(mutual_knn_all({"nbrs": sa["nbrs"], "ind": sa["ind"]}, sb), want)
+    np.testing.assert_array_equal(mutual_knn_all(sb, sa), want.T)
+    perm = np.random.default_rng(0).permutation(n)
+    moved = knn_permuted(sa, perm)
+    assert "codes" in moved
+    np.testing.assert_array_equal(mutual_knn_all(moved, knn_permuted(sb, perm)), want)
+
+
 @pytest.mark.parametrize("metric", ["cknna", "lcs_knn", "edit_distance_knn"])
 def test_large_k_layerwise_equals_pairwise(metric: str) -> None:
     a, b = model_layers(30, (5, 9), 8), model_layers(30, (4, 6), 9)

@@ -15,7 +15,7 @@ from prh.metrics.kernels import (
     relabelled_neighbours,
     resampled_neighbours,
 )
-from prh.metrics.shared import one_layer
+from prh.metrics.shared import one_layer, stacked
 
 if TYPE_CHECKING:
     from prh.metrics.shared import KernelCache
@@ -53,7 +53,32 @@ def knn_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dic
 def knn_permuted(state: dict[str, np.ndarray], perm: np.ndarray) -> dict[str, np.ndarray]:
     """kNN state of inputs x[perm] from that of x: lists relabelled, indicator rebuilt (O(n k), (..., n, .) stacks)."""
     nbrs = relabelled_neighbours(state["nbrs"], perm)
-    return {"nbrs": nbrs, "ind": indicator(nbrs, perm.size)}
+    out = {"nbrs": nbrs, "ind": indicator(nbrs, perm.size)}
+    if "codes" in state:
+        out["codes"] = neighbour_codes(nbrs)
+    return out
+
+
+def neighbour_codes(nbrs: np.ndarray) -> np.ndarray:
+    """(L, n, k) neighbour lists -> (ceil(L / 8), n * n) uint8 layer codes: bit a % 8 of code a // 8 at i n + j is
+    set when j is in layer a's N(i) (each layer's n k entries are distinct, so one OR per entry)."""
+    la, n, _ = nbrs.shape
+    codes = np.zeros((-(-la // 8), n * n), dtype=np.uint8)
+    where = np.arange(n)[:, None] * n + nbrs
+    for a in range(la):
+        group = codes[a // 8]
+        group[where[a].ravel()] |= np.uint8(1 << (a % 8))
+    return codes
+
+
+def knn_stack(states: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-layer kNN states -> one stacked state, with the layer codes :func:`mutual_knn_all` counts from."""
+    out = stacked(states)
+    out["codes"] = neighbour_codes(out["nbrs"])
+    return out
+
+
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little").astype(np.int64)  # (256, 8)
 
 
 def mutual_knn_chance(n: int, params: dict[str, Any]) -> float:
@@ -74,19 +99,21 @@ def mutual_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> flo
 
 
 def mutual_knn_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
-    """(La, Lb) mutual kNN: A's (La, n*n) flattened indicators gathered at B's neighbour positions (exact counts).
+    """(La, Lb) mutual kNN: A's layer codes gathered at B's neighbour positions, one gather for 8 A layers (exact).
 
-    O(La Lb n k) instead of the O(La Lb n^2) indicator product, and B's indicator is never read, so a permuted B
+    For each B layer, the codes at (i, j in N_B(i)) are histogrammed over the 256 byte values; bit a of a value
+    counts for A layer a. O(Lb n k) gathers instead of O(La Lb n k), B's indicator is never read, so a permuted B
     only needs its neighbour lists relabelled.
     """
-    la, n = sa["ind"].shape[:2]
-    lb, _, k = sb["nbrs"].shape
-    flat_a = sa["ind"].reshape(la, n * n)
+    codes = sa["codes"] if "codes" in sa else neighbour_codes(sa["nbrs"])
+    la = sa["nbrs"].shape[0]
+    lb, n, k = sb["nbrs"].shape
     where = (np.arange(n)[:, None] * n + sb["nbrs"]).reshape(lb, n * k)
-    counts = np.empty((la, lb), dtype=np.int64)
+    counts = np.empty((codes.shape[0] * 8, lb), dtype=np.int64)
     for b in range(lb):
-        counts[:, b] = np.count_nonzero(np.take(flat_a, where[b], axis=1), axis=1)
-    return counts / (n * k)
+        for g, group in enumerate(codes):
+            counts[8 * g : 8 * g + 8, b] = np.bincount(group[where[b]], minlength=256) @ _BITS
+    return counts[:la] / (n * k)
 
 
 def cycle_knn_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:

@@ -254,16 +254,16 @@ def _subspace_metric(name: str, description: str, params: tuple[Param, ...], pai
 
 
 def _knn_metric(name: str, description: str, pair: Callable, all_pairs: Callable, large_n: Callable | None,
-                chance: Callable = no_chance, orientation: str = "") -> Metric:  # fmt: skip
+                chance: Callable = no_chance, orientation: str = "", stack: Callable = stacked) -> Metric:  # fmt: skip
     """A neighbour-list metric: parameter k, states from the shared neighbour lists (asymmetric if ``orientation``)."""
     return Metric(name, description, (K,), _knn.knn_layer_state, pair, all_pairs, _knn.knn_permuted,
                   _knn.knn_resampled_state, chance, symmetric=not orientation, large_n=large_n,
-                  orientation=orientation)  # fmt: skip
+                  orientation=orientation, stack=stack)  # fmt: skip
 
 
 RECORDS: tuple[Metric, ...] = (
     _knn_metric("mutual_knn", "mean fraction of shared k nearest neighbours", _knn.mutual_knn_pair,
-                _knn.mutual_knn_all, _blockwise.mutual_knn_large, _knn.mutual_knn_chance),
+                _knn.mutual_knn_all, _blockwise.mutual_knn_large, _knn.mutual_knn_chance, stack=_knn.knn_stack),
     _knn_metric("cycle_knn", "fraction of inputs whose B-neighbours have them as A-neighbours (A first)",
                 _knn.cycle_knn_pair, _knn.cycle_knn_all, _blockwise.cycle_knn_large, _knn.cycle_knn_chance,
                 orientation="each input's model_y neighbours are looked up in model_x's neighbour lists"),
