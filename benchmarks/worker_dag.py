@@ -2,7 +2,11 @@
 empty store: wall time, the CPU of the whole run, the jobs' CPU from their log lines, and whether every table,
 figure reading and store key is the same.
 
-Usage: python benchmarks/worker_dag.py [--configfile CONFIG] [--cores 2] [--worker-only] [--pin 0]
+Usage: python benchmarks/worker_dag.py [--configfile CONFIG] [--cores 2] [--worker-only [--keep DIR] [--against RUN]]
+       [--pin 0]
+
+``--keep DIR`` leaves the one run's clone (store, results, logs) in DIR; ``--against RUN`` compares its tables,
+figure readings and store keys with an earlier run's directory (e.g. one kept from the code before a change).
 
 ``--pin 0`` runs Snakemake and everything it starts on CPU 0 alone while it still schedules ``--cores`` jobs: a
 machine of the same kind at half the speed (two cores, each half as fast, have the throughput of one), which is how
@@ -71,6 +75,8 @@ def main() -> None:
     ap.add_argument("--configfile", help="a config other than the default")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--worker-only", action="store_true", help="one run, with the fork server")
+    ap.add_argument("--keep", type=Path, help="with --worker-only: run in this new directory and keep it")
+    ap.add_argument("--against", type=Path, help="with --worker-only: compare the outputs with this earlier run")
     ap.add_argument("--pin", default="", help="comma-separated CPUs the whole run is confined to (e.g. 0)")
     args = ap.parse_args()
     print(f"floor: python -c 'import torch' {import_cpu('import torch'):.2f} CPU-s (min of 3); 50 x 1024^2 float32 "
@@ -78,9 +84,13 @@ def main() -> None:
           + (f"; run pinned to CPU(s) {args.pin} with --cores {args.cores}" if args.pin else ""))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="prh-worker-dag-") as tmp:
         if args.worker_only:
-            w = run_dag(Path(tmp) / "worker", True, args)
+            w = run_dag(args.keep or Path(tmp) / "worker", True, args)
             print(f"wall {w['wall']:.1f} s ({w['wall'] / 60:.2f} min); CPU-s, whole run {w['run_cpu']:.1f}; CPU-s, jobs' "
                   f"log lines {w['job_cpu']:.1f}; jobs {w['jobs']}; fork servers started: {w['servers']}")  # fmt: skip
+            if args.against:
+                n, differ = same_outputs(w["work"], args.against)
+                print(f"outputs against {args.against}: {n} tables and readings compared, "
+                      + ("all byte-equal, store keys equal" if not differ else f"differ: {', '.join(differ)}"))  # fmt: skip
             return
         runs = {mode: run_dag(Path(tmp) / mode, mode == "worker", args) for mode in ("worker", "own process")}
         w, o = runs["worker"], runs["own process"]
