@@ -8,7 +8,9 @@ time, so a 262k vocabulary never materialises logits for the whole batch.
 
 Multiple choice follows lm-evaluation-harness: each continuation (with a leading space) is scored by its summed
 log-likelihood given the context; ``acc`` takes the argmax of that, ``acc_norm`` (Hellaswag) of it divided by the
-continuation's UTF-8 byte length. Each task reports both and names one primary (``TASK_NORMALIZE``).
+continuation's UTF-8 byte length. Each task reports both and names one primary (``TASK_NORMALIZE``). Where the
+model takes a custom attention mask, an item is scored in one packed sequence (its context once, each continuation
+masked to the context and itself, at its unpacked positions): the same probabilities for a fraction of the tokens.
 """
 
 from __future__ import annotations
