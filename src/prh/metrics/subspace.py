@@ -419,6 +419,12 @@ def pwcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> Sta
     return layer_state(cache, i, params, weights=True)
 
 
+def pwcca_y_state(cache: KernelCache, i: int, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state as model_y: the centred SVD alone (V diag(s) is read from model_x only)."""
+    u, s, _ = _svd(cache, i)
+    return {"u": u, "s": s, "wide": np.array(cache.dims[i] >= cache.n), **_params_state(params)}
+
+
 def resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any], weights: bool = False) -> State:
     """Layer i's state on bootstrap resample ``idx`` (rows resampled, SVD recomputed; copies carry double weight)."""
     x = cache.layers[i][idx]
@@ -431,6 +437,11 @@ def resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[st
 def pwcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
     """Layer i's PWCCA state on bootstrap resample ``idx``."""
     return resampled_state(cache, i, idx, params, weights=True)
+
+
+def pwcca_y_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state as model_y on bootstrap resample ``idx`` (no V diag(s))."""
+    return {**subspace_state(cache.layers[i][idx]), **_params_state(params)}
 
 
 def permuted(state: State, perm: np.ndarray) -> State:
