@@ -71,7 +71,7 @@ def centred(x: np.ndarray) -> np.ndarray:
 def centred_svd(x: np.ndarray, projections: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(n, d) features -> (U (n, r), s (r,), V diag(s) (d, r)) of the column-centred float64 features, r = rank.
 
-    From the eigendecomposition of the smaller Gram (d x d or n x n; LAPACK syevd), singular values descending.
+    From the eigendecomposition of the smaller Gram (d x d or n x n; LAPACK syevr), singular values descending.
     V diag(s) is a by-product where d <= n; where d > n it is the extra product Xc^T U, skipped (None) unless
     ``projections``. The three are views of one buffer (see :func:`svd_parts`).
     """
@@ -82,7 +82,7 @@ def svd_parts(x: np.ndarray, projections: bool = True) -> np.ndarray:
     """(n, d) features -> one (n + 1 [+ d], r) float64 buffer [U; s [; V diag(s)]] (see :func:`centred_svd`)."""
     z = centred(x)
     n, d = z.shape
-    w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, overwrite_a=True, check_finite=False, driver="evd")
+    w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, overwrite_a=True, check_finite=False)
     s = np.sqrt(np.maximum(w[::-1], 0.0))
     keep = s > s[0] * max(n, d) * EPS32 if s[0] > 0 else np.zeros(s.size, dtype=bool)
     s, vec = s[keep], np.ascontiguousarray(vec[:, ::-1][:, keep])
