@@ -182,13 +182,15 @@ def test_unit_weight_zero_correlations_stay_within_the_bound(gesdd_calls: list, 
     assert by_gesdd(monkeypatch, "cca", a, b) == pytest.approx(want, abs=1e-10)
 
 
-@pytest.mark.parametrize("n, d", [(60, 45), (61, 59), (40, 21), (40, 80)])
-def test_complement_basis_spans_the_rest_of_the_centred_space(n: int, d: int) -> None:
-    """The complement from a projected Gaussian block: orthonormal, and [1/sqrt(n), U, W] completes R^n (projector
-    identity, against numpy's complete QR); (n, 0) where the basis fills the centred space."""
+@pytest.mark.parametrize("rough", [True, False])
+@pytest.mark.parametrize("n, d", [(60, 45), (61, 59), (40, 21), (40, 80), (300, 240)])
+def test_complement_basis_spans_the_rest_of_the_centred_space(n: int, d: int, rough: bool) -> None:
+    """The complement from a projected Gaussian block (first pass in float32 or float64): orthonormal, and
+    [1/sqrt(n), U, W] completes R^n (projector identity, against numpy's complete QR); (n, 0) where the basis fills
+    the centred space."""
     x = low_rank(n, d, min(n - 1, d), 7) + np.random.default_rng(8).standard_normal((n, d)).astype(np.float32)
     u = sub.subspace_state(x)["u"]
-    w = sub.complement_basis(u)
+    w = sub.complement_basis(u, rough)
     assert w.shape == (n, n - 1 - u.shape[1])
     np.testing.assert_allclose(w.T @ w, np.eye(w.shape[1]), rtol=0, atol=1e-13)
     q, _ = np.linalg.qr(np.hstack([np.full((n, 1), 1 / np.sqrt(n)), u]), mode="complete")

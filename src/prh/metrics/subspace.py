@@ -104,21 +104,32 @@ def split_svd(parts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return parts[:n], parts[n], parts[n + 1 :] if parts.shape[0] > n + 1 else None
 
 
-def complement_basis(u: np.ndarray) -> np.ndarray:
+def complement_basis(u: np.ndarray, rough: bool = True) -> np.ndarray:
     """(n, r) orthonormal basis, orthogonal to 1 -> (n, n - 1 - r) orthonormal basis of the rest of the centred space
     (the complement of span(1, u)). Only where r > (n - 1) / 2, the complement being the smaller side; else (n, 0)
     and the flag says so (see :func:`unit_nuclear`).
 
-    A fixed Gaussian (n, n - 1 - r) block projected off span(1, u) and orthonormalised (Householder QR), then
-    projected again ("twice is enough": orthogonal to span(1, u) to rounding) and re-orthonormalised by Cholesky QR
-    (exact there: the block is orthonormal to rounding): two thin products with u instead of a complete n x n QR."""
+    A fixed Gaussian (n, n - 1 - r) block projected off span(1, u) and orthonormalised (QR), then projected again
+    ("twice is enough": orthogonal to span(1, u) to rounding) and re-orthonormalised by Cholesky QR: two thin products
+    with u instead of a complete n x n QR. ``rough``: the first pass in float32 (half the time), kept where the second
+    pass leaves the block within 0.5 of orthonormal (Frobenius), so that Cholesky QR is exact; else both in float64."""
     n, r = u.shape
     c = n - 1 - r
     if 2 * r <= n - 1 or c <= 0:
         return np.zeros((n, max(c, 0)))
-    w = np.linalg.qr(_off_span(_gaussian(n, c), u))[0]
-    w = _off_span(w, u)
-    chol = scipy.linalg.cholesky(w.T @ w, check_finite=False)
+    if rough:
+        w = _off_span(_gaussian(n, c).astype(np.float32), u.astype(np.float32))
+        w = _off_span(np.linalg.qr(w)[0].astype(np.float64), u)
+        gram = w.T @ w
+        if np.linalg.norm(gram - np.eye(c)) <= 0.5:
+            return _cholesky_qr(w, gram)
+    w = _off_span(np.linalg.qr(_off_span(_gaussian(n, c), u))[0], u)
+    return _cholesky_qr(w, w.T @ w)
+
+
+def _cholesky_qr(w: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """The orthonormal factor Q of w = Q R from its Gram w^T w = R^T R (exact where w is near-orthonormal)."""
+    chol = scipy.linalg.cholesky(gram, check_finite=False)
     return scipy.linalg.solve_triangular(chol, w.T, trans="T", check_finite=False).T
 
 
