@@ -180,3 +180,74 @@ def test_unit_weight_zero_correlations_stay_within_the_bound(gesdd_calls: list, 
     assert gesdd_calls == [] and bound.sum() / 100 < sub.EIG_TOL
     assert abs(got - want) <= bound.sum() / 100 + 1e-12
     assert by_gesdd(monkeypatch, "cca", a, b) == pytest.approx(want, abs=1e-10)
+
+
+@pytest.mark.parametrize("rough", [True, False])
+@pytest.mark.parametrize("n, d", [(60, 45), (61, 59), (40, 21), (40, 80), (300, 240)])
+def test_complement_basis_spans_the_rest_of_the_centred_space(n: int, d: int, rough: bool) -> None:
+    """The complement from a projected Gaussian block (first pass in float32 or float64): orthonormal, and
+    [1/sqrt(n), U, W] completes R^n (projector identity, against numpy's complete QR); (n, 0) where the basis fills
+    the centred space."""
+    x = low_rank(n, d, min(n - 1, d), 7) + np.random.default_rng(8).standard_normal((n, d)).astype(np.float32)
+    u = sub.subspace_state(x)["u"]
+    w = sub.complement_basis(u, rough)
+    assert w.shape == (n, n - 1 - u.shape[1])
+    np.testing.assert_allclose(w.T @ w, np.eye(w.shape[1]), rtol=0, atol=1e-13)
+    q, _ = np.linalg.qr(np.hstack([np.full((n, 1), 1 / np.sqrt(n)), u]), mode="complete")
+    rest = q[:, u.shape[1] + 1 :]
+    np.testing.assert_allclose(w @ w.T, rest @ rest.T, rtol=0, atol=1e-13)
+
+
+def test_cca_wide_layers_take_no_complement_and_pwcca_model_y_no_projections() -> None:
+    """CCA's layers at least n wide (ridge pairs only) build no complement; PWCCA's model_y state holds no V diag(s)
+    (nor is Xc^T U formed for its wide layers), and the scores equal the definition and the full-state scores."""
+    from prh.metrics import KernelCache, get_metric, prepare_layers
+
+    n = 40
+    a, b = related(n, 12, 9, 31)  # spans meeting only in 0: distinct correlations (PWCCA's weights well defined)
+    wide_a, wide_b = related(n, 50, 64, 32)
+    cca = prepare_layers("cca", [related(n, 30, 4, 30)[0], wide_a]).arrays
+    assert cca["cs"].tolist() == [True, False] and cca["w"].shape == (2, n, n - 1 - 30)
+    ka, kb = KernelCache([a, wide_a]), KernelCache([b, wide_b])
+    got = layerwise("pwcca", ka, kb)
+    assert "vs" not in prepare_layers("pwcca", kb, y_only=True).arrays and ("svd-vs", 1) not in kb._memo
+    full_b = get_metric("pwcca").layer_states(kb, {"reg": sub.CCA_REG})
+    x_full = prepare_layers("pwcca", ka).arrays
+    np.testing.assert_array_equal(got, sub.pwcca_all(x_full, full_b))
+    want = [[ref_pwcca(x, y) for y in (b, wide_b)] for x in (a, wide_a)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
+    u, _, vs = sub.centred_svd(wide_a)  # Xc^T U formed on demand for a wide model_x equals V diag(s)
+    np.testing.assert_allclose(x_full["vs"][1][:50, : u.shape[1]], vs, rtol=0, atol=1e-12)
+
+
+def test_a_model_y_only_cache_cannot_score_as_model_x() -> None:
+    from prh.errors import PrhError
+    from prh.metrics import prepare_layers, score_caches
+
+    a, b = related(40, 30, 26, 33)
+    light = prepare_layers("pwcca", [b], y_only=True)
+    with pytest.raises(PrhError, match="y_only"):
+        score_caches("pwcca", light, prepare_layers("pwcca", [a]))
+
+
+def test_pwcca_calibration_with_model_y_states_equals_full_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """calibrate_layers gives its model_y the lighter state (permutations and bootstrap included): the same matrix,
+    null and interval as with the full state on both sides."""
+    import dataclasses
+
+    from prh.metrics import calibrate_layers, layer_calibration, registry
+
+    a, b = related(40, 12, 9, 34)
+    xs, ys = [a, a[:, :7]], [b, b[:, :5]]
+    record = registry.get_metric("pwcca")
+    calls: list[int] = []
+    spy = lambda *args: calls.append(1) or sub.pwcca_y_resampled_state(*args)  # noqa: E731
+    light_record = dataclasses.replace(record, y_resample_state=spy)
+    monkeypatch.setattr(layer_calibration, "get_metric", lambda name: light_record)
+    light = calibrate_layers(xs, ys, "pwcca", permutations=5, bootstrap=4, seed=3)
+    assert len(calls) == 4 * len(ys)  # each bootstrap draw resamples model_y's layers with the lighter state
+    full = dataclasses.replace(record, y_state=None, y_resample_state=None)
+    monkeypatch.setattr(layer_calibration, "get_metric", lambda name: full)
+    heavy = calibrate_layers(xs, ys, "pwcca", permutations=5, bootstrap=4, seed=3)
+    for f in dataclasses.fields(light):
+        np.testing.assert_array_equal(getattr(light, f.name), getattr(heavy, f.name), err_msg=f.name)

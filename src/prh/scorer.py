@@ -123,7 +123,7 @@ class Scorer:
             raise PrhError(f"reference {name!r}: store entry {key[:12]} holds features of dataset "
                            f"{entry.request['dataset']['id']!r}, not {self.dataset!r}")  # fmt: skip
         kernels = prepare_kernels(prepare(entry.layers(), q=self.q))
-        cache = prepare_layers(self.metric, kernels, **self.params)
+        cache = prepare_layers(self.metric, kernels, y_only=True, **self.params)  # references are model_y
         self.prepare_calls += 1
         return Reference(name, key, [*entry.layer_names, "concat"], kernels, cache)
 

@@ -91,7 +91,8 @@ def _prepared_pair(metric: str, a: Any, b: Any, params: dict[str, Any]) -> _Pair
     """Validate inputs and build both sides' per-layer states once."""
     record, xa, xb, p = checked_pair(metric, a, b, params)
     caches = (KernelCache([xa]), KernelCache([xb]))
-    return _Pair(record, p, caches, (record.state(caches[0], 0, p), record.state(caches[1], 0, p)))
+    state_y = record.y_state or record.state  # B is only ever model_y here
+    return _Pair(record, p, caches, (record.state(caches[0], 0, p), state_y(caches[1], 0, p)))
 
 
 def _null_scores(pair: _Pair, n_perm: int, seed: int) -> np.ndarray:
@@ -122,10 +123,11 @@ def _boot_scores(pair: _Pair, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot,) scores on inputs resampled with replacement, duplicates excluded from each other's neighbourhoods."""
     rng = np.random.default_rng(seed)
     record, p, (ca, cb) = pair.record, pair.params, pair.caches
+    resample_y = record.y_resample_state or record.resample_state
     out = np.empty(n_boot)
     for t in range(n_boot):
         idx = np.sort(rng.integers(0, pair.n, size=pair.n))
-        out[t] = record.pair(record.resample_state(ca, 0, idx, p), record.resample_state(cb, 0, idx, p))
+        out[t] = record.pair(record.resample_state(ca, 0, idx, p), resample_y(cb, 0, idx, p))
     return out
 
 

@@ -187,9 +187,9 @@ def _common_n(caches: Mapping[str, KernelCache]) -> int:
     return n
 
 
-def _resampled(record: Metric, cache: KernelCache, idx: np.ndarray, params: dict[str, Any]) -> State:
-    """A model's stacked per-layer states on the sorted bootstrap resample ``idx``."""
-    return record.stack([record.resample_state(cache, i, idx, params) for i in range(len(cache))])
+def _y_only(pairs: Sequence[tuple[str, str]]) -> set[str]:
+    """The models that are model_y in every pair they are in (an asymmetric metric's lighter y state serves them)."""
+    return {y for _, y in pairs} - {x for x, _ in pairs}
 
 
 def _draws(rows: np.ndarray, label: str | None, what: str) -> Any:
@@ -239,9 +239,10 @@ def bootstrap_aggregates(
     A symmetric metric's reversed pair (y, x) reuses the aggregate of (x, y) (the transposed matrix).
     """
     models = list(dict.fromkeys(m for p in pairs for m in p))
+    y_only = _y_only(pairs)
     out = np.empty((len(pairs), len(indices)))
     for b, idx in enumerate(indices):
-        states = {m: _resampled(record, caches[m], idx, params) for m in models}
+        states = {m: record.resampled_states(caches[m], idx, params, m in y_only) for m in models}
         done: dict[tuple[str, str], float] = {}
         for t, (x, y) in enumerate(pairs):
             if record.symmetric and (y, x) in done:
@@ -277,7 +278,8 @@ def calibrate_models(
     n = _common_n(caches)
     params = resolve_params(record, metric_params, n, tuple(d for kc in caches.values() for d in kc.dims))
     perms = checked_permutations(permutations, n, seed)
-    states = {m: record.layer_states(kc, params) for m, kc in caches.items()}
+    y_only = _y_only(pairs)
+    states = {m: record.layer_states(kc, params, m in y_only) for m, kc in caches.items()}
     null = null_aggregates(record, states, pairs, _draws(perms, progress, "null"), aggregate, _permute_x(record, caches, pairs))
     boot = bootstrap_aggregates(record, caches, pairs, _draws(bootstrap_indices(n, n_boot, seed), progress, "bootstrap"),
                                 params, aggregate)  # fmt: skip

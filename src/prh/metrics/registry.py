@@ -68,6 +68,9 @@ class Metric:
     ``state_bytes(n, d)``: an estimate of the memory one (n, d) layer's dense state and its working arrays take.
     ``permute_side``: "y" where permuting x's state is expensive (the calibration then always permutes y);
     None: the side holding fewer layers. ``orientation``: for an asymmetric metric, which side does what.
+    ``y_state(cache, i, params)`` / ``y_resample_state(cache, i, idx, params)``: an asymmetric metric's state of a
+    model scored only as model_y, leaving out what only model_x's state is read for (PWCCA: V diag(s)); None: ``state``
+    / ``resample_state``.
     """
 
     name: str
@@ -88,12 +91,22 @@ class Metric:
     state_bytes: Callable[[int, int], int] = lambda n, d: 5 * n * n  # float32 Gram + bool kNN indicator
     permute_side: str | None = None
     orientation: str = ""
+    y_state: Callable[[KernelCache, int, dict[str, Any]], State] | None = None
+    y_resample_state: Callable[[KernelCache, int, np.ndarray, dict[str, Any]], State] | None = None
 
-    def layer_states(self, cache: KernelCache, params: dict[str, Any]) -> State:
-        """All layers' states of one model, stacked on axis 0 (what ``all_pairs`` reads)."""
+    def layer_states(self, cache: KernelCache, params: dict[str, Any], y_only: bool = False) -> State:
+        """All layers' states of one model, stacked on axis 0 (what ``all_pairs`` reads); ``y_only``: of a model
+        scored only as model_y (``y_state``)."""
         if self.stacked_state is not None:
             return self.stacked_state(cache, params)
-        return self.stack([self.state(cache, i, params) for i in range(len(cache))])
+        state = self.y_state if y_only and self.y_state is not None else self.state
+        return self.stack([state(cache, i, params) for i in range(len(cache))])
+
+    def resampled_states(self, cache: KernelCache, idx: np.ndarray, params: dict[str, Any],
+                         y_only: bool = False) -> State:  # fmt: skip
+        """All layers' states on the sorted bootstrap resample ``idx``, stacked; ``y_only`` as :meth:`layer_states`."""
+        state = self.y_resample_state if y_only and self.y_resample_state is not None else self.resample_state
+        return self.stack([state(cache, i, idx, params) for i in range(len(cache))])
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -298,7 +311,8 @@ RECORDS: tuple[Metric, ...] = (
     Metric("pwcca", "projection-weighted CCA (Morcos et al. 2018), weights from A's columns (A first)", (REG,),
            _subspace.pwcca_layer_state, _subspace.pwcca_pair, _subspace.pwcca_all, _subspace.permuted,
            _subspace.pwcca_resampled_state, no_chance, symmetric=False, min_n=3, stack=padded_stack,
-           orientation="canonical weights from model_x's columns"),
+           orientation="canonical weights from model_x's columns", y_state=_subspace.pwcca_y_state,
+           y_resample_state=_subspace.pwcca_y_resampled_state),
     Metric("rv_coefficient", "RV coefficient tr(XcXc'YcYc') / sqrt(tr((XcXc')^2) tr((YcYc')^2)), equal to linear CKA",
            (), _cka.cka_layer_state, _cka.cka_pair, _cka.cka_all, _cka.cka_permuted, _cka.cka_resampled_state,
            no_chance, stacked_state=_cka.cka_stacked_state, large_n=_blockwise.cka_large, state_bytes=kernel_bytes(4)),

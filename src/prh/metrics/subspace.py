@@ -41,6 +41,7 @@ the pair decomposes the smaller (n - 1 - r_x) x (n - 1 - r_y) matrix (255 x 255 
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -60,39 +61,102 @@ EPS = float(np.finfo(np.float64).eps)
 EIG_TOL = 1e-6  # the eigen route's largest bound on |score - exact score| (issue 33's agreement); above it: gesdd
 
 
-def centred_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, d) features -> (U (n, r), s (r,), V diag(s) (d, r)) of the column-centred float64 features, r = rank.
-
-    From the eigendecomposition of the smaller Gram (d x d or n x n; LAPACK syevd), singular values descending.
-    """
+def centred(x: np.ndarray) -> np.ndarray:
+    """(n, d) features -> the column-centred float64 copy Xc."""
     z = x.astype(np.float64)
     z -= z.mean(axis=0)
+    return z
+
+
+def centred_svd(x: np.ndarray, projections: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(n, d) features -> (U (n, r), s (r,), V diag(s) (d, r)) of the column-centred float64 features, r = rank.
+
+    From the eigendecomposition of the smaller Gram (d x d or n x n; LAPACK syevr), singular values descending.
+    V diag(s) is a by-product where d <= n; where d > n it is the extra product Xc^T U, skipped (None) unless
+    ``projections``. The three are views of one buffer (see :func:`svd_parts`).
+    """
+    return split_svd(svd_parts(x, projections), x.shape[0])
+
+
+def svd_parts(x: np.ndarray, projections: bool = True) -> np.ndarray:
+    """(n, d) features -> one (n + 1 [+ d], r) float64 buffer [U; s [; V diag(s)]] (see :func:`centred_svd`)."""
+    z = centred(x)
     n, d = z.shape
-    w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, check_finite=False)
-    w, vec = w[::-1], vec[:, ::-1]
-    s = np.sqrt(np.maximum(w, 0.0))
+    w, vec = scipy.linalg.eigh(z.T @ z if d <= n else z @ z.T, overwrite_a=True, check_finite=False)
+    s = np.sqrt(np.maximum(w[::-1], 0.0))
     keep = s > s[0] * max(n, d) * EPS32 if s[0] > 0 else np.zeros(s.size, dtype=bool)
-    s, vec = s[keep], vec[:, keep]
+    s, vec = s[keep], np.ascontiguousarray(vec[:, ::-1][:, keep])
+    parts = np.empty((n + 1 + (d if d <= n or projections else 0), s.size))
+    parts[n] = s
     if d <= n:
-        return (z @ vec) / s, s, vec * s
-    return vec, s, z.T @ vec
+        np.matmul(z, vec, out=parts[:n])
+        parts[:n] /= s
+        np.multiply(vec, s, out=parts[n + 1 :])
+    else:
+        parts[:n] = vec
+        if projections:
+            np.matmul(z.T, vec, out=parts[n + 1 :])
+    return parts
 
 
-def complement_basis(u: np.ndarray) -> np.ndarray:
+def split_svd(parts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A :func:`svd_parts` buffer -> (U, s, V diag(s) or None), views."""
+    return parts[:n], parts[n], parts[n + 1 :] if parts.shape[0] > n + 1 else None
+
+
+def complement_basis(u: np.ndarray, rough: bool = True) -> np.ndarray:
     """(n, r) orthonormal basis, orthogonal to 1 -> (n, n - 1 - r) orthonormal basis of the rest of the centred space
-    (the complement of span(1, u); complete Householder QR). Only where r > (n - 1) / 2, the complement being the
-    smaller side; else (n, 0) and the flag says so (see :func:`unit_nuclear`)."""
+    (the complement of span(1, u)). Only where r > (n - 1) / 2, the complement being the smaller side; else (n, 0)
+    and the flag says so (see :func:`unit_nuclear`).
+
+    A fixed Gaussian (n, n - 1 - r) block projected off span(1, u) and orthonormalised (QR), then projected again
+    ("twice is enough": orthogonal to span(1, u) to rounding) and re-orthonormalised by Cholesky QR: two thin products
+    with u instead of a complete n x n QR. ``rough``: the first pass in float32 (half the time), kept where the second
+    pass leaves the block within 0.5 of orthonormal (Frobenius), so that Cholesky QR is exact; else both in float64."""
     n, r = u.shape
-    if 2 * r <= n - 1:
-        return np.zeros((n, 0))
-    q, _ = np.linalg.qr(np.hstack([np.full((n, 1), 1.0 / np.sqrt(n)), u]), mode="complete")
-    return q[:, r + 1 :]
+    c = n - 1 - r
+    if 2 * r <= n - 1 or c <= 0:
+        return np.zeros((n, max(c, 0)))
+    if rough:
+        w = _off_span(_gaussian(n, c).astype(np.float32), u.astype(np.float32))
+        w = _off_span(np.linalg.qr(w)[0].astype(np.float64), u)
+        gram = w.T @ w
+        if np.linalg.norm(gram - np.eye(c)) <= 0.5:
+            return _cholesky_qr(w, gram)
+    w = _off_span(np.linalg.qr(_off_span(_gaussian(n, c), u))[0], u)
+    return _cholesky_qr(w, w.T @ w)
+
+
+def _cholesky_qr(w: np.ndarray, gram: np.ndarray) -> np.ndarray:
+    """The orthonormal factor Q of w = Q R from its Gram w^T w = R^T R (exact where w is near-orthonormal)."""
+    chol = scipy.linalg.cholesky(gram, check_finite=False)
+    return scipy.linalg.solve_triangular(chol, w.T, trans="T", check_finite=False).T
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_block(n: int, c: int) -> np.ndarray:
+    """The fixed read-only (n, c) standard Gaussian block :func:`complement_basis` starts from (seed 0)."""
+    block = np.random.default_rng(0).standard_normal((n, c))
+    block.flags.writeable = False
+    return block
+
+
+def _gaussian(n: int, c: int) -> np.ndarray:
+    """A writable copy of :func:`_gaussian_block`."""
+    return _gaussian_block(n, c).copy()
+
+
+def _off_span(w: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """(n, c) block projected off span(1, u) (u orthonormal and orthogonal to 1), in place."""
+    w -= w.mean(axis=0)
+    w -= u @ (u.T @ w)
+    return w
 
 
 def subspace_state(x: np.ndarray, weights: bool = False, complement: bool = False) -> State:
     """(n, d) features -> {"u": (n, r) basis, "s": (r,) singular values, "wide": () d >= n[, "vs": (d, r) V diag(s)]
     [, "w": (n, n - 1 - r) complement basis, "cs": () whether "w" was formed]}."""
-    u, s, vs = centred_svd(x)
+    u, s, vs = centred_svd(x, projections=weights)
     state = {"u": u, "s": s, "wide": np.array(x.shape[1] >= x.shape[0])}
     if weights:
         state["vs"] = vs
@@ -321,16 +385,17 @@ def _params_state(params: dict[str, Any]) -> State:
     return out
 
 
-def _svd(cache: KernelCache, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layer i's (U, s, V diag(s)), memoised in the cache as one (n + d + 1, r) array [U; V diag(s); s]."""
-    n, d = cache.n, cache.dims[i]
+def _svd(cache: KernelCache, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Layer i's (U, s, V diag(s) where d <= n (the eigendecomposition's by-product) else None), memoised in the cache
+    as one :func:`svd_parts` buffer."""
+    return split_svd(cache.memo(("svd", i), lambda: svd_parts(cache.layers[i], projections=False)), cache.n)
 
-    def make() -> np.ndarray:
-        u, s, vs = centred_svd(cache.layers[i])
-        return np.vstack([u, vs, s[None]])
 
-    parts = cache.memo(("svd", i), make)
-    return parts[:n], parts[n + d], parts[n : n + d]
+def _projections(cache: KernelCache, i: int) -> np.ndarray:
+    """Layer i's V diag(s) (d, r): the SVD's by-product where d <= n, else Xc^T U, memoised on its own (only PWCCA's
+    model_x reads it)."""
+    u, _, vs = _svd(cache, i)
+    return vs if vs is not None else cache.memo(("svd-vs", i), lambda: centred(cache.layers[i]).T @ u)
 
 
 def _wants_complement(params: dict[str, Any]) -> bool:
@@ -338,16 +403,25 @@ def _wants_complement(params: dict[str, Any]) -> bool:
     return "reg" in params or params.get("shape_alpha") == 0.0
 
 
+def _complement(u: np.ndarray, params: dict[str, Any], wide: bool, make: Callable[[], np.ndarray]) -> State:
+    """{"w": complement basis, "cs": whether it was formed}: ``make()`` where some pair reads it, i.e. not for CCA's
+    layers at least n wide (their pairs all take the ridge) nor where the complement is the larger side."""
+    n, r = u.shape
+    if "reg" in params and wide or 2 * r <= n - 1:
+        return {"w": np.zeros((n, 0)), "cs": np.array(False)}
+    return {"w": make(), "cs": np.array(True)}
+
+
 def layer_state(cache: KernelCache, i: int, params: dict[str, Any], weights: bool = False) -> State:
     """Layer i's centred SVD state (shared through the cache by Procrustes, shape metric, CCA and PWCCA), with the
-    complement basis for CCA and the shape metric at alpha 0."""
-    u, s, vs = _svd(cache, i)
-    state = {"u": u, "s": s, "wide": np.array(cache.dims[i] >= cache.n), **_params_state(params)}
+    complement basis for CCA and the shape metric at alpha 0, V diag(s) with ``weights`` (PWCCA's model_x)."""
+    u, s, _ = _svd(cache, i)
+    wide = cache.dims[i] >= cache.n
+    state = {"u": u, "s": s, "wide": np.array(wide), **_params_state(params)}
     if weights:
-        state["vs"] = vs
+        state["vs"] = _projections(cache, i)
     elif _wants_complement(params):
-        state["w"] = cache.memo(("svd-complement", i), lambda: complement_basis(u))
-        state["cs"] = np.array(2 * u.shape[1] > cache.n - 1)
+        state |= _complement(u, params, wide, lambda: cache.memo(("svd-complement", i), lambda: complement_basis(u)))
     return state
 
 
@@ -356,15 +430,29 @@ def pwcca_layer_state(cache: KernelCache, i: int, params: dict[str, Any]) -> Sta
     return layer_state(cache, i, params, weights=True)
 
 
+def pwcca_y_state(cache: KernelCache, i: int, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state as model_y: the centred SVD alone (V diag(s) is read from model_x only)."""
+    u, s, _ = _svd(cache, i)
+    return {"u": u, "s": s, "wide": np.array(cache.dims[i] >= cache.n), **_params_state(params)}
+
+
 def resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any], weights: bool = False) -> State:
     """Layer i's state on bootstrap resample ``idx`` (rows resampled, SVD recomputed; copies carry double weight)."""
-    complement = not weights and _wants_complement(params)
-    return {**subspace_state(cache.layers[i][idx], weights, complement), **_params_state(params)}
+    x = cache.layers[i][idx]
+    state = {**subspace_state(x, weights), **_params_state(params)}
+    if not weights and _wants_complement(params):
+        state |= _complement(state["u"], params, x.shape[1] >= x.shape[0], lambda: complement_basis(state["u"]))
+    return state
 
 
 def pwcca_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
     """Layer i's PWCCA state on bootstrap resample ``idx``."""
     return resampled_state(cache, i, idx, params, weights=True)
+
+
+def pwcca_y_resampled_state(cache: KernelCache, i: int, idx: np.ndarray, params: dict[str, Any]) -> State:
+    """Layer i's PWCCA state as model_y on bootstrap resample ``idx`` (no V diag(s))."""
+    return {**subspace_state(cache.layers[i][idx]), **_params_state(params)}
 
 
 def permuted(state: State, perm: np.ndarray) -> State:
