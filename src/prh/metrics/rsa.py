@@ -121,22 +121,29 @@ def _joint_ties(x: np.ndarray, y: np.ndarray) -> int:
     return int((run * (run - 1) // 2).sum())
 
 
-def tau_a(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
+def tau_a(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray], x: np.ndarray | None = None) -> float:
     """Kendall's tau-a of two layers' upper triangles: (m(m-1)/2 - ties_a - ties_b + joint ties - 2 D) / (m(m-1)/2).
 
     Pairs in A's stored order (A's ranks ascending, any order within A's ties); D (discordant pairs) by scipy's
     Fenwick-tree counter, which inserts each group of equal A ranks only after querying it (so A's ties count as
-    neither), as rsatoolbox's ``compare_kendall_tau_a``; joint ties from within A's tie groups alone.
+    neither), as rsatoolbox's ``compare_kendall_tau_a``; joint ties from within A's tie groups alone. ``x``: A's
+    ranks in that order, when the caller already has them (:func:`rsa_all` gathers them once per A layer).
     """
     from scipy.stats._stats import _kendall_dis  # the discordance counter scipy and rsatoolbox use
 
     order = sa["order"]
     m = order.size
-    x, y = sa["rank"][order].astype(np.intp), sb["rank"][order].astype(np.intp)
+    x = _in_order(sa["rank"], order) if x is None else x
+    y = _in_order(sb["rank"], order)
     dis = int(_kendall_dis(x, y))
     joint = _joint_ties(x, y) if int(sa["ties"]) and int(sb["ties"]) else 0
     total = m * (m - 1) // 2
     return (total - int(sa["ties"]) - int(sb["ties"]) + joint - 2 * dis) / total
+
+
+def _in_order(rank: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Ranks gathered in ``order``, as the intp array scipy's counter takes (no second copy)."""
+    return np.take(rank, order).astype(np.intp, copy=False)
 
 
 def rsa_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
@@ -149,8 +156,13 @@ def rsa_pair(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> float:
 def rsa_all(sa: dict[str, np.ndarray], sb: dict[str, np.ndarray]) -> np.ndarray:
     """(La, Lb) RSA: one product of the stacked (L, m) vectors, or tau-a per layer pair."""
     if "rank" in sa:
-        return np.array([[tau_a({k: v[a] for k, v in sa.items()}, {k: v[b] for k, v in sb.items()})
-                          for b in range(sb["rank"].shape[0])] for a in range(sa["rank"].shape[0])])  # fmt: skip
+        out = np.empty((sa["rank"].shape[0], sb["rank"].shape[0]))
+        for a in range(out.shape[0]):
+            layer_a = {k: v[a] for k, v in sa.items()}
+            x = _in_order(layer_a["rank"], layer_a["order"])
+            for b in range(out.shape[1]):
+                out[a, b] = tau_a(layer_a, {k: v[b] for k, v in sb.items()}, x)
+        return out
     return ratio_or_nan(sa["z"] @ sb["z"].T, np.outer(sa["ss"], sb["ss"]), "rsa")
 
 
