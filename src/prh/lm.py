@@ -258,8 +258,8 @@ def packed_choice_loglik(model: LoadedModel, packs: list[Pack], *, batch_size: i
             t, p, g = packs[i]
             ids[row, : len(t)], pos[row, : len(t)], group[row, : len(t)] = torch.tensor(t), torch.tensor(p), torch.tensor(g)
         q, k = group[:, :, None], group[:, None, :]
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        allowed = causal & ((k == -1) & (q != -2) | (k == q)) & ((q != -2) | torch.eye(width, dtype=torch.bool))
+        causal, own = torch.ones(width, width, dtype=torch.bool).tril(), torch.eye(width, dtype=torch.bool)
+        allowed = causal & ((q != -2) & ((k == -1) | (k == q)) | own)  # a padding row attends to itself alone
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
         hidden = base(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device)).last_hidden_state
         rows, cols, targets, owner = [], [], [], []
