@@ -13,6 +13,7 @@ pass of scipy's Fenwick-tree counter over B's ranks in A's order, O(m log m).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,13 +43,24 @@ def correlation_rdm(x: np.ndarray, kind: str = "correlation") -> np.ndarray:
     if kind == "correlation":
         z -= z.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.einsum("ij,ij->i", z, z))[:, None]
-    z = np.divide(z, norm, out=np.zeros_like(z), where=norm > 0)
-    return np.round(1.0 - z @ z.T, DECIMALS)
+    z /= np.where(norm > 0, norm, 1.0)  # in place; a zero-norm row is all zeros and stays so
+    gram = z @ z.T
+    np.subtract(1.0, gram, out=gram)
+    return np.round(gram, DECIMALS, out=gram)
+
+
+@functools.lru_cache(maxsize=4)
+def _upper_positions(n: int) -> np.ndarray:
+    """(n (n - 1) / 2,) flat positions of the strict upper triangle of an (n, n) matrix, row-major (read-only)."""
+    i, j = np.triu_indices(n, 1)
+    flat = i * n + j
+    flat.flags.writeable = False
+    return flat
 
 
 def upper_triangle(m: np.ndarray) -> np.ndarray:
     """(n, n) -> (n (n - 1) / 2,) strict upper triangle in row-major order."""
-    return m[np.triu_indices(m.shape[0], 1)]
+    return np.take(m.reshape(-1), _upper_positions(m.shape[0]))
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
