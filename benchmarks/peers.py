@@ -9,7 +9,8 @@ Prints ONE table: measure, peer, pairs compared, max |prh - peer| over those pai
 (peer / prh). Where a measure's per-pair cost is one operation prh cannot avoid (the pair's cross-product and the
 eigenvalues of its Gram, i.e. its singular values by prh's guarded eigen route; an inversion count), ``floor s`` times
 that operation alone over all pairs (on prh's own per-layer states, per-layer work excluded) and ``prh/floor`` says
-how close prh comes to it. ``--before SRC`` also
+how close prh comes to it; ``peer/floor`` is the largest ratio any implementation doing that per-pair work could
+reach against the peer (with no per-layer work at all). ``--before SRC`` also
 times another prh source tree (e.g. the main checkout's ``src``) on the same data, in a subprocess run just before
 each measure's own timing (interleaved, so both see the same load): ``before s`` and ``before/prh``, with the largest
 difference of the two score matrices. Inputs: two synthetic models with known shared structure (13 and 25 layers of a shared 32-d latent
@@ -306,10 +307,10 @@ def measures(n: int, extra: dict[str, list[Peer]]) -> list[Measure]:
 def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], params: dict[str, Any]) -> float:
     """Seconds of the per-pair operation of a subspace measure alone, over all pairs, on prh's states: the cross
     product M of the two bases and the eigenvalues of its smaller Gram (prh's eigen route, its precision guard and
-    gesdd fallback excluded; PWCCA: the eigenvectors of M M^T and the weight product); the complements' SVD where prh
-    takes them (CCA's exact pairs, the shape metric at alpha 0)."""
+    gesdd fallback excluded; PWCCA: the eigenvectors of M M^T and the weight product); the complements' product and
+    its Gram's eigenvalues where prh takes them (CCA's exact pairs, the shape metric at alpha 0)."""
     from prh.metrics import prepare_layers
-    from prh.metrics.subspace import eigen_singular, singular_values, stack_width
+    from prh.metrics.subspace import eigen_singular, stack_width
 
     sa, sb = (prepare_layers(metric, x, **params).arrays for x in (a, b))
     n = sa["u"].shape[1]
@@ -322,7 +323,7 @@ def _subspace_floor(metric: str, a: list[np.ndarray], b: list[np.ndarray], param
             exact = metric == "shape_metric" or not (sa["wide"][i] or sb["wide"][j])
             if unit and exact and sa["cs"][i] and sb["cs"][j]:
                 wa, wb = sa["w"][i][:, : n - 1 - ra[i]], sb["w"][j][:, : n - 1 - rb[j]]
-                singular_values(wa.T @ wb)
+                eigen_singular(wa.T @ wb)
                 continue
             m = sa["u"][i][:, : ra[i]].T @ sb["u"][j][:, : rb[j]]
             if metric != "pwcca":
@@ -425,6 +426,11 @@ def peer_result(peer: Peer, a: list[np.ndarray], b: list[np.ndarray], strata: li
     return seconds, vals, "~" if sum(len(p) for p, _ in strata) < len(a) * len(b) else "all"
 
 
+def ceiling(t_peer: float | None, floor: float | None) -> str:
+    """The ``peer/floor`` cell: the peer's seconds over the floor's, blank without both."""
+    return f" {t_peer / floor:9.1f}x" if t_peer and floor else f" {'':>10}"
+
+
 def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: argparse.Namespace, title: str) -> None:
     """Time prh and every peer on one pair of models and print the table."""
     rng = np.random.default_rng(args.seed)
@@ -436,7 +442,7 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
     print(f"\n{title}: {len(a)} x {len(b)} = {total} layer pairs (prepared, incl. concat), threads={args.threads}")
     print(f"start: {load()}")
     header = (f"{'measure':<28} {'peer':<34} {'pairs':>6} {'max |diff|':>11} {'prh s':>8} {'peer s':>10} {'ratio':>8} "
-              f"{'floor s':>8} {'prh/floor':>9}")  # fmt: skip
+              f"{'floor s':>8} {'prh/floor':>9} {'peer/floor':>10}")  # fmt: skip
     if args.before:
         header += f" {'before s':>9} {'before/prh':>10} {'|prh-before|':>12}"
     header += "  notes"
@@ -449,13 +455,14 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
         mat = layerwise(m.metric, a, b, **m.params)
         t_prh = time.perf_counter() - t0
         floor = floor_seconds(m, a, b)
-        extra = f" {floor:8.2f} {t_prh / floor:8.2f}x" if floor else f" {'':>8} {'':>9}"
+        floors = f" {floor:8.2f} {t_prh / floor:8.2f}x" if floor else f" {'':>8} {'':>9}"
+        extra = ""
         if args.before:
             extra += (f" {before[0]:9.2f} {before[0] / t_prh:9.1f}x {np.nanmax(np.abs(before[1] - mat)):12.2e}"
                       if before else f" {'':>9} {'':>10} {'':>12}")  # fmt: skip
         if not m.peers:
-            print(f"{m.label:<28} {'(no installed peer)':<34} {'':>6} {'':>11} {t_prh:8.2f} {'':>10} {'':>8}{extra}",
-                  flush=True)  # fmt: skip
+            print(f"{m.label:<28} {'(no installed peer)':<34} {'':>6} {'':>11} {t_prh:8.2f} {'':>10} {'':>8}"
+                  f"{floors}{ceiling(None, floor)}{extra}", flush=True)  # fmt: skip
         for peer in m.peers:
             t_peer, vals, how = peer_result(peer, a, b, strata, plain)
             diff = float(np.nanmax([abs(mat[i, j] - v) for (i, j), v in vals.items()]))
@@ -466,13 +473,15 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
                 marks.append(str(used.index(note) + 1))
             peer_s = f"{'~' if how != 'all' else ''}{t_peer:.1f}"
             print(f"{m.label:<28} {peer.name:<34} {len(vals):>6} {diff:11.2e} {t_prh:8.2f} {peer_s:>10} "
-                  f"{t_peer / t_prh:7.1f}x{extra}  {','.join(marks)}", flush=True)  # fmt: skip
+                  f"{t_peer / t_prh:7.1f}x{floors}{ceiling(t_peer, floor)}{extra}  {','.join(marks)}",
+                  flush=True)  # fmt: skip
     print(f"end: {load()}")
     for t, note in enumerate(used, 1):
         print(f"  [{t}] {NOTES[note]}")
     print("  floor (subspace measures): per pair, the bases' cross product M and the eigenvalues of its smaller Gram "
           "(syevd; PWCCA: M M^T's eigenvectors and the weight product), prh's route without its guard's gesdd "
-          "fallback; the complements' SVD where prh takes them")
+          "fallback; the complements' product and Gram eigenvalues where prh takes them. tau-a: scipy's discordance "
+          "counter over B's ranks in A's order. peer/floor: the ratio an implementation doing only that would reach")
 
 
 def main() -> None:

@@ -251,3 +251,23 @@ def test_pwcca_calibration_with_model_y_states_equals_full_states(monkeypatch: p
     heavy = calibrate_layers(xs, ys, "pwcca", permutations=5, bootstrap=4, seed=3)
     for f in dataclasses.fields(light):
         np.testing.assert_array_equal(getattr(light, f.name), getattr(heavy, f.name), err_msg=f.name)
+
+
+@pytest.mark.parametrize("db", [70, 90])
+def test_complement_pairs_by_the_eigen_route_equal_the_definition(db: int, gesdd_calls: list,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Both ranks above (n - 1) / 2 (n = 120; 80- and 70- / 90-wide layers, so every pair takes the complements): CCA
+    and the shape metric at alpha 0 from the complements' Gram eigenvalues equal the textbook canonical correlations
+    to 1e-10 and the gesdd route on the complements to 1e-12, with no fallback."""
+    a, b = related(120, 80, db, 53, noise=1.0)
+    sa, sb = sub.subspace_state(a, complement=True), sub.subspace_state(b, complement=True)
+    assert bool(sa["cs"]) and bool(sb["cs"])
+    rho = ref_cca_parts(a, b)[0]
+    assert pairwise("cca", a, b) == pytest.approx(float(rho.mean()), abs=1e-10)
+    shape = pairwise("shape_metric", a, b, shape_alpha=0.0)
+    assert shape == pytest.approx(float(rho.sum() / np.sqrt(80 * db)), abs=1e-10)
+    assert gesdd_calls == []
+    for name, params in (("cca", {}), ("shape_metric", {"shape_alpha": 0.0})):
+        got = pairwise(name, a, b, **params)
+        assert got == pytest.approx(by_gesdd(monkeypatch, name, a, b, **params), abs=1e-12), name
+    assert gesdd_calls and all(shape == (119 - 80, 119 - db) for shape in gesdd_calls)
