@@ -36,7 +36,8 @@ SVD_COST = ("per layer: centred SVD via the smaller Gram, min(n, d)^2 max(n, d);
             "bytes per layer")  # fmt: skip
 UNIT_COST = (" Unit weights (CCA without the ridge, the shape metric at alpha = 0): where both ranks exceed (n - 1) / 2 "
              "the pair takes the complements instead (CS decomposition: ||U_x'U_y||_* = ||W_x'W_y||_* + r_x + r_y - "
-             "(n - 1)), an (n - 1 - r_x) x (n - 1 - r_y) SVD; per layer a Gaussian block projected off span(1, U) twice, "
+             "(n - 1)), the singular values of an (n - 1 - r_x) x (n - 1 - r_y) matrix; per layer a Gaussian block "
+             "projected off span(1, U) twice, "
              "4 n r (n - 1 - r) (CCA: not for layers at least n wide, whose pairs all take the ridge)")  # fmt: skip
 RSA_COST = ("per layer: RDM n^2 d and a sort of its m = n (n - 1) / 2 entries (m log m); per layer pair one float64 "
             "inner product of length m (Kendall tau-a: one Fenwick-tree discordance count, m log m). Memory: 16 n^2 "
