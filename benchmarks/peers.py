@@ -402,7 +402,7 @@ def from_store(root: str, keys: list[str] | None) -> tuple[list[np.ndarray], lis
 
     store = FeatureStore(root)
     if not keys:
-        entries = [(k, store.open(k)) for k in store.ls()]
+        entries = [(k, store.open(k)) for k in store.keys()]
         ns = [e.attrs.get("n") or e.layer(0).shape[0] for _, e in entries]
         common = max(set(ns), key=ns.count)
         chosen = sorted([(len(e.layer_names), k) for (k, e), m in zip(entries, ns) if m == common], reverse=True)[:2]

@@ -97,3 +97,40 @@ def test_linear_predictivity_alpha_by_gcv_is_one_of_sklearns_fixed_alpha_fits() 
     got = pairwise("linear_predictivity", a, b, ridge_alphas=grid)
     fixed = [sklearn_predictivity(a, b, alpha) for alpha in grid]
     assert min(fixed) - 1e-9 <= got <= max(fixed) + 1e-9
+
+
+def test_peers_benchmark_reads_the_two_widest_entries_of_a_store(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/peers.py --store: without keys it takes the two entries with the most layers among those with the
+    most common sample count, prepared as the workflow does (clipped, unit-norm rows, the concatenation appended)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from prh.extract import Features
+    from prh.store import FeatureStore, make_request
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))
+    spec = importlib.util.spec_from_file_location("peers_bench", bench_dir / "peers.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "peers_bench", bench)
+    spec.loader.exec_module(bench)
+
+    store = FeatureStore(tmp_path / "features")
+    rng = np.random.default_rng(3)
+    params = {"pooling": "mean", "layers": "all", "dtype": "float32", "max_tokens": 64, "prompt_template": None}
+    shapes = {"wide": (40, 4), "wider": (40, 5), "narrow": (40, 2), "other_n": (30, 6)}
+    keys = {}
+    for name, (n, depth) in shapes.items():
+        req = make_request(model_name=name, weights_digest="w" * 64, dataset_name="d", modality="text",
+                           dataset_digest="c" * 64, params=params)  # fmt: skip
+        keys[name] = store.key(req)
+        layers = [rng.standard_normal((n, 6 + i)).astype(np.float32) for i in range(depth)]
+        with store.put(keys[name], req) as w:
+            w.write(Features(layers, [f"blocks.{i}" for i in range(depth)], {}, {"pooling": "mean"}))
+    a, b, title = bench.from_store(str(tmp_path / "features"), None)
+    assert (len(a), len(b)) == (5 + 1, 4 + 1)  # "wider" and "wide", each with its concatenated layer
+    assert keys["wider"][:12] in title and keys["wide"][:12] in title and "n = 40" in title
+    want = prepare(store.open(keys["wider"]).layers(), q=0.95)
+    for got, ref in zip(a, want):
+        np.testing.assert_array_equal(got, ref)
