@@ -396,19 +396,26 @@ def synthetic(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarr
 
 
 def from_store(root: str, keys: list[str] | None) -> tuple[list[np.ndarray], list[np.ndarray], str]:
-    """Two models' prepared layers from a feature store: ``keys``, else the two entries with the most layers among
-    those with the most common sample count."""
+    """Two models' prepared layers from a feature store: ``keys``, else two different models' entries on one dataset
+    (the same inputs, as alignment needs), the deepest such pair (most layers in the shallower of the two, then n)."""
     from prh.store import FeatureStore
 
     store = FeatureStore(root)
+    infos = {i.key: i for i in store.ls()}
     if not keys:
-        entries = [(k, store.open(k)) for k in store.keys()]
-        ns = [e.attrs.get("n") or e.layer(0).shape[0] for _, e in entries]
-        common = max(set(ns), key=ns.count)
-        chosen = sorted([(len(e.layer_names), k) for (k, e), m in zip(entries, ns) if m == common], reverse=True)[:2]
-        keys = [k for _, k in chosen]
+        deepest: dict[tuple[str, int], dict[str, Any]] = {}  # (dataset, n) -> model -> its deepest entry
+        for info in infos.values():
+            per_model = deepest.setdefault((info.dataset, info.shape[1]), {})
+            if info.model not in per_model or info.shape[0] > per_model[info.model].shape[0]:
+                per_model[info.model] = info
+        pairs = [sorted(m.values(), key=lambda i: (-i.shape[0], i.key))[:2] for m in deepest.values() if len(m) > 1]
+        if not pairs:
+            raise SystemExit(f"--store {root}: no dataset has entries of two models; name them with --keys")
+        keys = [i.key for i in max(pairs, key=lambda p: (p[1].shape[0], p[1].shape[1], p[0].key))]
     a, b = (prepare(store.open(k).layers(), q=0.95) for k in keys)
-    return a, b, f"store {root}: {keys[0][:12]} ({len(a)} layers) vs {keys[1][:12]} ({len(b)} layers), n = {len(a[0])}"
+    names = [f"{infos[k].model} ({len(x)} layers)" if k in infos else k[:12] for k, x in zip(keys, (a, b))]
+    dataset = infos[keys[0]].dataset if keys[0] in infos else "?"
+    return a, b, f"store {root}: {names[0]} vs {names[1]} on {dataset}, n = {len(a[0])}"
 
 
 def peer_result(peer: Peer, a: list[np.ndarray], b: list[np.ndarray], strata: list, plain: list) -> tuple[float, dict, str]:

@@ -6,6 +6,10 @@ netrep, the Aristotelian measures and ReSi are not on PyPI (benchmarks/peers.py 
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_measures import related
@@ -99,13 +103,11 @@ def test_linear_predictivity_alpha_by_gcv_is_one_of_sklearns_fixed_alpha_fits() 
     assert min(fixed) - 1e-9 <= got <= max(fixed) + 1e-9
 
 
-def test_peers_benchmark_reads_the_two_widest_entries_of_a_store(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """benchmarks/peers.py --store: without keys it takes the two entries with the most layers among those with the
-    most common sample count, prepared as the workflow does (clipped, unit-norm rows, the concatenation appended)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
+def test_peers_benchmark_reads_two_models_on_one_dataset_from_a_store(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/peers.py --store: without keys it takes two different models' entries on one dataset (the same
+    inputs), the deepest such pair, prepared as the workflow does (clipped, unit-norm rows, the concatenation
+    appended); one model's entries on two datasets, however deep, are not a pair."""
     from prh.extract import Features
     from prh.store import FeatureStore, make_request
 
@@ -119,18 +121,20 @@ def test_peers_benchmark_reads_the_two_widest_entries_of_a_store(tmp_path, monke
     store = FeatureStore(tmp_path / "features")
     rng = np.random.default_rng(3)
     params = {"pooling": "mean", "layers": "all", "dtype": "float32", "max_tokens": 64, "prompt_template": None}
-    shapes = {"wide": (40, 4), "wider": (40, 5), "narrow": (40, 2), "other_n": (30, 6)}
+    entries = {("deep", "d1"): (40, 9), ("deep", "d2"): (40, 9), ("mid", "d1"): (40, 5), ("low", "d1"): (40, 4),
+               ("low", "d3"): (30, 7), ("other", "d3"): (30, 6)}  # fmt: skip
     keys = {}
-    for name, (n, depth) in shapes.items():
-        req = make_request(model_name=name, weights_digest="w" * 64, dataset_name="d", modality="text",
+    for (model, dataset), (n, depth) in entries.items():
+        req = make_request(model_name=model, weights_digest="w" * 64, dataset_name=dataset, modality="text",
                            dataset_digest="c" * 64, params=params)  # fmt: skip
-        keys[name] = store.key(req)
+        keys[model, dataset] = store.key(req)
         layers = [rng.standard_normal((n, 6 + i)).astype(np.float32) for i in range(depth)]
-        with store.put(keys[name], req) as w:
+        with store.put(keys[model, dataset], req) as w:
             w.write(Features(layers, [f"blocks.{i}" for i in range(depth)], {}, {"pooling": "mean"}))
     a, b, title = bench.from_store(str(tmp_path / "features"), None)
-    assert (len(a), len(b)) == (5 + 1, 4 + 1)  # "wider" and "wide", each with its concatenated layer
-    assert keys["wider"][:12] in title and keys["wide"][:12] in title and "n = 40" in title
-    want = prepare(store.open(keys["wider"]).layers(), q=0.95)
-    for got, ref in zip(a, want):
+    assert (len(a), len(b)) == (7 + 1, 6 + 1)  # low and other on d3 (shallower side 6 > mid's 5 on d1)
+    assert title.endswith("low (8 layers) vs other (7 layers) on d3, n = 30")
+    for got, ref in zip(a, prepare(store.open(keys["low", "d3"]).layers(), q=0.95)):
         np.testing.assert_array_equal(got, ref)
+    a, b, title = bench.from_store(str(tmp_path / "features"), [keys["deep", "d1"], keys["mid", "d1"]])
+    assert (len(a), len(b)) == (10, 6) and "deep (10 layers) vs mid (6 layers) on d1" in title
