@@ -400,12 +400,12 @@ def synthetic(args: argparse.Namespace) -> tuple[list[np.ndarray], list[np.ndarr
 def from_store(root: str, keys: list[str] | None) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Two models' prepared layers from a feature store: ``keys``, else two different models' entries on one dataset
     (the same inputs, as alignment needs), the deepest such pair (most layers in the shallower of the two, then n)."""
-    from prh.store import FeatureStore
+    from prh.store import EntryInfo, FeatureStore
 
     store = FeatureStore(root)
     infos = {i.key: i for i in store.ls()}
     if not keys:
-        deepest: dict[tuple[str, int], dict[str, Any]] = {}  # (dataset, n) -> model -> its deepest entry
+        deepest: dict[tuple[str, int], dict[str, EntryInfo]] = {}  # (dataset, n) -> model -> its deepest entry
         for info in infos.values():
             per_model = deepest.setdefault((info.dataset, info.shape[1]), {})
             if info.model not in per_model or info.shape[0] > per_model[info.model].shape[0]:
@@ -415,9 +415,8 @@ def from_store(root: str, keys: list[str] | None) -> tuple[list[np.ndarray], lis
             raise SystemExit(f"--store {root}: no dataset has entries of two models; name them with --keys")
         keys = [i.key for i in max(pairs, key=lambda p: (p[1].shape[0], p[1].shape[1], p[0].key))]
     a, b = (prepare(store.open(k).layers(), q=0.95) for k in keys)
-    names = [f"{infos[k].model} ({len(x)} layers)" if k in infos else k[:12] for k, x in zip(keys, (a, b))]
-    dataset = infos[keys[0]].dataset if keys[0] in infos else "?"
-    return a, b, f"store {root}: {names[0]} vs {names[1]} on {dataset}, n = {len(a[0])}"
+    names = [f"{infos[k].model} ({len(x)} layers)" for k, x in zip(keys, (a, b))]
+    return a, b, f"store {root}: {names[0]} vs {names[1]} on {infos[keys[0]].dataset}, n = {len(a[0])}"
 
 
 def peer_result(peer: Peer, a: list[np.ndarray], b: list[np.ndarray], strata: list, plain: list) -> tuple[float, dict, str]:
@@ -435,9 +434,9 @@ def peer_result(peer: Peer, a: list[np.ndarray], b: list[np.ndarray], strata: li
     return seconds, vals, "~" if sum(len(p) for p, _ in strata) < len(a) * len(b) else "all"
 
 
-def ceiling(t_peer: float | None, floor: float | None) -> str:
-    """The ``peer/floor`` cell: the peer's seconds over the floor's, blank without both."""
-    return f" {t_peer / floor:9.1f}x" if t_peer and floor else f" {'':>10}"
+def ceiling(t_peer: float, floor: float | None) -> str:
+    """The ``peer/floor`` cell: the peer's seconds over the floor's, blank without a floor."""
+    return f" {t_peer / floor:9.1f}x" if floor else f" {'':>10}"
 
 
 def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: argparse.Namespace, title: str) -> None:
@@ -471,7 +470,7 @@ def run(a: list[np.ndarray], b: list[np.ndarray], rows: list[Measure], args: arg
                       if before else f" {'':>9} {'':>10} {'':>12}")  # fmt: skip
         if not m.peers:
             print(f"{m.label:<28} {'(no installed peer)':<34} {'':>6} {'':>11} {t_prh:8.2f} {'':>10} {'':>8}"
-                  f"{floors}{ceiling(None, floor)}{extra}", flush=True)  # fmt: skip
+                  f"{floors} {'':>10}{extra}", flush=True)  # fmt: skip
         for peer in m.peers:
             t_peer, vals, how = peer_result(peer, a, b, strata, plain)
             diff = float(np.nanmax([abs(mat[i, j] - v) for (i, j), v in vals.items()]))

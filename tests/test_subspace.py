@@ -264,8 +264,8 @@ def test_complement_pairs_by_the_eigen_route_equal_the_definition(db: int, gesdd
     assert bool(sa["cs"]) and bool(sb["cs"])
     rho = ref_cca_parts(a, b)[0]
     assert pairwise("cca", a, b) == pytest.approx(float(rho.mean()), abs=1e-10)
-    shape = pairwise("shape_metric", a, b, shape_alpha=0.0)
-    assert shape == pytest.approx(float(rho.sum() / np.sqrt(80 * db)), abs=1e-10)
+    shape_score = pairwise("shape_metric", a, b, shape_alpha=0.0)
+    assert shape_score == pytest.approx(float(rho.sum() / np.sqrt(80 * db)), abs=1e-10)
     assert gesdd_calls == []
     for name, params in (("cca", {}), ("shape_metric", {"shape_alpha": 0.0})):
         got = pairwise(name, a, b, **params)
